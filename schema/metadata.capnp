@@ -1,0 +1,109 @@
+# PuzzleFS image metadata.
+#
+# Field ordinals 0..13 of Inode and 0..2 of Rootfs are the wire layout that upstream PuzzleFS 0.2
+# reads and writes, so images stay readable in both directions. Everything this project adds uses
+# new ordinals: older readers skip fields they do not know.
+@0x913f66cd6192a8a6;
+
+struct Chr {
+    major @0 :UInt64;
+    minor @1 :UInt64;
+}
+
+struct Blk {
+    major @0 :UInt64;
+    minor @1 :UInt64;
+}
+
+struct DirEntry {
+    ino @0 :UInt64;
+    name @1 :Data;
+}
+
+struct Dir {
+    entries @0 :List(DirEntry);
+    # When set, entries of the same directory inode in lower layers show through unless shadowed.
+    lookBelow @1 :Bool;
+}
+
+# A byte range of a regular file: `len` bytes starting at `blob.offset` in the blob's
+# uncompressed contents.
+struct FileChunk {
+    blob @0 :BlobRef;
+    len @1 :UInt64;
+}
+
+struct BlobRef {
+    # sha256 of the blob as stored under blobs/sha256/.
+    digest @0 :Data;
+    offset @1 :UInt64;
+    # The stored blob is in the zstd seekable format.
+    compressed @2 :Bool;
+}
+
+struct Xattr {
+    key @0 :Data;
+    val @1 :Data;
+}
+
+struct InodeAdditional {
+    xattrs @0 :List(Xattr);
+    symlinkTarget @1 :Data;
+}
+
+struct Inode {
+    ino @0 :UInt64;
+    mode :union {
+        unknown @1 :Void;
+        fifo @2 :Void;
+        chr @3 :Chr;
+        dir @4 :Dir;
+        blk @5 :Blk;
+        file @6 :List(FileChunk);
+        lnk @7 :Void;
+        sock @8 :Void;
+        wht @9 :Void;
+    }
+    uid @10 :UInt32;
+    gid @11 :UInt32;
+    # Permission bits including setuid, setgid and sticky (mode & 0o7777).
+    permissions @12 :UInt16;
+    additional @13 :InodeAdditional;
+
+    # Added by this project (absent in upstream images, which read as the epoch).
+    mtimeSec @14 :Int64;
+    mtimeNsec @15 :UInt32;
+    # sha256 of a regular file's whole contents: lets `build --base` reuse unchanged files'
+    # chunks safely and `check` verify files end to end.
+    fileDigest @16 :Data;
+}
+
+struct InodeVector {
+    # Sorted by ino.
+    inodes @0 :List(Inode);
+}
+
+struct VerityData {
+    digest @0 :Data;
+    verity @1 :Data;
+}
+
+# How the file data stream was cut into blobs and stored; recorded so a later build with
+# `--base` can refuse to mix parameters and so tools can report them. Added by this project.
+struct Chunking {
+    algorithm @0 :Text;
+    minSize @1 :UInt32;
+    avgSize @2 :UInt32;
+    maxSize @3 :UInt32;
+    compression @4 :Text;
+    zstdFrameSize @5 :UInt32;
+    zstdLevel @6 :Int32;
+}
+
+struct Rootfs {
+    # Layers, topmost first: an inode number resolves to its first occurrence.
+    metadatas @0 :List(InodeVector);
+    fsVerityData @1 :List(VerityData);
+    manifestVersion @2 :UInt64;
+    chunking @3 :Chunking;
+}

@@ -1,0 +1,331 @@
+//! `puzzlefs`: build, inspect, check, extract and mount PuzzleFS images.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use pfs::builder::{build, BuildOptions, Progress, ZstdOptions};
+use pfs::format::Digest;
+use pfs::oci::OciDir;
+use pfs::reader::{Image, OpenOptions};
+
+#[derive(Parser)]
+#[command(
+    name = "puzzlefs",
+    version,
+    about = "Build, inspect, check, extract and mount PuzzleFS images"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build an image from a directory tree.
+    Build(BuildArgs),
+    /// Recreate an image's tree in a directory.
+    Extract(ExtractArgs),
+    /// Mount an image read-only with FUSE.
+    Mount(MountArgs),
+    /// Unmount a FUSE mount.
+    Umount {
+        /// The mount point.
+        mountpoint: PathBuf,
+    },
+    /// Show tags, sizes, counts and sharing between images.
+    Inspect {
+        /// OCI_DIR or OCI_DIR:TAG.
+        image: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List a directory of an image.
+    Ls {
+        /// OCI_DIR:TAG.
+        image: String,
+        /// Path in the image (default: /).
+        path: Option<String>,
+        /// List the whole subtree.
+        #[arg(short = 'R', long)]
+        recursive: bool,
+    },
+    /// Write a file of an image to standard output.
+    Cat {
+        /// OCI_DIR:TAG.
+        image: String,
+        /// Path in the image.
+        path: String,
+    },
+    /// Verify every blob digest and the metadata of one or all images.
+    Check {
+        /// OCI_DIR or OCI_DIR:TAG.
+        image: String,
+    },
+}
+
+#[derive(Args)]
+struct BuildArgs {
+    /// Directory to build from.
+    rootfs: PathBuf,
+    /// OCI_DIR:TAG to write (the directory is created if missing).
+    target: String,
+    /// Compress chunks with zstd.
+    #[arg(short, long)]
+    compress: bool,
+    /// Reuse unchanged files of this tag in the same OCI directory.
+    #[arg(short, long, alias = "base-layer")]
+    base: Option<String>,
+    /// zstd level with --compress.
+    #[arg(long, default_value_t = 3, requires = "compress")]
+    level: i32,
+    /// Uncompressed bytes per zstd frame with --compress.
+    #[arg(long, default_value_t = pfs::chunk::DEFAULT_FRAME_SIZE, requires = "compress")]
+    frame_size: u32,
+    /// Worker threads (default: all cores).
+    #[arg(short = 'j', long)]
+    threads: Option<usize>,
+    /// Print a JSON report.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct ExtractArgs {
+    /// OCI_DIR:TAG.
+    image: String,
+    /// Destination directory (created; must be empty if it exists).
+    dest: PathBuf,
+    /// Refuse the image unless its manifest digest is this.
+    #[arg(long)]
+    digest: Option<String>,
+}
+
+#[derive(Args)]
+struct MountArgs {
+    /// OCI_DIR:TAG.
+    image: String,
+    /// Where to mount.
+    mountpoint: PathBuf,
+    /// Stay in the foreground.
+    #[arg(short, long)]
+    foreground: bool,
+    /// Refuse the image unless its manifest digest is this.
+    #[arg(long)]
+    digest: Option<String>,
+    /// Let other users access the mount (needs user_allow_other or root).
+    #[arg(long)]
+    allow_other: bool,
+}
+
+fn split_target(s: &str) -> Result<(PathBuf, String)> {
+    match s.rsplit_once(':') {
+        Some((dir, tag)) if !dir.is_empty() && !tag.is_empty() => {
+            Ok((PathBuf::from(dir), tag.to_string()))
+        }
+        _ => bail!("expected OCI_DIR:TAG, got {s:?}"),
+    }
+}
+
+fn split_optional_tag(s: &str) -> (PathBuf, Option<String>) {
+    match s.rsplit_once(':') {
+        Some((dir, tag)) if !dir.is_empty() && !tag.is_empty() && !tag.contains('/') => {
+            (PathBuf::from(dir), Some(tag.to_string()))
+        }
+        _ => (PathBuf::from(s), None),
+    }
+}
+
+fn open_image(spec: &str, digest: Option<&str>) -> Result<Image> {
+    let (dir, tag) = split_target(spec)?;
+    let oci = OciDir::open(&dir)?;
+    let pin = digest.map(Digest::parse).transpose()?;
+    Ok(Image::open(
+        &oci,
+        &tag,
+        OpenOptions {
+            pin,
+            ..Default::default()
+        },
+    )?)
+}
+
+fn human(bytes: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < units.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", units[u])
+    }
+}
+
+fn cmd_build(a: BuildArgs) -> Result<()> {
+    let (dir, tag) = split_target(&a.target)?;
+    pfs::oci::validate_tag(&tag)?;
+    if !a.rootfs.is_dir() {
+        bail!("{}: not a directory", a.rootfs.display());
+    }
+    let oci = OciDir::create(&dir)?;
+    let cancel = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, cancel.clone())?;
+    }
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} {msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        bar.set_message("scanning");
+        bar
+    });
+    let progress = |p: Progress| {
+        if let Some(bar) = &bar {
+            match p {
+                Progress::Scanned { entries, bytes } => {
+                    bar.set_message(format!("{entries} entries"));
+                    bar.set_length(bytes);
+                }
+                Progress::Data { done, total } => {
+                    bar.set_length(total);
+                    bar.set_position(done);
+                }
+            }
+        }
+    };
+    let opts = BuildOptions {
+        zstd: a.compress.then_some(ZstdOptions {
+            frame_size: a.frame_size,
+            level: a.level,
+        }),
+        base: a.base.as_deref(),
+        threads: a.threads.unwrap_or(BuildOptions::default().threads),
+        progress: Some(&progress),
+        cancel: Some(&cancel),
+        ..Default::default()
+    };
+    let report = build(&a.rootfs, &oci, &tag, &opts);
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    let report = report?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        if bar.is_some() {
+            eprintln!(
+                "{} files, {} in {:.1}s; {} of {} chunks new ({}), metadata {}{}",
+                report.files,
+                human(report.file_bytes),
+                report.seconds,
+                report.new_chunks,
+                report.chunks,
+                human(report.new_bytes),
+                human(report.metadata_bytes),
+                if report.reused_files > 0 {
+                    format!(", {} files reused from base", report.reused_files)
+                } else {
+                    String::new()
+                }
+            );
+        }
+        println!("{}", report.manifest_digest);
+    }
+    Ok(())
+}
+
+fn cmd_cat(image: &str, path: &str) -> Result<()> {
+    let img = open_image(image, None)?;
+    let node = img.table().resolve(path.as_bytes(), true)?;
+    let n = img.table().node(node);
+    if !matches!(n.data, pfs::reader::NodeData::File(_)) {
+        bail!("{path}: not a regular file");
+    }
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    img.read_with(node, 0, n.size, |piece| {
+        out.write_all(piece).map_err(anyhow::Error::from)
+    })?;
+    out.flush()?;
+    Ok(())
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Build(a) => cmd_build(a),
+        Command::Cat { image, path } => cmd_cat(&image, &path),
+        Command::Ls {
+            image,
+            path,
+            recursive,
+        } => open_image(&image, None).and_then(|img| {
+            let text = pfs::inspect::list(&img, path.as_deref().unwrap_or("/"), recursive)?;
+            std::io::stdout().write_all(text.as_bytes())?;
+            Ok(())
+        }),
+        Command::Inspect { image, json } => {
+            let (dir, tag) = split_optional_tag(&image);
+            OciDir::open(&dir)
+                .map_err(anyhow::Error::from)
+                .and_then(|oci| {
+                    let report = pfs::inspect::inspect(&oci, tag.as_deref())?;
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&report)?);
+                    } else {
+                        print!("{}", report.to_text());
+                    }
+                    Ok(())
+                })
+        }
+        Command::Check { image } => {
+            let (dir, tag) = split_optional_tag(&image);
+            OciDir::open(&dir)
+                .map_err(anyhow::Error::from)
+                .and_then(|oci| {
+                    let report = pfs::inspect::check(&oci, tag.as_deref())?;
+                    print!("{}", report.to_text());
+                    if !report.ok() {
+                        bail!("{} problem(s) found", report.problems.len());
+                    }
+                    Ok(())
+                })
+        }
+        Command::Extract(a) => open_image(&a.image, a.digest.as_deref()).and_then(|img| {
+            let report = pfs::extract::extract(&img, &a.dest, &Default::default())?;
+            eprintln!("{}", report.summary());
+            Ok(())
+        }),
+        Command::Mount(a) => open_image(&a.image, a.digest.as_deref()).and_then(|img| {
+            pfs::fs::mount(
+                Arc::new(img),
+                &a.mountpoint,
+                &pfs::fs::MountOptions {
+                    foreground: a.foreground,
+                    allow_other: a.allow_other,
+                },
+            )
+            .context("mount")
+        }),
+        Command::Umount { mountpoint } => pfs::fs::unmount(&mountpoint).context("umount"),
+    };
+    if let Err(e) = result {
+        let _ = std::io::stdout().flush();
+        eprintln!("puzzlefs: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,367 @@
+//! Building images: walk -> stream -> chunks -> blobs -> metadata -> manifest.
+
+mod assemble;
+mod error;
+mod pipeline;
+mod scan;
+mod stream;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+pub use error::BuildError;
+
+use crate::chunk::{ChunkParams, DEFAULT_FRAME_SIZE};
+use crate::format::{BlobRef, Digest, FileChunk};
+use crate::oci::{validate_tag, OciDir, Staging};
+use crate::reader::{Image, NodeData, OpenOptions};
+use assemble::BlobFacts;
+use scan::ScanKind;
+use stream::{FileStream, StreamFile};
+
+/// zstd settings for compressed images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ZstdOptions {
+    /// Uncompressed bytes per seekable frame.
+    pub frame_size: u32,
+    /// Compression level.
+    pub level: i32,
+}
+
+impl Default for ZstdOptions {
+    fn default() -> Self {
+        ZstdOptions {
+            frame_size: DEFAULT_FRAME_SIZE,
+            level: 3,
+        }
+    }
+}
+
+/// Progress notifications, for a progress bar.
+#[derive(Debug, Clone, Copy)]
+pub enum Progress {
+    /// The tree has been walked.
+    Scanned {
+        /// Entries found.
+        entries: u64,
+        /// Regular file bytes found.
+        bytes: u64,
+    },
+    /// File data processed so far.
+    Data {
+        /// Bytes chunked and stored.
+        done: u64,
+        /// Bytes to go through the chunker in all.
+        total: u64,
+    },
+}
+
+/// How to build.
+#[derive(Clone, Copy)]
+pub struct BuildOptions<'a> {
+    /// Compress chunks (zstd seekable format).
+    pub zstd: Option<ZstdOptions>,
+    /// Chunk size bounds.
+    pub params: ChunkParams,
+    /// Tag of an image in the same layout whose unchanged files are reused.
+    pub base: Option<&'a str>,
+    /// Worker threads for compression and hashing.
+    pub threads: usize,
+    /// Receives progress notifications.
+    pub progress: Option<&'a (dyn Fn(Progress) + Sync)>,
+    /// Set to abandon the build.
+    pub cancel: Option<&'a AtomicBool>,
+}
+
+impl Default for BuildOptions<'_> {
+    fn default() -> Self {
+        BuildOptions {
+            zstd: None,
+            params: ChunkParams::default(),
+            base: None,
+            threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            progress: None,
+            cancel: None,
+        }
+    }
+}
+
+/// What a build did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BuildReport {
+    /// The tag written.
+    pub tag: String,
+    /// Digest of the new image manifest.
+    pub manifest_digest: String,
+    /// Regular files.
+    pub files: u64,
+    /// Directories.
+    pub directories: u64,
+    /// Other entries (symlinks, devices, fifos, sockets).
+    pub others: u64,
+    /// Bytes in regular files.
+    pub file_bytes: u64,
+    /// Files taken unchanged from the base image without chunking.
+    pub reused_files: u64,
+    /// Bytes that went through the chunker.
+    pub chunked_bytes: u64,
+    /// Distinct data blobs the image refers to.
+    pub chunks: u64,
+    /// Data blobs written by this build (the rest were already present).
+    pub new_chunks: u64,
+    /// Bytes written to the blob store (data and metadata).
+    pub new_bytes: u64,
+    /// Size of the metadata blob.
+    pub metadata_bytes: u64,
+    /// Whether chunks were compressed.
+    pub compressed: bool,
+    /// Wall-clock seconds.
+    pub seconds: f64,
+}
+
+/// Builds `rootfs` into `oci` as `tag`. On any error the layout is left as it was.
+pub fn build(
+    rootfs: &Path,
+    oci: &OciDir,
+    tag: &str,
+    opts: &BuildOptions<'_>,
+) -> Result<BuildReport, BuildError> {
+    validate_tag(tag)?;
+    let start = Instant::now();
+    let cancelled = || opts.cancel.is_some_and(|c| c.load(Ordering::Relaxed));
+    let base = opts
+        .base
+        .map(|t| Image::open(oci, t, OpenOptions::default()))
+        .transpose()?;
+    let tree = scan::scan(rootfs, &cancelled)?;
+    let file_bytes: u64 = tree
+        .files
+        .iter()
+        .map(|&i| match tree.nodes[(i - 1) as usize].kind {
+            ScanKind::File { size } => size,
+            _ => 0,
+        })
+        .sum();
+    if let Some(p) = opts.progress {
+        p(Progress::Scanned {
+            entries: tree.nodes.len() as u64,
+            bytes: file_bytes,
+        });
+    }
+
+    let staging = Staging::new(oci)?;
+    let mut facts: HashMap<Digest, BlobFacts> = HashMap::new();
+    let mut file_chunks: HashMap<u64, Vec<FileChunk>> = HashMap::new();
+    let mut file_digests: HashMap<u64, Digest> = HashMap::new();
+    let mut to_stream = Vec::new();
+    let candidates: Vec<StreamFile> = tree
+        .files
+        .iter()
+        .map(|&ino| {
+            let node = &tree.nodes[(ino - 1) as usize];
+            let size = match node.kind {
+                ScanKind::File { size } => size,
+                _ => 0,
+            };
+            StreamFile {
+                ino,
+                path: tree.host_path(node),
+                size,
+            }
+        })
+        .collect();
+    let reused = match &base {
+        Some(base) => reuse_from_base(base, oci, &tree, &candidates, opts.threads, &cancelled)?,
+        None => HashMap::new(),
+    };
+    for f in candidates {
+        match reused.get(&f.ino) {
+            Some((digest, chunks, blobs)) => {
+                file_digests.insert(f.ino, *digest);
+                file_chunks.insert(f.ino, chunks.clone());
+                facts.extend(blobs.iter().map(|(d, b)| (*d, *b)));
+            }
+            None => to_stream.push(f),
+        }
+    }
+
+    let total: u64 = to_stream.iter().map(|f| f.size).sum();
+    let streamed: Vec<(u64, u64)> = to_stream.iter().map(|f| (f.ino, f.size)).collect();
+    let digests = Arc::new(Mutex::new(Vec::new()));
+    let stream = FileStream::new(to_stream, Arc::new(AtomicU64::new(0)), digests.clone());
+    let mut done = 0u64;
+    let chunks = pipeline::run(
+        stream,
+        opts.params,
+        opts.zstd,
+        opts.threads,
+        &staging,
+        &cancelled,
+        &mut |c| {
+            done += c.raw_len;
+            if let Some(p) = opts.progress {
+                p(Progress::Data { done, total });
+            }
+        },
+    )?;
+    file_digests.extend(digests.lock().unwrap_or_else(|p| p.into_inner()).drain(..));
+    let split = assemble::split_chunks(&streamed, &chunks)
+        .map_err(|e| BuildError::Chunk(crate::chunk::ChunkError::Io(std::io::Error::other(e))))?;
+    file_chunks.extend(split);
+    let mut new_chunks = 0u64;
+    let mut new_bytes = 0u64;
+    for c in &chunks {
+        if c.new {
+            new_chunks += 1;
+            new_bytes += c.stored_len;
+        }
+        facts.insert(
+            c.digest,
+            BlobFacts {
+                compressed: c.compressed,
+                stored_len: c.stored_len,
+                verity: Some(c.verity),
+            },
+        );
+    }
+
+    let (mut files, mut directories, mut others) = (0u64, 0u64, 0u64);
+    for n in &tree.nodes {
+        match n.kind {
+            ScanKind::File { .. } => files += 1,
+            ScanKind::Dir(_) => directories += 1,
+            _ => others += 1,
+        }
+    }
+    let reused_files = reused.len() as u64;
+    let chunking = opts
+        .params
+        .record(opts.zstd.map(|z| (z.frame_size, z.level)));
+    let rootfs_meta = assemble::rootfs(tree, file_chunks, &file_digests, &facts, chunking);
+    let (meta, manifest) = assemble::manifest(&rootfs_meta, &facts)?;
+    if cancelled() {
+        return Err(BuildError::Cancelled);
+    }
+    if staging.put(&Digest::of(&meta), &meta)? {
+        new_bytes += meta.len() as u64;
+    }
+    let desc = staging.commit(&manifest, tag)?;
+    Ok(BuildReport {
+        tag: tag.to_string(),
+        manifest_digest: desc.digest.oci(),
+        files,
+        directories,
+        others,
+        file_bytes,
+        reused_files,
+        chunked_bytes: total,
+        chunks: (manifest.layers.len() - 1) as u64,
+        new_chunks,
+        new_bytes,
+        metadata_bytes: meta.len() as u64,
+        compressed: opts.zstd.is_some(),
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+type Reused = (Digest, Vec<FileChunk>, Vec<(Digest, BlobFacts)>);
+
+/// Files whose contents equal the file at the same path in `base` (same size, same sha256),
+/// with the base's chunks. Hashing runs on every thread.
+fn reuse_from_base(
+    base: &Image,
+    oci: &OciDir,
+    tree: &scan::Tree,
+    candidates: &[StreamFile],
+    threads: usize,
+    cancelled: &(dyn Fn() -> bool + Sync),
+) -> Result<HashMap<u64, Reused>, BuildError> {
+    let table = base.table();
+    let sizes: HashMap<Digest, u64> = base
+        .manifest()
+        .layers
+        .iter()
+        .map(|d| (d.digest, d.size))
+        .collect();
+    let mut work = Vec::new();
+    for f in candidates {
+        let rel = &tree.nodes[(f.ino - 1) as usize].rel;
+        let Ok(id) = table.resolve(rel, false) else {
+            continue;
+        };
+        let node = table.node(id);
+        let (NodeData::File(extents), Some(digest)) = (&node.data, node.file_digest) else {
+            continue;
+        };
+        if node.size != f.size {
+            continue;
+        }
+        let mut chunks = Vec::with_capacity(extents.len());
+        let mut blobs = Vec::with_capacity(extents.len());
+        let mut usable = true;
+        for e in extents.iter() {
+            let info = table.blobs()[e.blob as usize];
+            let Some(stored_len) = sizes
+                .get(&info.digest)
+                .copied()
+                .filter(|_| oci.has_blob(&info.digest))
+            else {
+                usable = false;
+                break;
+            };
+            chunks.push(FileChunk {
+                blob: BlobRef {
+                    digest: info.digest,
+                    offset: e.blob_offset,
+                    compressed: info.compressed,
+                },
+                len: e.len,
+            });
+            blobs.push((
+                info.digest,
+                BlobFacts {
+                    compressed: info.compressed,
+                    stored_len,
+                    verity: info.verity,
+                },
+            ));
+        }
+        if usable {
+            work.push((f, digest, chunks, blobs));
+        }
+    }
+
+    let next = AtomicUsize::new(0);
+    let results = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..threads.max(1) {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some((f, digest, _, _)) = work.get(i) else {
+                    return;
+                };
+                if cancelled() {
+                    results
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(Err(BuildError::Cancelled));
+                    return;
+                }
+                let r = stream::hash_file(&f.path).map(|d| (i, d == *digest));
+                results.lock().unwrap_or_else(|p| p.into_inner()).push(r);
+            });
+        }
+    });
+    let mut out = HashMap::new();
+    for r in results.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        let (i, same) = r?;
+        if same {
+            let (f, digest, chunks, blobs) = &work[i];
+            out.insert(f.ino, (*digest, chunks.clone(), blobs.clone()));
+        }
+    }
+    Ok(out)
+}

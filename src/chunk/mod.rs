@@ -1,0 +1,12 @@
+//! Cutting the file data stream into chunks, and the byte formats of chunk blobs:
+//! FastCDC parameters, the zstd seekable format, fs-verity digests.
+
+mod error;
+mod params;
+mod seekable;
+mod verity;
+
+pub use error::ChunkError;
+pub use params::{ChunkParams, Chunker, CHUNKER_NAME};
+pub use seekable::{compress_seekable, decompress_seekable, seekable_size, DEFAULT_FRAME_SIZE};
+pub use verity::fs_verity_digest;

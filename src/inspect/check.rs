@@ -1,0 +1,223 @@
+//! `puzzlefs check`: verify manifests, metadata, every blob's digest and decoding, and every
+//! file's recorded sha256.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use crate::format::{Digest, Sha256Writer};
+use crate::oci::{OciDir, MEDIA_TYPE_ROOTFS};
+use crate::reader::{BlobInfo, Image, NodeData, OpenOptions, ReaderError, Walk};
+
+/// The outcome of a check.
+#[derive(Debug, Clone, Default)]
+pub struct CheckReport {
+    /// `tag manifest-digest` of each image checked.
+    pub images: Vec<String>,
+    /// Distinct data blobs verified.
+    pub blobs: u64,
+    /// Their stored bytes.
+    pub blob_bytes: u64,
+    /// Files whose whole-content digest was verified.
+    pub files: u64,
+    /// One line per problem, naming the blob, tag or file.
+    pub problems: Vec<String>,
+}
+
+impl CheckReport {
+    /// Whether nothing was wrong.
+    pub fn ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+
+    /// Text for humans.
+    pub fn to_text(&self) -> String {
+        let mut s = String::new();
+        for i in &self.images {
+            let _ = writeln!(s, "image {i}");
+        }
+        for p in &self.problems {
+            let _ = writeln!(s, "BAD {p}");
+        }
+        let _ = writeln!(
+            s,
+            "{}: {} blobs ({} bytes) and {} files verified, {} problem(s)",
+            if self.ok() { "ok" } else { "FAILED" },
+            self.blobs,
+            self.blob_bytes,
+            self.files,
+            self.problems.len()
+        );
+        s
+    }
+}
+
+fn parallel<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let next = AtomicUsize::new(0);
+    let out = Mutex::new(Vec::with_capacity(items.len()));
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(item) = items.get(i) else { return };
+                let r = f(item);
+                out.lock().unwrap_or_else(|p| p.into_inner()).push((i, r));
+            });
+        }
+    });
+    let mut v = out.into_inner().unwrap_or_else(|p| p.into_inner());
+    v.sort_by_key(|(i, _)| *i);
+    v.into_iter().map(|(_, r)| r).collect()
+}
+
+/// Checks `tag`, or every tag, of a layout. Problems are collected, not returned as errors;
+/// an error means the layout itself could not be read.
+pub fn check(oci: &OciDir, tag: Option<&str>) -> Result<CheckReport, ReaderError> {
+    let tags = match tag {
+        Some(t) => {
+            oci.resolve(t)?;
+            vec![t.to_string()]
+        }
+        None => oci.read_index()?.tags(),
+    };
+    let mut report = CheckReport::default();
+    // Verified blobs: digest -> uncompressed size, or the problem.
+    let mut verified: HashMap<Digest, Result<u64, String>> = HashMap::new();
+    for t in &tags {
+        let image = match Image::open(oci, t, OpenOptions::default()) {
+            Ok(i) => i,
+            Err(e) => {
+                report.problems.push(format!("tag {t}: {e}"));
+                continue;
+            }
+        };
+        report
+            .images
+            .push(format!("{t} {}", image.manifest_digest()));
+        let listed: HashMap<Digest, u64> = image
+            .manifest()
+            .layers
+            .iter()
+            .filter(|d| d.media_type != MEDIA_TYPE_ROOTFS)
+            .map(|d| (d.digest, d.size))
+            .collect();
+        let todo: Vec<BlobInfo> = image
+            .table()
+            .blobs()
+            .iter()
+            .filter(|b| !verified.contains_key(&b.digest))
+            .copied()
+            .collect();
+        let results = parallel(&todo, |b| {
+            let stored = oci.blob_size(&b.digest);
+            image
+                .blob_data(b)
+                .map(|d| (d.len() as u64, stored.unwrap_or(0)))
+                .map_err(|e| e.to_string())
+        });
+        for (b, r) in todo.iter().zip(results) {
+            let r = r.map(|(len, stored)| {
+                report.blobs += 1;
+                report.blob_bytes += stored;
+                len
+            });
+            verified.insert(b.digest, r);
+        }
+        for b in image.table().blobs() {
+            match listed.get(&b.digest) {
+                None => report.problems.push(format!(
+                    "tag {t}: blob {} is used by files but not listed in the manifest",
+                    b.digest
+                )),
+                Some(&size) if oci.blob_size(&b.digest).is_some_and(|s| s != size) => {
+                    report.problems.push(format!(
+                        "tag {t}: blob {} is {} bytes, the manifest says {size}",
+                        b.digest,
+                        oci.blob_size(&b.digest).unwrap_or(0)
+                    ))
+                }
+                _ => {}
+            }
+        }
+        for d in listed.keys() {
+            if !oci.has_blob(d) {
+                report
+                    .problems
+                    .push(format!("tag {t}: manifest lists missing blob {d}"));
+            }
+        }
+        check_files(&image, t, &verified, &mut report);
+    }
+    let mut bad: BTreeMap<String, ()> = BTreeMap::new();
+    for r in verified.values() {
+        if let Err(e) = r {
+            bad.insert(e.clone(), ());
+        }
+    }
+    report.problems.extend(bad.into_keys());
+    Ok(report)
+}
+
+fn check_files(
+    image: &Image,
+    tag: &str,
+    verified: &HashMap<Digest, Result<u64, String>>,
+    report: &mut CheckReport,
+) {
+    let table = image.table();
+    let mut seen = vec![false; table.len()];
+    let mut files = Vec::new();
+    for item in Walk::all(table) {
+        let id = item.node as usize;
+        if seen[id] {
+            continue;
+        }
+        seen[id] = true;
+        let NodeData::File(extents) = &table.node(item.node).data else {
+            continue;
+        };
+        let mut ok = true;
+        for e in extents.iter() {
+            let blob = &table.blobs()[e.blob as usize];
+            match verified.get(&blob.digest) {
+                Some(Ok(size)) if e.blob_offset + e.len <= *size => {}
+                Some(Ok(size)) => {
+                    report.problems.push(format!(
+                        "tag {tag}: /{} needs bytes up to {} of blob {}, which has {size}",
+                        String::from_utf8_lossy(&item.path),
+                        e.blob_offset + e.len,
+                        blob.digest
+                    ));
+                    ok = false;
+                }
+                _ => ok = false,
+            }
+        }
+        if ok && table.node(item.node).file_digest.is_some() {
+            files.push(item);
+        }
+    }
+    let results = parallel(&files, |item| {
+        let node = table.node(item.node);
+        let mut w = Sha256Writer::default();
+        let r = image.read_with(item.node, 0, node.size, |piece| {
+            std::io::Write::write_all(&mut w, piece)
+                .map_err(|e| ReaderError::BadMetadata(e.to_string()))
+        });
+        match r {
+            Ok(_) if Some(w.finish()) == node.file_digest => None,
+            Ok(_) => Some(format!(
+                "tag {tag}: /{}: contents do not match the recorded sha256",
+                String::from_utf8_lossy(&item.path)
+            )),
+            Err(e) => Some(format!(
+                "tag {tag}: /{}: {e}",
+                String::from_utf8_lossy(&item.path)
+            )),
+        }
+    });
+    report.files += files.len() as u64;
+    report.problems.extend(results.into_iter().flatten());
+}

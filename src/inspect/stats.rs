@@ -1,0 +1,211 @@
+//! Per-image statistics and how much data images in one layout share.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt::Write;
+
+use serde::Serialize;
+
+use crate::format::Digest;
+use crate::oci::{OciDir, MEDIA_TYPE_ROOTFS};
+use crate::reader::{Image, NodeData, OpenOptions, ReaderError};
+
+/// Statistics of one image.
+#[derive(Debug, Clone, Serialize)]
+pub struct ImageStats {
+    /// Its tag.
+    pub tag: String,
+    /// Manifest digest.
+    pub manifest_digest: String,
+    /// Metadata layers.
+    pub layers: usize,
+    /// Metadata blob size.
+    pub metadata_bytes: u64,
+    /// Regular files (hard links counted once).
+    pub files: u64,
+    /// Directories.
+    pub directories: u64,
+    /// Everything else.
+    pub others: u64,
+    /// Bytes in regular files.
+    pub file_bytes: u64,
+    /// Distinct data blobs.
+    pub chunks: u64,
+    /// Bytes of those blobs as stored.
+    pub chunk_bytes: u64,
+    /// Blobs also used by another tag in this layout.
+    pub shared_chunks: u64,
+    /// Bytes of those.
+    pub shared_bytes: u64,
+    /// Chunker and compression recorded in the image, if any.
+    pub chunking: Option<String>,
+}
+
+/// What `puzzlefs inspect` reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct InspectReport {
+    /// Images examined.
+    pub images: Vec<ImageStats>,
+    /// Distinct data blobs over all tags of the layout.
+    pub unique_chunks: u64,
+    /// Their stored bytes: what the layout needs for all its tags' data.
+    pub unique_chunk_bytes: u64,
+    /// Bytes of every file under blobs/sha256 (includes metadata, manifests, unreferenced).
+    pub store_bytes: u64,
+}
+
+fn human(bytes: u64) -> String {
+    let mut v = bytes as f64;
+    for unit in ["B", "KiB", "MiB", "GiB"] {
+        if v < 1024.0 {
+            return if unit == "B" {
+                format!("{bytes} B")
+            } else {
+                format!("{v:.1} {unit}")
+            };
+        }
+        v /= 1024.0;
+    }
+    format!("{v:.1} TiB")
+}
+
+impl InspectReport {
+    /// Text for humans.
+    pub fn to_text(&self) -> String {
+        let mut s = String::new();
+        for i in &self.images {
+            let _ = writeln!(s, "{}  {}", i.tag, i.manifest_digest);
+            let _ = writeln!(
+                s,
+                "  {} files, {} directories, {} others; {} of file data",
+                i.files,
+                i.directories,
+                i.others,
+                human(i.file_bytes)
+            );
+            let _ = writeln!(
+                s,
+                "  {} chunks, {} stored; metadata {} in {} layer(s)",
+                i.chunks,
+                human(i.chunk_bytes),
+                human(i.metadata_bytes),
+                i.layers
+            );
+            let _ = writeln!(
+                s,
+                "  shared with other tags: {} chunks, {}",
+                i.shared_chunks,
+                human(i.shared_bytes)
+            );
+            if let Some(c) = &i.chunking {
+                let _ = writeln!(s, "  chunking: {c}");
+            }
+        }
+        let _ = writeln!(
+            s,
+            "all tags: {} distinct chunks, {}; blob store {}",
+            self.unique_chunks,
+            human(self.unique_chunk_bytes),
+            human(self.store_bytes)
+        );
+        s
+    }
+}
+
+/// Statistics for `tag`, or every tag, of a layout; sharing is counted against all tags.
+pub fn inspect(oci: &OciDir, tag: Option<&str>) -> Result<InspectReport, ReaderError> {
+    let index = oci.read_index()?;
+    let all_tags = index.tags();
+    if let Some(t) = tag {
+        oci.resolve(t)?;
+    }
+    // Blob sets of every tag, from manifests (cheap), to count sharing.
+    let mut sets: HashMap<String, HashMap<Digest, u64>> = HashMap::new();
+    for t in &all_tags {
+        let manifest = oci.read_manifest(&oci.resolve(t)?)?;
+        let blobs = manifest
+            .layers
+            .iter()
+            .filter(|d| d.media_type != MEDIA_TYPE_ROOTFS)
+            .map(|d| (d.digest, d.size))
+            .collect();
+        sets.insert(t.clone(), blobs);
+    }
+    let mut images = Vec::new();
+    for t in all_tags
+        .iter()
+        .filter(|t| tag.is_none_or(|x| x == t.as_str()))
+    {
+        let image = Image::open(oci, t, OpenOptions::default())?;
+        let table = image.table();
+        let (mut files, mut directories, mut others, mut file_bytes) = (0, 0, 0, 0);
+        for id in 0..table.len() as u32 {
+            let n = table.node(id);
+            match n.data {
+                NodeData::File(_) => {
+                    files += 1;
+                    file_bytes += n.size;
+                }
+                NodeData::Dir(_) => directories += 1,
+                _ => others += 1,
+            }
+        }
+        let mine = &sets[t];
+        let others_union: HashSet<&Digest> = sets
+            .iter()
+            .filter(|(k, _)| *k != t)
+            .flat_map(|(_, v)| v.keys())
+            .collect();
+        let shared: Vec<(&Digest, &u64)> = mine
+            .iter()
+            .filter(|(d, _)| others_union.contains(d))
+            .collect();
+        images.push(ImageStats {
+            tag: t.clone(),
+            manifest_digest: image.manifest_digest().oci(),
+            layers: image.layer_count(),
+            metadata_bytes: image.metadata_size(),
+            files,
+            directories,
+            others,
+            file_bytes,
+            chunks: mine.len() as u64,
+            chunk_bytes: mine.values().sum(),
+            shared_chunks: shared.len() as u64,
+            shared_bytes: shared.iter().map(|(_, s)| **s).sum(),
+            chunking: image.chunking().map(|c| {
+                format!(
+                    "{} {}/{}/{} KiB, {}{}",
+                    c.algorithm,
+                    c.min_size >> 10,
+                    c.avg_size >> 10,
+                    c.max_size >> 10,
+                    c.compression,
+                    if c.zstd_frame_size > 0 {
+                        format!(
+                            " (level {}, {} KiB frames)",
+                            c.zstd_level,
+                            c.zstd_frame_size >> 10
+                        )
+                    } else {
+                        String::new()
+                    }
+                )
+            }),
+        });
+    }
+    let mut unique: HashMap<Digest, u64> = HashMap::new();
+    for v in sets.values() {
+        unique.extend(v.iter().map(|(d, s)| (*d, *s)));
+    }
+    let store_bytes = oci
+        .list_blobs()?
+        .iter()
+        .filter_map(|d| oci.blob_size(d))
+        .sum();
+    Ok(InspectReport {
+        images,
+        unique_chunks: unique.len() as u64,
+        unique_chunk_bytes: unique.values().sum(),
+        store_bytes,
+    })
+}

@@ -1,0 +1,14 @@
+//! PuzzleFS images: build, read, extract, and serve them to virtual machines.
+//!
+//! Layers, lowest first: [`format`] (metadata types), [`oci`] (image layout), [`chunk`]
+//! (chunking, digests, compression), [`builder`], [`reader`], [`extract`], [`inspect`], [`fs`]
+//! (the FUSE file system). Each only uses the ones before it.
+
+pub mod builder;
+pub mod chunk;
+pub mod extract;
+pub mod format;
+pub mod fs;
+pub mod inspect;
+pub mod oci;
+pub mod reader;

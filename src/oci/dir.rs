@@ -1,0 +1,438 @@
+//! An OCI image layout directory on the local file system.
+
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use super::types::{empty_config, validate_tag, Descriptor, ImageIndex, ImageManifest, Platform};
+use super::{OciError, ANNOTATION_REF_NAME, MEDIA_TYPE_MANIFEST};
+use crate::format::Digest;
+
+/// Largest manifest or index accepted (registries use the same bound).
+pub const MAX_MANIFEST_BYTES: u64 = 4 << 20;
+const MAX_INDEX_BYTES: u64 = 64 << 20;
+const LAYOUT_FILE: &str = "oci-layout";
+const LAYOUT_JSON: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
+
+/// An OCI image layout: `oci-layout`, `index.json`, `blobs/sha256/`.
+#[derive(Debug, Clone)]
+pub struct OciDir {
+    root: PathBuf,
+}
+
+impl OciDir {
+    /// Opens an existing layout, checking that it is one.
+    pub fn open(path: &Path) -> Result<Self, OciError> {
+        let not = |reason: &str| OciError::NotOciLayout {
+            path: path.to_path_buf(),
+            reason: reason.into(),
+        };
+        let md = fs::metadata(path).map_err(|e| OciError::io(path, e))?;
+        if !md.is_dir() {
+            return Err(not("not a directory"));
+        }
+        let layout = match fs::read(path.join(LAYOUT_FILE)) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(not("no oci-layout file"))
+            }
+            Err(e) => return Err(OciError::io(path.join(LAYOUT_FILE), e)),
+        };
+        let v: serde_json::Value =
+            serde_json::from_slice(&layout).map_err(|_| not("oci-layout is not JSON"))?;
+        if v.get("imageLayoutVersion")
+            .and_then(|x| x.as_str())
+            .is_none()
+        {
+            return Err(not("oci-layout has no imageLayoutVersion"));
+        }
+        if !path.join("blobs/sha256").is_dir() {
+            return Err(not("no blobs/sha256 directory"));
+        }
+        Ok(OciDir {
+            root: path.to_path_buf(),
+        })
+    }
+
+    /// Opens a layout, creating an empty one if `path` does not exist or is an empty directory.
+    pub fn create(path: &Path) -> Result<Self, OciError> {
+        let fresh = match fs::read_dir(path) {
+            Ok(mut it) => it.next().is_none(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+            Err(e) => return Err(OciError::io(path, e)),
+        };
+        if fresh {
+            let blobs = path.join("blobs/sha256");
+            fs::create_dir_all(&blobs).map_err(|e| OciError::io(&blobs, e))?;
+            let dir = OciDir {
+                root: path.to_path_buf(),
+            };
+            dir.atomic_write(LAYOUT_FILE, LAYOUT_JSON)?;
+            return Ok(dir);
+        }
+        Self::open(path)
+    }
+
+    /// The layout's root directory.
+    pub fn path(&self) -> &Path {
+        &self.root
+    }
+
+    /// Where a blob lives.
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.root.join("blobs/sha256").join(digest.hex())
+    }
+
+    /// Whether a blob of this digest is present.
+    pub fn has_blob(&self, digest: &Digest) -> bool {
+        self.blob_path(digest).is_file()
+    }
+
+    /// Size of a stored blob, if present.
+    pub fn blob_size(&self, digest: &Digest) -> Option<u64> {
+        fs::symlink_metadata(self.blob_path(digest))
+            .ok()
+            .filter(|m| m.is_file())
+            .map(|m| m.len())
+    }
+
+    /// Stores `data` under its digest, unless a blob of that name and size is already present.
+    /// Returns whether bytes were written.
+    pub fn write_blob(&self, digest: &Digest, data: &[u8]) -> Result<bool, OciError> {
+        if self.blob_size(digest) == Some(data.len() as u64) {
+            return Ok(false);
+        }
+        let blobs = self.root.join("blobs/sha256");
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".tmp-blob-")
+            .tempfile_in(&blobs)
+            .map_err(|e| OciError::io(&blobs, e))?;
+        tmp.write_all(data)
+            .map_err(|e| OciError::io(tmp.path(), e))?;
+        let dest = self.blob_path(digest);
+        tmp.persist(&dest)
+            .map_err(|e| OciError::io(&dest, e.error))?;
+        Ok(true)
+    }
+
+    /// Opens a blob for reading.
+    pub fn open_blob(&self, digest: &Digest) -> Result<File, OciError> {
+        let path = self.blob_path(digest);
+        File::open(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => OciError::BlobMissing(*digest),
+            _ => OciError::io(path, e),
+        })
+    }
+
+    /// Reads a whole blob of at most `limit` bytes and checks its digest.
+    pub fn read_blob(&self, digest: &Digest, limit: u64) -> Result<Vec<u8>, OciError> {
+        let file = self.open_blob(digest)?;
+        let size = file
+            .metadata()
+            .map_err(|e| OciError::io(self.blob_path(digest), e))?
+            .len();
+        if size > limit {
+            return Err(OciError::TooLarge {
+                digest: *digest,
+                size,
+                limit,
+            });
+        }
+        let mut buf = Vec::with_capacity(size as usize);
+        file.take(limit + 1)
+            .read_to_end(&mut buf)
+            .map_err(|e| OciError::io(self.blob_path(digest), e))?;
+        if buf.len() as u64 > limit {
+            return Err(OciError::TooLarge {
+                digest: *digest,
+                size: buf.len() as u64,
+                limit,
+            });
+        }
+        let actual = Digest::of(&buf);
+        if actual != *digest {
+            return Err(OciError::DigestMismatch {
+                expected: *digest,
+                actual,
+            });
+        }
+        Ok(buf)
+    }
+
+    /// Reads `index.json`; a layout without one has no tags.
+    pub fn read_index(&self) -> Result<ImageIndex, OciError> {
+        let path = self.root.join("index.json");
+        let bytes = match fs::File::open(&path) {
+            Ok(f) => {
+                let mut buf = Vec::new();
+                f.take(MAX_INDEX_BYTES + 1)
+                    .read_to_end(&mut buf)
+                    .map_err(|e| OciError::io(&path, e))?;
+                buf
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(ImageIndex::default()),
+            Err(e) => return Err(OciError::io(&path, e)),
+        };
+        if bytes.len() as u64 > MAX_INDEX_BYTES {
+            return Err(bad_doc("index.json", "larger than 64 MiB"));
+        }
+        let index: ImageIndex =
+            serde_json::from_slice(&bytes).map_err(|e| bad_doc("index.json", e))?;
+        if index.schema_version != 2 {
+            return Err(bad_doc(
+                "index.json",
+                format!("schemaVersion {}", index.schema_version),
+            ));
+        }
+        Ok(index)
+    }
+
+    /// The manifest descriptor tagged `tag`.
+    pub fn resolve(&self, tag: &str) -> Result<Descriptor, OciError> {
+        let index = self.read_index()?;
+        index
+            .find(tag)
+            .cloned()
+            .ok_or_else(|| OciError::UnknownTag {
+                tag: tag.into(),
+                available: {
+                    let tags = index.tags();
+                    if tags.is_empty() {
+                        "none".into()
+                    } else {
+                        tags.join(", ")
+                    }
+                },
+            })
+    }
+
+    /// Reads and checks the manifest a descriptor points to.
+    pub fn read_manifest(&self, desc: &Descriptor) -> Result<ImageManifest, OciError> {
+        let what = format!("manifest {}", desc.digest);
+        if desc.media_type != MEDIA_TYPE_MANIFEST {
+            return Err(bad_doc(&what, format!("media type {:?}", desc.media_type)));
+        }
+        let bytes = self.read_blob(&desc.digest, MAX_MANIFEST_BYTES)?;
+        let manifest: ImageManifest =
+            serde_json::from_slice(&bytes).map_err(|e| bad_doc(&what, e))?;
+        if manifest.schema_version != 2 {
+            return Err(bad_doc(
+                &what,
+                format!("schemaVersion {}", manifest.schema_version),
+            ));
+        }
+        Ok(manifest)
+    }
+
+    /// Writes a manifest blob (and the empty config it uses) and points `tag` at it, replacing
+    /// `index.json` atomically under a lock so concurrent writers do not lose each other's tags.
+    pub fn commit_manifest(
+        &self,
+        manifest: &ImageManifest,
+        tag: &str,
+    ) -> Result<Descriptor, OciError> {
+        validate_tag(tag)?;
+        let (config, config_bytes) = empty_config();
+        self.write_blob(&config.digest, config_bytes)?;
+        let bytes = serde_json::to_vec(manifest).map_err(|e| bad_doc("manifest", e))?;
+        let digest = Digest::of(&bytes);
+        self.write_blob(&digest, &bytes)?;
+        let desc = Descriptor {
+            media_type: MEDIA_TYPE_MANIFEST.into(),
+            digest,
+            size: bytes.len() as u64,
+            annotations: Some([(ANNOTATION_REF_NAME.to_string(), tag.to_string())].into()),
+            data: None,
+            platform: Some(Platform::host()),
+        };
+        // Blobs must be durable before the index names them.
+        self.sync_filesystem()?;
+        self.update_index(|index| {
+            index
+                .manifests
+                .retain(|d| ImageIndex::tag_of(d) != Some(tag));
+            index.manifests.push(desc.clone());
+        })?;
+        Ok(desc)
+    }
+
+    /// Removes a tag from the index; returns whether it was present.
+    pub fn remove_tag(&self, tag: &str) -> Result<bool, OciError> {
+        let mut found = false;
+        self.update_index(|index| {
+            let before = index.manifests.len();
+            index
+                .manifests
+                .retain(|d| ImageIndex::tag_of(d) != Some(tag));
+            found = index.manifests.len() != before;
+        })?;
+        Ok(found)
+    }
+
+    fn update_index(&self, change: impl FnOnce(&mut ImageIndex)) -> Result<(), OciError> {
+        let lock_path = self.root.join(LAYOUT_FILE);
+        let lock = File::open(&lock_path).map_err(|e| OciError::io(&lock_path, e))?;
+        lock.lock().map_err(|e| OciError::io(&lock_path, e))?;
+        let mut index = self.read_index()?;
+        change(&mut index);
+        let bytes = serde_json::to_vec(&index).map_err(|e| bad_doc("index.json", e))?;
+        self.atomic_write("index.json", &bytes)
+        // `lock` is released when dropped.
+    }
+
+    fn atomic_write(&self, name: &str, data: &[u8]) -> Result<(), OciError> {
+        let mut tmp = tempfile::Builder::new()
+            .prefix(&format!(".tmp-{name}-"))
+            .tempfile_in(&self.root)
+            .map_err(|e| OciError::io(&self.root, e))?;
+        tmp.write_all(data)
+            .and_then(|_| tmp.as_file().sync_all())
+            .map_err(|e| OciError::io(tmp.path(), e))?;
+        let dest = self.root.join(name);
+        tmp.persist(&dest)
+            .map_err(|e| OciError::io(&dest, e.error))?;
+        File::open(&self.root)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| OciError::io(&self.root, e))
+    }
+
+    fn sync_filesystem(&self) -> Result<(), OciError> {
+        let dir = File::open(&self.root).map_err(|e| OciError::io(&self.root, e))?;
+        rustix::fs::syncfs(&dir).map_err(|e| OciError::io(&self.root, e.into()))
+    }
+
+    /// Digests of every file under `blobs/sha256/` whose name is a digest.
+    pub fn list_blobs(&self) -> Result<Vec<Digest>, OciError> {
+        let blobs = self.root.join("blobs/sha256");
+        let mut out = Vec::new();
+        for entry in fs::read_dir(&blobs).map_err(|e| OciError::io(&blobs, e))? {
+            let entry = entry.map_err(|e| OciError::io(&blobs, e))?;
+            if let Some(d) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| Digest::parse(n).ok())
+            {
+                out.push(d);
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+}
+
+fn bad_doc(what: &str, reason: impl std::fmt::Display) -> OciError {
+    OciError::BadDocument {
+        what: what.into(),
+        reason: reason.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::oci::{MEDIA_TYPE_FILEDATA, MEDIA_TYPE_ROOTFS};
+
+    fn manifest_for(dir: &OciDir, payload: &[u8]) -> ImageManifest {
+        let d = Digest::of(payload);
+        dir.write_blob(&d, payload).unwrap();
+        ImageManifest {
+            schema_version: 2,
+            media_type: Some(MEDIA_TYPE_MANIFEST.into()),
+            config: empty_config().0,
+            layers: vec![Descriptor {
+                media_type: MEDIA_TYPE_ROOTFS.into(),
+                digest: d,
+                size: payload.len() as u64,
+                annotations: None,
+                data: None,
+                platform: None,
+            }],
+            annotations: None,
+        }
+    }
+
+    #[test]
+    fn create_open_tag_and_retag() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = OciDir::create(&tmp.path().join("oci")).unwrap();
+        OciDir::open(dir.path()).unwrap();
+        let m1 = manifest_for(&dir, b"one");
+        let m2 = manifest_for(&dir, b"two");
+        let d1 = dir.commit_manifest(&m1, "a").unwrap();
+        dir.commit_manifest(&m2, "b").unwrap();
+        assert_eq!(dir.resolve("a").unwrap(), d1);
+        assert_eq!(dir.read_manifest(&d1).unwrap(), m1);
+        let d3 = dir.commit_manifest(&m2, "a").unwrap();
+        assert_eq!(dir.read_index().unwrap().tags(), vec!["b", "a"]);
+        assert_eq!(dir.resolve("a").unwrap(), d3);
+        assert!(matches!(
+            dir.resolve("zz"),
+            Err(OciError::UnknownTag { .. })
+        ));
+        assert!(dir.remove_tag("b").unwrap());
+        assert!(!dir.remove_tag("b").unwrap());
+        assert!(dir.commit_manifest(&m1, "bad/tag").is_err());
+    }
+
+    #[test]
+    fn not_a_layout_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        fs::write(tmp.path().join("x"), b"").unwrap();
+        assert!(matches!(
+            OciDir::open(tmp.path()),
+            Err(OciError::NotOciLayout { .. })
+        ));
+        assert!(matches!(
+            OciDir::create(tmp.path()),
+            Err(OciError::NotOciLayout { .. })
+        ));
+        assert!(OciDir::open(&tmp.path().join("x")).is_err());
+    }
+
+    #[test]
+    fn corrupt_blob_is_detected() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = OciDir::create(tmp.path()).unwrap();
+        let d = Digest::of(b"hello");
+        dir.write_blob(&d, b"hello").unwrap();
+        assert!(
+            !dir.write_blob(&d, b"hello").unwrap(),
+            "present blobs are not rewritten"
+        );
+        assert_eq!(dir.read_blob(&d, 100).unwrap(), b"hello");
+        fs::write(dir.blob_path(&d), b"jello").unwrap();
+        assert!(matches!(
+            dir.read_blob(&d, 100),
+            Err(OciError::DigestMismatch { .. })
+        ));
+        assert!(matches!(
+            dir.read_blob(&d, 2),
+            Err(OciError::TooLarge { .. })
+        ));
+        let missing = Digest::of(b"nope");
+        assert!(matches!(
+            dir.read_blob(&missing, 9),
+            Err(OciError::BlobMissing(_))
+        ));
+        assert_eq!(dir.list_blobs().unwrap(), vec![d]);
+    }
+
+    #[test]
+    fn concurrent_commits_keep_every_tag() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = OciDir::create(tmp.path()).unwrap();
+        std::thread::scope(|s| {
+            for t in 0..8 {
+                let dir = dir.clone();
+                s.spawn(move || {
+                    for i in 0..10 {
+                        let m = manifest_for(&dir, format!("{t}-{i}").as_bytes());
+                        dir.commit_manifest(&m, &format!("t{t}-{i}")).unwrap();
+                    }
+                });
+            }
+        });
+        assert_eq!(dir.read_index().unwrap().tags().len(), 80);
+        let _ = MEDIA_TYPE_FILEDATA;
+    }
+}

@@ -1,0 +1,15 @@
+//! OCI image layout: `oci-layout`, `index.json` tags, image manifests, blobs by digest.
+
+mod dir;
+mod error;
+mod staging;
+mod types;
+
+pub use dir::{OciDir, MAX_MANIFEST_BYTES};
+pub use error::OciError;
+pub use staging::Staging;
+pub use types::{
+    empty_config, validate_tag, Descriptor, ImageIndex, ImageManifest, Platform,
+    ANNOTATION_REF_NAME, ANNOTATION_VERITY_ROOT, MEDIA_TYPE_EMPTY, MEDIA_TYPE_FILEDATA,
+    MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST, MEDIA_TYPE_ROOTFS,
+};

@@ -1,0 +1,68 @@
+//! Blobs written by a build that has not committed yet.
+//!
+//! New blobs go to a private directory inside the layout; only a commit moves them into
+//! `blobs/sha256/` and then updates `index.json`. A build that fails or is cancelled drops the
+//! staging directory, leaving the layout exactly as it was, and a concurrent build never
+//! depends on blobs that might still be withdrawn.
+
+use std::collections::HashSet;
+use std::fs;
+use std::io::Write;
+use std::sync::Mutex;
+
+use super::{Descriptor, ImageManifest, OciDir, OciError};
+use crate::format::Digest;
+
+/// A build's uncommitted blobs.
+pub struct Staging<'a> {
+    oci: &'a OciDir,
+    dir: tempfile::TempDir,
+    staged: Mutex<HashSet<Digest>>,
+}
+
+impl<'a> Staging<'a> {
+    /// Starts staging into `oci`.
+    pub fn new(oci: &'a OciDir) -> Result<Self, OciError> {
+        let dir = tempfile::Builder::new()
+            .prefix(".puzzlefs-build-")
+            .tempdir_in(oci.path())
+            .map_err(|e| OciError::io(oci.path(), e))?;
+        Ok(Staging {
+            oci,
+            dir,
+            staged: Mutex::new(HashSet::new()),
+        })
+    }
+
+    /// Stages a blob unless the layout or this staging area already has it.
+    /// Returns whether it was new.
+    pub fn put(&self, digest: &Digest, data: &[u8]) -> Result<bool, OciError> {
+        if self.oci.blob_size(digest) == Some(data.len() as u64) {
+            return Ok(false);
+        }
+        if !self
+            .staged
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(*digest)
+        {
+            return Ok(false);
+        }
+        let path = self.dir.path().join(digest.hex());
+        let mut f = fs::File::create_new(&path).map_err(|e| OciError::io(&path, e))?;
+        f.write_all(data).map_err(|e| OciError::io(&path, e))?;
+        Ok(true)
+    }
+
+    /// Moves staged blobs into the layout, then writes the manifest and tags it.
+    pub fn commit(self, manifest: &ImageManifest, tag: &str) -> Result<Descriptor, OciError> {
+        super::validate_tag(tag)?;
+        let staged = self.staged.into_inner().unwrap_or_else(|p| p.into_inner());
+        for digest in &staged {
+            let from = self.dir.path().join(digest.hex());
+            let to = self.oci.blob_path(digest);
+            fs::rename(&from, &to).map_err(|e| OciError::io(&to, e))?;
+        }
+        self.oci.commit_manifest(manifest, tag)
+    }
+}

@@ -1,0 +1,222 @@
+//! JSON documents of the OCI image spec, as PuzzleFS uses them.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::OciError;
+use crate::format::Digest;
+
+/// Media type of an OCI image manifest.
+pub const MEDIA_TYPE_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+/// Media type of an OCI image index.
+pub const MEDIA_TYPE_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+/// Media type of the empty JSON config `{}`.
+pub const MEDIA_TYPE_EMPTY: &str = "application/vnd.oci.empty.v1+json";
+/// Media type of the PuzzleFS metadata layer.
+pub const MEDIA_TYPE_ROOTFS: &str = "application/vnd.puzzlefs.image.rootfs.v1";
+/// Media type of PuzzleFS data chunks (`+zstd` appended when compressed).
+pub const MEDIA_TYPE_FILEDATA: &str = "application/vnd.puzzlefs.image.filedata.v1";
+/// Index annotation holding a manifest's tag.
+pub const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
+/// Rootfs descriptor annotation holding the metadata blob's fs-verity digest (hex).
+pub const ANNOTATION_VERITY_ROOT: &str = "io.puzzlefsoci.puzzlefs.puzzlefs_verity_root_hash";
+
+/// A content descriptor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Descriptor {
+    /// Media type of the referenced content.
+    pub media_type: String,
+    /// Digest of the referenced content.
+    #[serde(serialize_with = "ser_digest", deserialize_with = "de_digest")]
+    pub digest: Digest,
+    /// Size of the referenced content in bytes.
+    pub size: u64,
+    /// Arbitrary metadata.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<BTreeMap<String, String>>,
+    /// Embedded content, base64.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<String>,
+    /// Platform of an image manifest, in an index.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<Platform>,
+}
+
+/// Platform of an image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Platform {
+    /// CPU architecture in GOARCH terms.
+    pub architecture: String,
+    /// Operating system.
+    pub os: String,
+}
+
+impl Platform {
+    /// The platform this program runs on.
+    pub fn host() -> Self {
+        let architecture = match std::env::consts::ARCH {
+            "x86_64" => "amd64",
+            "aarch64" => "arm64",
+            "x86" => "386",
+            "powerpc64" => "ppc64le",
+            other => other,
+        };
+        Platform {
+            architecture: architecture.into(),
+            os: "linux".into(),
+        }
+    }
+}
+
+/// `index.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageIndex {
+    /// Always 2.
+    pub schema_version: u32,
+    /// [`MEDIA_TYPE_INDEX`] when present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_type: Option<String>,
+    /// The manifests, tagged through [`ANNOTATION_REF_NAME`].
+    #[serde(default)]
+    pub manifests: Vec<Descriptor>,
+    /// Arbitrary metadata.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<BTreeMap<String, String>>,
+}
+
+impl Default for ImageIndex {
+    fn default() -> Self {
+        ImageIndex {
+            schema_version: 2,
+            media_type: Some(MEDIA_TYPE_INDEX.into()),
+            manifests: Vec::new(),
+            annotations: None,
+        }
+    }
+}
+
+impl ImageIndex {
+    /// The tag of a manifest descriptor, if it has one.
+    pub fn tag_of(desc: &Descriptor) -> Option<&str> {
+        desc.annotations
+            .as_ref()
+            .and_then(|a| a.get(ANNOTATION_REF_NAME))
+            .map(String::as_str)
+    }
+
+    /// The descriptor tagged `tag`.
+    pub fn find(&self, tag: &str) -> Option<&Descriptor> {
+        self.manifests.iter().find(|d| Self::tag_of(d) == Some(tag))
+    }
+
+    /// All tags, in index order.
+    pub fn tags(&self) -> Vec<String> {
+        self.manifests
+            .iter()
+            .filter_map(|d| Self::tag_of(d).map(String::from))
+            .collect()
+    }
+}
+
+/// An image manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageManifest {
+    /// Always 2.
+    pub schema_version: u32,
+    /// [`MEDIA_TYPE_MANIFEST`] when present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_type: Option<String>,
+    /// The empty config for PuzzleFS images.
+    pub config: Descriptor,
+    /// The metadata layer first, then data chunks.
+    pub layers: Vec<Descriptor>,
+    /// Arbitrary metadata.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<BTreeMap<String, String>>,
+}
+
+impl ImageManifest {
+    /// The metadata layer's descriptor.
+    pub fn rootfs(&self) -> Option<&Descriptor> {
+        self.layers
+            .iter()
+            .find(|d| d.media_type == MEDIA_TYPE_ROOTFS)
+    }
+}
+
+/// The OCI empty descriptor (`{}`), with its bytes.
+pub fn empty_config() -> (Descriptor, &'static [u8]) {
+    let bytes: &'static [u8] = b"{}";
+    (
+        Descriptor {
+            media_type: MEDIA_TYPE_EMPTY.into(),
+            digest: Digest::of(bytes),
+            size: 2,
+            annotations: None,
+            data: Some("e30=".into()),
+            platform: None,
+        },
+        bytes,
+    )
+}
+
+/// Checks a tag against the OCI reference grammar `[A-Za-z0-9_][A-Za-z0-9._-]{0,127}`.
+pub fn validate_tag(tag: &str) -> Result<(), OciError> {
+    let ok = !tag.is_empty()
+        && tag.len() <= 128
+        && tag
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-')
+        && !tag.starts_with(['.', '-']);
+    if ok {
+        Ok(())
+    } else {
+        Err(OciError::BadTag(tag.into()))
+    }
+}
+
+fn ser_digest<S: Serializer>(d: &Digest, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&d.oci())
+}
+
+fn de_digest<'de, D: Deserializer<'de>>(d: D) -> Result<Digest, D::Error> {
+    let s = String::deserialize(d)?;
+    if !s.starts_with("sha256:") {
+        return Err(serde::de::Error::custom(format!(
+            "unsupported digest {s:?}"
+        )));
+    }
+    Digest::parse(&s).map_err(serde::de::Error::custom)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_follow_the_reference_grammar() {
+        for ok in ["latest", "v1.2-rc_3", "_x", &"a".repeat(128)] {
+            validate_tag(ok).unwrap();
+        }
+        for bad in ["", ".x", "-x", "a/b", "a:b", "a b", &"a".repeat(129), "é"] {
+            assert!(validate_tag(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn descriptor_json_round_trip_and_rejects_other_algorithms() {
+        let (d, _) = empty_config();
+        let json = serde_json::to_string(&d).unwrap();
+        assert_eq!(
+            json,
+            r#"{"mediaType":"application/vnd.oci.empty.v1+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2,"data":"e30="}"#
+        );
+        assert_eq!(serde_json::from_str::<Descriptor>(&json).unwrap(), d);
+        let bad = json.replace("sha256:", "sha512:");
+        assert!(serde_json::from_str::<Descriptor>(&bad).is_err());
+    }
+}

@@ -1,0 +1,213 @@
+//! An opened image: its manifest, validated inode table, and verified file data.
+
+use std::sync::Arc;
+
+use super::table::{Extent, InodeTable, NodeData, NodeId};
+use super::{ChunkCache, ReaderError, DEFAULT_CACHE_BYTES};
+use crate::chunk::decompress_seekable;
+use crate::format::{decode_rootfs, Chunking, DecodeLimits, Digest, MANIFEST_VERSION};
+use crate::oci::{Descriptor, ImageManifest, OciDir};
+
+/// Largest data blob (stored or decompressed) a reader accepts.
+pub const MAX_BLOB_BYTES: u64 = 64 << 20;
+/// Largest metadata blob a reader accepts.
+pub const MAX_METADATA_BYTES: u64 = 512 << 20;
+
+/// A data blob referenced by the image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlobInfo {
+    /// Its digest (and file name).
+    pub digest: Digest,
+    /// Stored in the zstd seekable format.
+    pub compressed: bool,
+    /// Its fs-verity digest, when the image records one.
+    pub verity: Option<[u8; 32]>,
+}
+
+/// How to open an image.
+#[derive(Debug, Clone, Default)]
+pub struct OpenOptions {
+    /// Refuse the image unless its manifest has this digest.
+    pub pin: Option<Digest>,
+    /// Chunk cache to use (shared between images); a private one by default.
+    pub cache: Option<Arc<ChunkCache>>,
+    /// Bounds on the metadata.
+    pub limits: Option<DecodeLimits>,
+}
+
+/// A PuzzleFS image, ready to be read.
+#[derive(Debug)]
+pub struct Image {
+    oci: OciDir,
+    manifest_digest: Digest,
+    manifest: ImageManifest,
+    metadata_size: u64,
+    layers: usize,
+    chunking: Option<Chunking>,
+    table: InodeTable,
+    cache: Arc<ChunkCache>,
+}
+
+impl Image {
+    /// Opens the image tagged `tag`.
+    pub fn open(oci: &OciDir, tag: &str, options: OpenOptions) -> Result<Image, ReaderError> {
+        let desc = oci.resolve(tag)?;
+        Self::open_descriptor(oci, &desc, options)
+    }
+
+    /// Opens the image whose manifest `desc` describes.
+    pub fn open_descriptor(
+        oci: &OciDir,
+        desc: &Descriptor,
+        options: OpenOptions,
+    ) -> Result<Image, ReaderError> {
+        if let Some(pin) = options.pin {
+            if pin != desc.digest {
+                return Err(ReaderError::PinMismatch {
+                    expected: pin,
+                    actual: desc.digest,
+                });
+            }
+        }
+        let manifest = oci.read_manifest(desc)?;
+        let rootfs_descs: Vec<_> = manifest
+            .layers
+            .iter()
+            .filter(|d| d.media_type == crate::oci::MEDIA_TYPE_ROOTFS)
+            .collect();
+        let [rootfs_desc] = rootfs_descs[..] else {
+            return Err(ReaderError::BadMetadata(format!(
+                "manifest has {} PuzzleFS metadata layers, expected one",
+                rootfs_descs.len()
+            )));
+        };
+        let bytes = oci.read_blob(&rootfs_desc.digest, MAX_METADATA_BYTES)?;
+        let limits = options.limits.unwrap_or_default();
+        let rootfs = decode_rootfs(&bytes, &limits)?;
+        if rootfs.manifest_version != MANIFEST_VERSION {
+            return Err(ReaderError::UnsupportedVersion(rootfs.manifest_version));
+        }
+        let table = InodeTable::build(&rootfs)?;
+        Ok(Image {
+            oci: oci.clone(),
+            manifest_digest: desc.digest,
+            manifest,
+            metadata_size: bytes.len() as u64,
+            layers: rootfs.layers.len(),
+            chunking: rootfs.chunking,
+            table,
+            cache: options
+                .cache
+                .unwrap_or_else(|| Arc::new(ChunkCache::new(DEFAULT_CACHE_BYTES))),
+        })
+    }
+
+    /// The inode table.
+    pub fn table(&self) -> &InodeTable {
+        &self.table
+    }
+
+    /// Digest of the image manifest.
+    pub fn manifest_digest(&self) -> Digest {
+        self.manifest_digest
+    }
+
+    /// The image manifest.
+    pub fn manifest(&self) -> &ImageManifest {
+        &self.manifest
+    }
+
+    /// Size of the metadata blob.
+    pub fn metadata_size(&self) -> u64 {
+        self.metadata_size
+    }
+
+    /// Number of metadata layers.
+    pub fn layer_count(&self) -> usize {
+        self.layers
+    }
+
+    /// Chunking parameters, when the image records them.
+    pub fn chunking(&self) -> Option<&Chunking> {
+        self.chunking.as_ref()
+    }
+
+    /// The OCI directory the image lives in.
+    pub fn oci(&self) -> &OciDir {
+        &self.oci
+    }
+
+    /// The chunk cache.
+    pub fn cache(&self) -> &Arc<ChunkCache> {
+        &self.cache
+    }
+
+    /// Contents of a blob: read, checked against its digest, decompressed. Cached.
+    pub fn blob_data(&self, blob: &BlobInfo) -> Result<Arc<[u8]>, ReaderError> {
+        self.cache.get_or_load(&blob.digest, || {
+            let raw = self.oci.read_blob(&blob.digest, MAX_BLOB_BYTES)?;
+            if blob.compressed {
+                decompress_seekable(&raw, MAX_BLOB_BYTES).map_err(|source| ReaderError::Chunk {
+                    digest: blob.digest,
+                    source,
+                })
+            } else {
+                Ok(raw)
+            }
+        })
+    }
+
+    /// Calls `sink` with consecutive pieces of a file's bytes in `[offset, offset + len)`,
+    /// clipped to the file's end. Returns the number of bytes passed to `sink`.
+    /// Every piece comes from a blob whose digest was verified.
+    pub fn read_with<E: From<ReaderError>>(
+        &self,
+        node: NodeId,
+        offset: u64,
+        len: u64,
+        mut sink: impl FnMut(&[u8]) -> Result<(), E>,
+    ) -> Result<u64, E> {
+        let NodeData::File(extents) = &self.table.node(node).data else {
+            return Ok(0);
+        };
+        let end = offset.saturating_add(len);
+        let first = extents.partition_point(|e| e.file_offset + e.len <= offset);
+        let mut done = 0u64;
+        for e in &extents[first..] {
+            if e.file_offset >= end {
+                break;
+            }
+            let data = self.blob_data(&self.table.blobs()[e.blob as usize])?;
+            let piece = extent_slice(e, &data, self.table.blobs()[e.blob as usize].digest)?;
+            let from = offset.saturating_sub(e.file_offset) as usize;
+            let to = (end.min(e.file_offset + e.len) - e.file_offset) as usize;
+            sink(&piece[from..to])?;
+            done += (to - from) as u64;
+        }
+        Ok(done)
+    }
+
+    /// Reads into `buf` from `offset`; returns the byte count (short only at end of file).
+    pub fn read_at(&self, node: NodeId, offset: u64, buf: &mut [u8]) -> Result<usize, ReaderError> {
+        let mut at = 0;
+        self.read_with(node, offset, buf.len() as u64, |piece| {
+            buf[at..at + piece.len()].copy_from_slice(piece);
+            at += piece.len();
+            Ok::<(), ReaderError>(())
+        })?;
+        Ok(at)
+    }
+}
+
+fn extent_slice<'a>(e: &Extent, data: &'a [u8], digest: Digest) -> Result<&'a [u8], ReaderError> {
+    let start = e.blob_offset;
+    let end = start + e.len; // cannot overflow: checked when the table was built
+    if end > data.len() as u64 {
+        return Err(ReaderError::ShortBlob {
+            digest,
+            size: data.len() as u64,
+            end,
+        });
+    }
+    Ok(&data[start as usize..end as usize])
+}

@@ -1,0 +1,13 @@
+//! Reading images: manifest -> metadata -> a validated inode table -> verified file bytes.
+
+mod cache;
+mod error;
+mod image;
+mod table;
+mod walk;
+
+pub use cache::{ChunkCache, DEFAULT_CACHE_BYTES};
+pub use error::ReaderError;
+pub use image::{BlobInfo, Image, OpenOptions, MAX_BLOB_BYTES, MAX_METADATA_BYTES};
+pub use table::{Entry, Extent, InodeTable, Node, NodeData, NodeId, ROOT};
+pub use walk::{Walk, WalkItem};
