@@ -1,0 +1,243 @@
+//! `puzzlefs build`, `ls`, `cat`, `check`, `inspect` on the corner-case tree.
+
+mod common;
+
+use std::ffi::OsStr;
+use std::fs;
+use std::path::Path;
+
+use common::{corner_case_tree, puzzlefs, puzzlefs_fails};
+
+fn s(p: &Path) -> &OsStr {
+    p.as_os_str()
+}
+
+#[test]
+fn builds_are_reproducible_and_readable() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    corner_case_tree(&src);
+    for compress in [false, true] {
+        let mut digests = Vec::new();
+        for run in 0..2 {
+            let oci = tmp.path().join(format!("oci-{compress}-{run}"));
+            let target = format!("{}:t", oci.display());
+            let mut args = vec![OsStr::new("build"), s(&src), OsStr::new(&target)];
+            if compress {
+                args.push(OsStr::new("-c"));
+            }
+            let out = puzzlefs(&args);
+            digests.push(String::from_utf8(out.stdout).unwrap().trim().to_string());
+            puzzlefs(&[OsStr::new("check"), s(&oci)]);
+        }
+        assert_eq!(
+            digests[0], digests[1],
+            "same tree, same manifest (compress={compress})"
+        );
+        assert!(digests[0].starts_with("sha256:") && digests[0].len() == 71);
+    }
+}
+
+#[test]
+fn cat_returns_every_file_byte_for_byte() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    corner_case_tree(&src);
+    let oci = tmp.path().join("oci");
+    let target = format!("{}:t", oci.display());
+    puzzlefs(&[
+        OsStr::new("build"),
+        OsStr::new("-c"),
+        s(&src),
+        OsStr::new(&target),
+    ]);
+    for rel in [
+        "data/big.bin",
+        "data/zeros.bin",
+        "sparse",
+        "links/second",
+        "data/small/007.txt",
+        "empty",
+    ] {
+        let out = puzzlefs(&[OsStr::new("cat"), OsStr::new(&target), OsStr::new(rel)]);
+        assert_eq!(out.stdout, fs::read(src.join(rel)).unwrap(), "{rel}");
+    }
+    // Through a symlink to a directory.
+    let out = puzzlefs(&[
+        OsStr::new("cat"),
+        OsStr::new(&target),
+        OsStr::new("/links/dir/big.bin"),
+    ]);
+    assert_eq!(out.stdout, fs::read(src.join("data/big.bin")).unwrap());
+    let err = puzzlefs_fails(&[OsStr::new("cat"), OsStr::new(&target), OsStr::new("/nope")]);
+    assert!(err.contains("no such file"), "{err}");
+    let err = puzzlefs_fails(&[OsStr::new("cat"), OsStr::new(&target), OsStr::new("/data")]);
+    assert!(err.contains("not a regular file"), "{err}");
+}
+
+#[test]
+fn ls_shows_types_links_and_devices() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    corner_case_tree(&src);
+    let oci = tmp.path().join("oci");
+    let target = format!("{}:t", oci.display());
+    puzzlefs(&[OsStr::new("build"), s(&src), OsStr::new(&target)]);
+    let out = String::from_utf8(puzzlefs(&[OsStr::new("ls"), OsStr::new(&target)]).stdout).unwrap();
+    assert!(out.contains("crw-rw-rw-"), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.contains(" 1,3 ") && l.ends_with("dev-null")),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("drwxrwxrwt") && l.ends_with(" tmp")),
+        "{out}"
+    );
+    let out = String::from_utf8(
+        puzzlefs(&[OsStr::new("ls"), OsStr::new(&target), OsStr::new("/links")]).stdout,
+    )
+    .unwrap();
+    assert!(
+        out.lines().any(|l| l.ends_with("abs -> /etc/passwd")),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("-rw-r--r--   3") && l.contains("original")),
+        "{out}"
+    );
+    let all = puzzlefs(&[OsStr::new("ls"), OsStr::new("-R"), OsStr::new(&target)]).stdout;
+    assert!(String::from_utf8_lossy(&all).lines().count() > 2000);
+}
+
+#[test]
+fn images_share_chunks_and_base_reuses_unchanged_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    corner_case_tree(&src);
+    let oci = tmp.path().join("oci");
+    let v1 = format!("{}:v1", oci.display());
+    let v2 = format!("{}:v2", oci.display());
+    let v2b = format!("{}:v2b", oci.display());
+    puzzlefs(&[
+        OsStr::new("build"),
+        OsStr::new("-c"),
+        s(&src),
+        OsStr::new(&v1),
+    ]);
+    // Change one file and add one.
+    fs::write(src.join("data/small/003.txt"), b"changed").unwrap();
+    fs::write(src.join("added"), vec![7u8; 100_000]).unwrap();
+    let json = |args: &[&OsStr]| -> serde_json::Value {
+        serde_json::from_slice(&puzzlefs(args).stdout).unwrap()
+    };
+    let plain = json(&[
+        OsStr::new("build"),
+        OsStr::new("-c"),
+        OsStr::new("--json"),
+        s(&src),
+        OsStr::new(&v2),
+    ]);
+    let based = json(&[
+        OsStr::new("build"),
+        OsStr::new("-c"),
+        OsStr::new("--json"),
+        OsStr::new("--base"),
+        OsStr::new("v1"),
+        s(&src),
+        OsStr::new(&v2b),
+    ]);
+    let files = based["files"].as_u64().unwrap();
+    assert_eq!(plain["reused_files"], 0);
+    // Everything but the changed and the added file comes from the base.
+    assert_eq!(
+        based["reused_files"].as_u64().unwrap(),
+        files - 2 - 1 /* empty */ + 1
+    );
+    assert!(based["chunked_bytes"].as_u64().unwrap() < 200_000);
+    assert!(plain["new_chunks"].as_u64().unwrap() < plain["chunks"].as_u64().unwrap() / 2);
+    puzzlefs(&[OsStr::new("check"), s(&oci)]);
+    for rel in [
+        "data/small/003.txt",
+        "added",
+        "data/big.bin",
+        "links/original",
+    ] {
+        let a = puzzlefs(&[OsStr::new("cat"), OsStr::new(&v2), OsStr::new(rel)]).stdout;
+        let b = puzzlefs(&[OsStr::new("cat"), OsStr::new(&v2b), OsStr::new(rel)]).stdout;
+        assert_eq!(a, fs::read(src.join(rel)).unwrap());
+        assert_eq!(b, a, "{rel}");
+    }
+    let report: serde_json::Value = serde_json::from_slice(
+        &puzzlefs(&[OsStr::new("inspect"), OsStr::new("--json"), s(&oci)]).stdout,
+    )
+    .unwrap();
+    let images = report["images"].as_array().unwrap();
+    assert_eq!(images.len(), 3);
+    assert!(images
+        .iter()
+        .all(|i| i["shared_chunks"].as_u64().unwrap() > 0));
+}
+
+#[test]
+fn bad_input_is_one_clear_line_and_changes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    fs::create_dir_all(src.join("d")).unwrap();
+    fs::write(src.join("d/f"), b"x").unwrap();
+    let oci = tmp.path().join("oci");
+    let t = |tag: &str| format!("{}:{tag}", oci.display());
+    puzzlefs(&[OsStr::new("build"), s(&src), OsStr::new(&t("good"))]);
+    let before = common::snapshot(&oci);
+
+    let err = puzzlefs_fails(&[
+        OsStr::new("build"),
+        s(&tmp.path().join("missing")),
+        OsStr::new(&t("x")),
+    ]);
+    assert!(err.contains("missing") && err.lines().count() == 1, "{err}");
+    let err = puzzlefs_fails(&[OsStr::new("build"), s(&src), OsStr::new(&t("bad/tag"))]);
+    assert!(err.contains("invalid tag"), "{err}");
+    let err = puzzlefs_fails(&[OsStr::new("build"), s(&src), OsStr::new("no-tag-given")]);
+    assert!(err.contains("OCI_DIR:TAG"), "{err}");
+    let err = puzzlefs_fails(&[
+        OsStr::new("build"),
+        OsStr::new("--base"),
+        OsStr::new("nope"),
+        s(&src),
+        OsStr::new(&t("y")),
+    ]);
+    assert!(err.contains("no image tagged \"nope\""), "{err}");
+    let err = puzzlefs_fails(&[OsStr::new("ls"), OsStr::new(&t("nope"))]);
+    assert!(
+        err.contains("no image tagged") && err.contains("good"),
+        "{err}"
+    );
+    let err = puzzlefs_fails(&[OsStr::new("inspect"), s(&src)]);
+    assert!(err.contains("not an OCI image layout"), "{err}");
+    assert!(common::diff(&before, &common::snapshot(&oci), common::Compare::ALL).is_empty());
+
+    // A corrupt blob is named by check and makes cat fail.
+    let manifest = fs::read_dir(oci.join("blobs/sha256"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| fs::read(p).unwrap() == b"x")
+        .expect("the one-byte chunk");
+    fs::write(&manifest, b"y").unwrap();
+    let out = std::process::Command::new(common::bin("puzzlefs"))
+        .args([OsStr::new("check"), s(&oci)])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let name = manifest.file_name().unwrap().to_str().unwrap();
+    assert!(text.contains(name) && text.contains("corrupt"), "{text}");
+    let err = puzzlefs_fails(&[
+        OsStr::new("cat"),
+        OsStr::new(&t("good")),
+        OsStr::new("/d/f"),
+    ]);
+    assert!(err.contains(name), "{err}");
+}

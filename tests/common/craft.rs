@@ -1,0 +1,2 @@
+//! Crafting images by hand (including hostile ones) for tests.
+#![allow(dead_code)]
