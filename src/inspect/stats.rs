@@ -126,7 +126,8 @@ pub fn inspect(oci: &OciDir, tag: Option<&str>) -> Result<InspectReport, ReaderE
             .layers
             .iter()
             .filter(|d| d.media_type != MEDIA_TYPE_ROOTFS)
-            .map(|d| (d.digest, d.size))
+            // Stored size, not the descriptor's: upstream writes uncompressed sizes there.
+            .map(|d| (d.digest, oci.blob_size(&d.digest).unwrap_or(d.size)))
             .collect();
         sets.insert(t.clone(), blobs);
     }

@@ -39,6 +39,8 @@ pub struct Compare {
     pub owner: bool,
     /// Compare directory mtimes too (extraction may legitimately touch them otherwise).
     pub dir_mtime: bool,
+    /// Compare device numbers.
+    pub rdev: bool,
 }
 
 impl Compare {
@@ -48,6 +50,18 @@ impl Compare {
         xattrs: true,
         owner: true,
         dir_mtime: true,
+        rdev: true,
+    };
+
+    /// What upstream PuzzleFS's mount reports faithfully: no timestamps, no link counts,
+    /// no device numbers.
+    pub const UPSTREAM_MOUNT: Compare = Compare {
+        mtime: false,
+        nlink: false,
+        xattrs: true,
+        owner: true,
+        dir_mtime: false,
+        rdev: false,
     };
 }
 
@@ -183,6 +197,10 @@ pub fn diff(
         if !cmp.xattrs {
             x.xattrs.clear();
             y.xattrs.clear();
+        }
+        if !cmp.rdev {
+            x.rdev = 0;
+            y.rdev = 0;
         }
         if !cmp.owner {
             (x.uid, x.gid, y.uid, y.gid) = (0, 0, 0, 0);

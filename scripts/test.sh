@@ -1,0 +1,12 @@
+#!/bin/sh
+# Runs every check and test on a fresh machine: formatting, lints, unit and integration tests
+# (real FUSE mounts, upstream PuzzleFS interop, real QEMU guests). Needs root.
+set -eu
+here=$(cd "$(dirname "$0")/.." && pwd)
+cd "$here"
+scripts/setup.sh
+cargo fmt --check
+cargo clippy --all-targets -- -D warnings
+UPSTREAM_PUZZLEFS=$(scripts/install-upstream.sh) \
+PFS_DEBIAN_TREE=$(scripts/debootstrap-tree.sh bookworm) \
+    cargo test --release -- --test-threads=2
