@@ -21,7 +21,10 @@ fn blob_set(oci: &Path, tag: &str) -> BTreeSet<String> {
         .iter()
         .find(|d| d["annotations"]["org.opencontainers.image.ref.name"] == tag)
         .unwrap();
-    let digest = desc["digest"].as_str().unwrap().trim_start_matches("sha256:");
+    let digest = desc["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:");
     let manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(oci.join("blobs/sha256").join(digest)).unwrap())
             .unwrap();
@@ -47,11 +50,18 @@ fn identical_trees_give_the_same_chunks_as_upstream() {
         .args([OsStr::new("build"), src.as_os_str(), OsStr::new(&theirs)])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let a = blob_set(&oci, "ours");
     let b = blob_set(&oci, "theirs");
     assert!(a.len() > 40, "{}", a.len());
-    assert_eq!(a, b, "same stream order and FastCDC parameters give the same chunks");
+    assert_eq!(
+        a, b,
+        "same stream order and FastCDC parameters give the same chunks"
+    );
 }
 
 /// An upstream `puzzlefs mount -f` in the background, unmounted on drop.
@@ -64,7 +74,12 @@ impl UpstreamMount {
     fn start(image: &str, at: &Path) -> Self {
         std::fs::create_dir_all(at).unwrap();
         let child = Command::new(upstream())
-            .args([OsStr::new("mount"), OsStr::new("-f"), OsStr::new(image), at.as_os_str()])
+            .args([
+                OsStr::new("mount"),
+                OsStr::new("-f"),
+                OsStr::new(image),
+                at.as_os_str(),
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

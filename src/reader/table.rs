@@ -467,3 +467,7 @@ impl<'a> Builder<'a> {
         Ok(i)
     }
 }
+
+#[cfg(test)]
+#[path = "table_tests.rs"]
+mod tests;

@@ -438,3 +438,81 @@ pub fn upstream() -> PathBuf {
     );
     p
 }
+
+/// Snapshot of an image read through the library (no mount, no extraction), comparable with
+/// [`snapshot`] of the source tree.
+pub fn image_snapshot(image: &pfs::reader::Image) -> BTreeMap<Vec<u8>, Facts> {
+    use pfs::reader::{NodeData, Walk};
+    use sha2::{Digest, Sha256};
+    let table = image.table();
+    let mut out = BTreeMap::new();
+    let mut group: BTreeMap<u32, Vec<u8>> = BTreeMap::new();
+    for item in Walk::all(table) {
+        let n = table.node(item.node);
+        let kind = match n.mode & libc::S_IFMT {
+            libc::S_IFDIR => 'd',
+            libc::S_IFREG => 'f',
+            libc::S_IFLNK => 'l',
+            libc::S_IFCHR => 'c',
+            libc::S_IFBLK => 'b',
+            libc::S_IFIFO => 'p',
+            _ => 's',
+        };
+        let sha256 = matches!(n.data, NodeData::File(_)).then(|| {
+            let mut h = Sha256::new();
+            image
+                .read_with(item.node, 0, n.size, |p| {
+                    h.update(p);
+                    Ok::<(), pfs::reader::ReaderError>(())
+                })
+                .unwrap();
+            hex::encode(h.finalize())
+        });
+        let link_group = (kind == 'f').then(|| {
+            group
+                .entry(item.node)
+                .or_insert_with(|| item.path.clone())
+                .clone()
+        });
+        out.insert(
+            item.path.clone(),
+            Facts {
+                kind,
+                mode: n.mode,
+                uid: n.uid,
+                gid: n.gid,
+                size: if kind == 'd' { 0 } else { n.size },
+                sha256,
+                link: match &n.data {
+                    NodeData::Symlink(t) => Some(t.to_vec()),
+                    _ => None,
+                },
+                rdev: n.rdev,
+                xattrs: n
+                    .xattrs
+                    .iter()
+                    .map(|x| (x.key.clone(), x.value.clone()))
+                    .collect(),
+                mtime: (n.mtime.sec, i64::from(n.mtime.nsec)),
+                nlink: u64::from(n.nlink),
+                link_group,
+            },
+        );
+    }
+    out
+}
+
+/// A real Debian bookworm minbase tree (created once by scripts/debootstrap-tree.sh).
+pub fn debian_tree() -> PathBuf {
+    if let Some(p) = std::env::var_os("PFS_DEBIAN_TREE") {
+        return PathBuf::from(p);
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/debootstrap-tree.sh");
+    let out = Command::new(script).arg("bookworm").output().unwrap();
+    assert!(
+        out.status.success(),
+        "debootstrap-tree.sh failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}

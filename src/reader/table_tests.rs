@@ -1,0 +1,224 @@
+//! Tests of layer merging and of the validation of hostile metadata.
+
+use super::*;
+use crate::format::{DirEntry, Inode, InodeKind, Rootfs, Timespec, MANIFEST_VERSION};
+
+fn dir(ino: u64, entries: &[(&str, u64)], look_below: bool) -> Inode {
+    Inode {
+        ino,
+        kind: InodeKind::Dir {
+            entries: entries
+                .iter()
+                .map(|(n, i)| DirEntry {
+                    ino: *i,
+                    name: n.as_bytes().to_vec(),
+                })
+                .collect(),
+            look_below,
+        },
+        uid: 0,
+        gid: 0,
+        permissions: 0o755,
+        xattrs: vec![],
+        symlink_target: None,
+        mtime: Timespec::default(),
+        file_digest: None,
+    }
+}
+
+fn file(ino: u64) -> Inode {
+    Inode {
+        kind: InodeKind::File { chunks: vec![] },
+        permissions: 0o644,
+        ..dir(ino, &[], false)
+    }
+}
+
+fn with_kind(ino: u64, kind: InodeKind) -> Inode {
+    Inode { kind, ..file(ino) }
+}
+
+fn table(layers: Vec<Vec<Inode>>) -> Result<InodeTable, ReaderError> {
+    InodeTable::build(&Rootfs {
+        layers,
+        verity: Default::default(),
+        manifest_version: MANIFEST_VERSION,
+        chunking: None,
+    })
+}
+
+fn names(t: &InodeTable, id: NodeId) -> Vec<String> {
+    t.entries(id)
+        .iter()
+        .map(|e| String::from_utf8_lossy(&e.name).into_owned())
+        .collect()
+}
+
+fn err(layers: Vec<Vec<Inode>>) -> String {
+    table(layers).expect_err("must be rejected").to_string()
+}
+
+#[test]
+fn single_layer_tree_with_hard_links_and_nlink() {
+    let t = table(vec![vec![
+        dir(1, &[("b", 2), ("a", 3), ("h1", 4), ("h2", 4)], false),
+        dir(2, &[("h3", 4)], false),
+        dir(3, &[], false),
+        file(4),
+    ]])
+    .unwrap();
+    assert_eq!(names(&t, ROOT), ["a", "b", "h1", "h2"], "sorted");
+    assert_eq!(t.node(ROOT).nlink, 4, "2 + two subdirectories");
+    let h = t.lookup(ROOT, b"h1").unwrap();
+    assert_eq!(t.lookup(ROOT, b"h2"), Some(h));
+    assert_eq!(t.node(h).nlink, 3);
+    assert_eq!(t.resolve(b"/b/h3", false).unwrap(), h);
+    assert_eq!(t.len(), 4);
+}
+
+#[test]
+fn upper_layers_shadow_and_whiteouts_hide() {
+    // Lower: /keep, /gone, /d/x. Upper: root re-listed without "gone" plus whiteout entry,
+    // /d with lookBelow adding y, /keep replaced by a symlink.
+    let lower = vec![
+        dir(1, &[("keep", 2), ("gone", 3), ("d", 4)], false),
+        file(2),
+        file(3),
+        dir(4, &[("x", 5)], false),
+        file(5),
+    ];
+    let mut link = with_kind(2, InodeKind::Symlink);
+    link.symlink_target = Some(b"/target".to_vec());
+    let upper = vec![
+        dir(1, &[("keep", 2), ("gone", 3), ("d", 4)], false),
+        link,
+        with_kind(3, InodeKind::Whiteout),
+        dir(4, &[("y", 6)], true),
+        file(6),
+    ];
+    let t = table(vec![upper, lower]).unwrap();
+    assert_eq!(names(&t, ROOT), ["d", "keep"]);
+    let keep = t.lookup(ROOT, b"keep").unwrap();
+    assert!(matches!(t.node(keep).data, NodeData::Symlink(_)));
+    let d = t.lookup(ROOT, b"d").unwrap();
+    assert_eq!(names(&t, d), ["x", "y"]);
+}
+
+#[test]
+fn hostile_names_are_rejected() {
+    for bad in ["..", ".", "a/b", "", "nul\0x", &"n".repeat(256)] {
+        let e = err(vec![vec![dir(1, &[(bad, 2)], false), file(2)]]);
+        assert!(e.contains("invalid file name"), "{bad:?}: {e}");
+    }
+    let e = err(vec![vec![
+        dir(1, &[("a", 2), ("a", 3)], false),
+        file(2),
+        file(3),
+    ]]);
+    assert!(e.contains("two entries named"), "{e}");
+}
+
+#[test]
+fn cycles_dangling_entries_and_bad_roots_are_rejected() {
+    let e = err(vec![vec![dir(1, &[("up", 1)], false)]]);
+    assert!(e.contains("linked more than once"), "{e}");
+    let e = err(vec![vec![
+        dir(1, &[("a", 2), ("b", 2)], false),
+        dir(2, &[], false),
+    ]]);
+    assert!(e.contains("linked more than once"), "{e}");
+    let e = err(vec![vec![
+        dir(1, &[("a", 2)], false),
+        dir(2, &[("loop", 1)], false),
+    ]]);
+    assert!(e.contains("linked more than once"), "{e}");
+    let e = err(vec![vec![dir(1, &[("a", u64::MAX)], false)]]);
+    assert!(e.contains("does not exist"), "{e}");
+    assert!(err(vec![vec![file(1)]]).contains("not a directory"));
+    assert!(err(vec![vec![file(2)]]).contains("no root"));
+    assert!(err(vec![vec![dir(1, &[], false), file(1)]]).contains("defined twice"));
+    assert!(err(vec![]).contains("no root"));
+}
+
+#[test]
+fn bad_values_are_rejected() {
+    let mut big = file(2);
+    big.kind = InodeKind::File {
+        chunks: vec![crate::format::FileChunk {
+            blob: crate::format::BlobRef {
+                digest: crate::format::Digest([1; 32]),
+                offset: u64::MAX - 1,
+                compressed: false,
+            },
+            len: 10,
+        }],
+    };
+    assert!(err(vec![vec![dir(1, &[("f", 2)], false), big]]).contains("overflows"));
+    let mut dev = with_kind(
+        2,
+        InodeKind::Chr {
+            major: 1 << 40,
+            minor: 0,
+        },
+    );
+    assert!(err(vec![vec![dir(1, &[("d", 2)], false), dev.clone()]]).contains("device"));
+    dev.kind = InodeKind::Symlink;
+    assert!(err(vec![vec![dir(1, &[("l", 2)], false), dev.clone()]]).contains("no target"));
+    dev.symlink_target = Some(b"a\0b".to_vec());
+    assert!(err(vec![vec![dir(1, &[("l", 2)], false), dev]]).contains("invalid target"));
+    let mut x = file(2);
+    x.xattrs = vec![crate::format::Xattr {
+        key: vec![],
+        value: vec![],
+    }];
+    assert!(err(vec![vec![dir(1, &[("x", 2)], false), x]]).contains("xattr"));
+    let mut t = file(2);
+    t.mtime.nsec = 1_000_000_000;
+    assert!(err(vec![vec![dir(1, &[("t", 2)], false), t]]).contains("nanoseconds"));
+}
+
+#[test]
+fn resolve_follows_symlinks_inside_the_image_only() {
+    let mut up = with_kind(3, InodeKind::Symlink);
+    up.symlink_target = Some(b"../../../../d".to_vec());
+    let mut abs = with_kind(4, InodeKind::Symlink);
+    abs.symlink_target = Some(b"/d/f".to_vec());
+    let mut l1 = with_kind(6, InodeKind::Symlink);
+    l1.symlink_target = Some(b"l2".to_vec());
+    let mut l2 = with_kind(7, InodeKind::Symlink);
+    l2.symlink_target = Some(b"l1".to_vec());
+    let t = table(vec![vec![
+        dir(
+            1,
+            &[("d", 2), ("up", 3), ("abs", 4), ("l1", 6), ("l2", 7)],
+            false,
+        ),
+        dir(2, &[("f", 5)], false),
+        up,
+        abs,
+        file(5),
+        l1,
+        l2,
+    ]])
+    .unwrap();
+    let f = t.resolve(b"/d/f", true).unwrap();
+    assert_eq!(
+        t.resolve(b"up/f", true).unwrap(),
+        f,
+        ".. stops at the image root"
+    );
+    assert_eq!(t.resolve(b"abs", true).unwrap(), f);
+    assert_ne!(t.resolve(b"abs", false).unwrap(), f);
+    assert!(matches!(
+        t.resolve(b"/l1", true),
+        Err(ReaderError::SymlinkLoop(_))
+    ));
+    assert!(matches!(
+        t.resolve(b"/d/f/x", true),
+        Err(ReaderError::NotADirectory(_))
+    ));
+    assert!(matches!(
+        t.resolve(b"/nope", true),
+        Err(ReaderError::NotFound(_))
+    ));
+}
