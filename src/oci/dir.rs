@@ -54,21 +54,33 @@ impl OciDir {
         })
     }
 
-    /// Opens a layout, creating an empty one if `path` does not exist or is an empty directory.
+    /// Opens a layout, creating it if `path` does not exist or holds nothing but a layout
+    /// being created (safe when several processes create the same layout at once).
     pub fn create(path: &Path) -> Result<Self, OciError> {
-        let fresh = match fs::read_dir(path) {
-            Ok(mut it) => it.next().is_none(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
-            Err(e) => return Err(OciError::io(path, e)),
+        let layout_names = |n: &str| {
+            matches!(n, "blobs" | LAYOUT_FILE | "index.json")
+                || n.starts_with(".tmp-")
+                || n.starts_with(".puzzlefs-build-")
         };
-        if fresh {
-            let blobs = path.join("blobs/sha256");
-            fs::create_dir_all(&blobs).map_err(|e| OciError::io(&blobs, e))?;
-            let dir = OciDir {
-                root: path.to_path_buf(),
-            };
+        match fs::read_dir(path) {
+            Ok(entries) => {
+                for e in entries {
+                    let e = e.map_err(|e| OciError::io(path, e))?;
+                    if !e.file_name().to_str().is_some_and(layout_names) {
+                        return Self::open(path);
+                    }
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(OciError::io(path, e)),
+        }
+        let blobs = path.join("blobs/sha256");
+        fs::create_dir_all(&blobs).map_err(|e| OciError::io(&blobs, e))?;
+        let dir = OciDir {
+            root: path.to_path_buf(),
+        };
+        if !path.join(LAYOUT_FILE).exists() {
             dir.atomic_write(LAYOUT_FILE, LAYOUT_JSON)?;
-            return Ok(dir);
         }
         Self::open(path)
     }
