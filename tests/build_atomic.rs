@@ -25,7 +25,7 @@ fn interrupted_build_leaves_the_layout_untouched() {
     let tree = debian_tree();
     for signal in ["INT", "TERM"] {
         let target = format!("{}:second", oci.display());
-        let mut child = Command::new(bin("puzzlefs"))
+        let child = Command::new(bin("puzzlefs"))
             .args([
                 OsStr::new("build"),
                 OsStr::new("-c"),
