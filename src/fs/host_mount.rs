@@ -212,6 +212,15 @@ fn background(target: &Path) -> Result<(), FsError> {
 
 /// Mount ids of PuzzleFS FUSE mounts at `target`, from `/proc/self/mountinfo`.
 fn puzzlefs_mounts(target: &Path) -> io::Result<Vec<u64>> {
+    Ok(mounts_at(target)?
+        .into_iter()
+        .filter(|(_, fstype)| fstype == FSTYPE)
+        .map(|(id, _)| id)
+        .collect())
+}
+
+/// Mount ids and file system types of everything mounted at `target`.
+fn mounts_at(target: &Path) -> io::Result<Vec<(u64, String)>> {
     let text = std::fs::read_to_string("/proc/self/mountinfo")?;
     Ok(text
         .lines()
@@ -220,9 +229,8 @@ fn puzzlefs_mounts(target: &Path) -> io::Result<Vec<u64>> {
             let fields: Vec<&str> = left.split(' ').collect();
             let fstype = right.split(' ').next()?;
             let point = unescape_mountinfo(fields.get(4)?);
-            (fstype == FSTYPE && point == target)
-                .then(|| fields[0].parse().ok())
-                .flatten()
+            let id = fields[0].parse().ok()?;
+            (point == target).then(|| (id, fstype.to_string()))
         })
         .collect())
 }
@@ -262,6 +270,17 @@ pub fn unmount(mountpoint: &Path) -> Result<(), FsError> {
         path: target.clone(),
         reason,
     };
+    // Only ever unmount our own mounts (the topmost one at that place).
+    match mounts_at(&target)
+        .map_err(|e| refused(format!("reading mountinfo: {e}")))?
+        .last()
+    {
+        None => return Err(FsError::NotMounted(target.clone())),
+        Some((_, fstype)) if fstype != FSTYPE => {
+            return Err(refused(format!("not a PuzzleFS mount ({fstype})")))
+        }
+        Some(_) => {}
+    }
     match rustix::mount::unmount(&target, rustix::mount::UnmountFlags::empty()) {
         Ok(()) => Ok(()),
         Err(rustix::io::Errno::INVAL) => Err(FsError::NotMounted(target.clone())),
