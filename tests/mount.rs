@@ -122,8 +122,18 @@ struct Fixture {
 fn fixture() -> &'static Fixture {
     static FIXTURE: OnceLock<Fixture> = OnceLock::new();
     FIXTURE.get_or_init(|| {
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("mount-fixture");
-        let _ = fs::remove_dir_all(&dir);
+        // One directory per test process; those of finished runs are removed.
+        let base = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        for e in fs::read_dir(base).unwrap() {
+            let e = e.unwrap();
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(pid) = name.strip_prefix("mount-fixture-") {
+                if !Path::new("/proc").join(pid).exists() {
+                    let _ = fs::remove_dir_all(e.path());
+                }
+            }
+        }
+        let dir = base.join(format!("mount-fixture-{}", std::process::id()));
         let src = dir.join("src");
         corner_case_tree(&src);
         let oci = dir.join("oci");

@@ -23,12 +23,13 @@ pub enum FsError {
         reason: String,
     },
     /// Starting the threads that serve the mount failed.
-    #[error("cannot serve {}: {source}", path.display())]
+    #[error("cannot serve {}: {error}", path.display())]
     Serve {
         /// The mount point.
         path: PathBuf,
-        /// The underlying error.
-        source: io::Error,
+        /// The underlying error (part of the message, not a separate cause, so that
+        /// `{:#}` prints it once).
+        error: io::Error,
     },
     /// The background process that serves the mount failed to start or to mount.
     #[error("{0}")]

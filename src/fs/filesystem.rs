@@ -73,10 +73,8 @@ impl FileSystem for PuzzleFs {
     type Handle = u64;
 
     fn init(&self, capable: FsOptions) -> io::Result<FsOptions> {
-        let mut want = FsOptions::ASYNC_READ
-            | FsOptions::PARALLEL_DIROPS
-            | FsOptions::MAX_PAGES
-            | FsOptions::BIG_WRITES;
+        // Never WRITEBACK_CACHE: nothing is ever written. MAX_PAGES allows 1 MiB requests.
+        let mut want = FsOptions::ASYNC_READ | FsOptions::PARALLEL_DIROPS | FsOptions::MAX_PAGES;
         if self.config.readdirplus {
             want |= FsOptions::DO_READDIRPLUS | FsOptions::READDIRPLUS_AUTO;
         }

@@ -65,27 +65,17 @@ fn serve(image: Arc<Image>, target: &Path, opts: &MountOptions) -> Result<(), Fs
         path: target.to_path_buf(),
         reason: e.to_string(),
     };
-    let serve_err = |source: io::Error| FsError::Serve {
+    let serve_err = |error: io::Error| FsError::Serve {
         path: target.to_path_buf(),
-        source,
+        error,
     };
     let server = Arc::new(Server::new(PuzzleFs::new(image, FsConfig::default())));
+    // Catch signals from before the mount exists; they are handled once every channel is up.
+    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP]).map_err(serve_err)?;
     let mut session = FuseSession::new(target, FSNAME, FSNAME, true).map_err(mount_err)?;
     session.set_allow_other(opts.allow_other);
     session.mount().map_err(mount_err)?;
     let session = Arc::new(session);
-
-    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP]).map_err(serve_err)?;
-    let signal_handle = signals.handle();
-    let waker = session.clone();
-    let signal_thread = thread::spawn(move || {
-        if let Some(sig) = signals.forever().next() {
-            log::info!("signal {sig}: unmounting");
-            if let Err(e) = waker.wake() {
-                log::error!("stopping service threads: {e}");
-            }
-        }
-    });
 
     let mut workers = Vec::new();
     let mut started = Ok(());
@@ -108,6 +98,17 @@ fn serve(image: Arc<Image>, target: &Path, opts: &MountOptions) -> Result<(), Fs
             }
         }
     }
+
+    let signal_handle = signals.handle();
+    let waker = session.clone();
+    let signal_thread = thread::spawn(move || {
+        if let Some(sig) = signals.forever().next() {
+            log::info!("signal {sig}: unmounting");
+            if let Err(e) = waker.wake() {
+                log::error!("stopping service threads: {e}");
+            }
+        }
+    });
     for w in workers {
         let _ = w.join();
     }

@@ -138,6 +138,12 @@ fn read(fs: &PuzzleFs, inode: u64, offset: u64, size: u32, cap: usize) -> io::Re
 }
 
 #[test]
+fn shareable_between_request_threads() {
+    fn send_sync<T: Send + Sync + 'static>() {}
+    send_sync::<PuzzleFs>();
+}
+
+#[test]
 fn lookup_getattr_and_unknown_inodes() {
     let f = fixture();
     let fs = puzzlefs(&f, CachePolicy::Always);
