@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::{Args, Parser, Subcommand};
 
 use pfs::builder::{build, BuildOptions, Progress, ZstdOptions};
@@ -311,17 +311,15 @@ fn main() {
             Ok(())
         }),
         Command::Mount(a) => open_image(&a.image, a.digest.as_deref()).and_then(|img| {
-            pfs::fs::mount(
-                Arc::new(img),
-                &a.mountpoint,
-                &pfs::fs::MountOptions {
-                    foreground: a.foreground,
-                    allow_other: a.allow_other,
-                },
-            )
-            .context("mount")
+            env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+                .init();
+            let opts = pfs::fs::MountOptions {
+                foreground: a.foreground,
+                allow_other: a.allow_other,
+            };
+            Ok(pfs::fs::mount(Arc::new(img), &a.mountpoint, &opts)?)
         }),
-        Command::Umount { mountpoint } => pfs::fs::unmount(&mountpoint).context("umount"),
+        Command::Umount { mountpoint } => pfs::fs::unmount(&mountpoint).map_err(Into::into),
     };
     if let Err(e) = result {
         let _ = std::io::stdout().flush();

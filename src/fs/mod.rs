@@ -1,33 +1,26 @@
 //! The read-only FUSE file system over an image, shared by `puzzlefs mount` and the daemon.
+//!
+//! [`PuzzleFs`] implements fuse-backend-rs's `FileSystem` and knows nothing about the
+//! transport: the vhost-user-fs daemon serves it to guests, and [`mount`] serves it on the
+//! host through `/dev/fuse`. Every failure becomes an errno in one place ([`reader_errno`]
+//! for reader errors): corrupt data is `EIO`, missing names `ENOENT`, missing xattrs
+//! `ENODATA`, and anything that would write `EROFS`.
 
-use std::path::Path;
-use std::sync::Arc;
+mod attr;
+mod config;
+mod dir;
+mod errno;
+mod error;
+mod filesystem;
+mod handlers;
+mod host_mount;
+mod seek;
+#[cfg(test)]
+mod tests;
+mod xattr;
 
-use crate::reader::{Image, ReaderError};
-
-/// Host mount settings.
-#[derive(Debug, Clone, Default)]
-pub struct MountOptions {
-    /// Stay in the foreground.
-    pub foreground: bool,
-    /// Allow other users.
-    pub allow_other: bool,
-}
-
-/// Mounts `image` at `mountpoint`.
-pub fn mount(
-    _image: Arc<Image>,
-    _mountpoint: &Path,
-    _opts: &MountOptions,
-) -> Result<(), ReaderError> {
-    Err(ReaderError::BadMetadata(
-        "mount: not implemented yet".into(),
-    ))
-}
-
-/// Unmounts a FUSE mount.
-pub fn unmount(_mountpoint: &Path) -> Result<(), ReaderError> {
-    Err(ReaderError::BadMetadata(
-        "umount: not implemented yet".into(),
-    ))
-}
+pub use config::{CachePolicy, FsConfig, LONG_TIMEOUT};
+pub use errno::reader_errno;
+pub use error::FsError;
+pub use filesystem::PuzzleFs;
+pub use host_mount::{mount, unmount, MountOptions};
