@@ -104,6 +104,9 @@ struct ExtractArgs {
     /// Refuse the image unless its manifest digest is this.
     #[arg(long)]
     digest: Option<String>,
+    /// Leave device nodes out (for extraction without root).
+    #[arg(long)]
+    skip_devices: bool,
 }
 
 #[derive(Args)]
@@ -306,7 +309,10 @@ fn main() {
                 })
         }
         Command::Extract(a) => open_image(&a.image, a.digest.as_deref()).and_then(|img| {
-            let report = pfs::extract::extract(&img, &a.dest, &Default::default())?;
+            let opts = pfs::extract::ExtractOptions {
+                skip_devices: a.skip_devices,
+            };
+            let report = pfs::extract::extract(&img, &a.dest, &opts)?;
             eprintln!("{}", report.summary());
             Ok(())
         }),
