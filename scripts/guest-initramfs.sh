@@ -4,7 +4,7 @@
 # kernel command line:
 #   pfs.tag=TAG       mount -t virtiofs TAG /mnt (read-write request; the daemon says EROFS)
 #   pfs.root=1        instead mount TAG at /newroot and switch_root into it, running
-#                     /run/pfs-test.sh there (a tmpfs is mounted on /newroot/run for it)
+#                     /run/pfs-test.sh there (tmpfs are mounted on /newroot/run and /tmp)
 # and runs /test.sh (append a cpio holding it to this initramfs), framing its output with
 #   @@PFS-BEGIN@@ ... @@PFS-END rc=N@@   then powers off.
 # Without /test.sh it starts a shell on the console. Cached under ${PFS_CACHE:-~/.cache/puzzlefs-virtiofsd}.
@@ -43,6 +43,7 @@ finish() {
 if [ -n "$root" ]; then
     mount -t virtiofs "$tag" /newroot || { echo "pfs-init: mount $tag failed"; finish 99; }
     mount -t tmpfs run /newroot/run || { echo "pfs-init: no /run in the root"; finish 98; }
+    mount -t tmpfs tmp /newroot/tmp || true
     cp /test.sh /newroot/run/pfs-test.sh
     mount --move /proc /newroot/proc
     mount --move /sys /newroot/sys
@@ -78,6 +79,7 @@ cp "$busybox" "$tmp/root/bin/busybox"
 cp "$kdir"/modules/*.ko "$kdir/modules/order" "$tmp/root/modules/"
 printf '%s\n' "$init" > "$tmp/root/init"
 chmod 755 "$tmp/root/init"
-(cd "$tmp/root" && find . | sort | cpio -o -H newc --quiet -R 0:0 | gzip -9) > "$tmp/initramfs.cpio.gz"
+if command -v cpio >/dev/null; then cpio="cpio -o -H newc --quiet -R 0:0"; else cpio="$busybox cpio -o -H newc"; fi
+(cd "$tmp/root" && find . | sort | $cpio | gzip -9) > "$tmp/initramfs.cpio.gz"
 mv "$tmp/initramfs.cpio.gz" "$out"
 echo "$out"

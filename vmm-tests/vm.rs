@@ -210,3 +210,56 @@ fn sigterm_stops_cleanly() {
     assert!(status.success(), "{status}");
     assert!(!sock.exists(), "socket file left behind");
 }
+
+#[test]
+fn debian_root_file_system_boots_and_runs_programs() {
+    if skip_guests() {
+        return;
+    }
+    let _one_vm = vm_lock();
+    let rootfs = harness::debian_rootfs();
+    let tmp = tempfile::tempdir().unwrap();
+    let sock = tmp.path().join("vfs.sock");
+    let mut daemon = Daemon::spawn(&[
+        "--socket-path",
+        s(&sock),
+        "--shared-dir",
+        s(&rootfs),
+        "--cache",
+        "always",
+    ]);
+    daemon.wait_for_line(READY_LINE, DAEMON_DEADLINE);
+
+    // Runs as the Debian root's own /bin/sh (dash), after switch_root.
+    let script = r#"
+echo "shell=$(readlink -f /bin/sh)"
+echo "debian=$(cat /etc/debian_version)"
+echo "packages=$(dpkg-query -W -f='${Package}\n' | wc -l)"
+echo "dpkg=$(dpkg -l dpkg | tail -n 1 | cut -c1-2)"
+apt-cache -o Dir::Cache::pkgcache= -o Dir::Cache::srcpkgcache= policy apt | sed -n 's/^ *Installed: /apt=/p'
+"#;
+    let mut vm = Vm::new(&sock, "rootfs", script);
+    vm.root = true;
+    let out = run_vm(&vm);
+    assert_eq!(out.rc, 0, "{}", out.console);
+    let field = |k: &str| {
+        out.output
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}=")).map(str::to_string))
+            .unwrap_or_else(|| panic!("no {k}= in guest output:\n{}", out.output))
+    };
+    assert_eq!(field("shell"), "/usr/bin/dash");
+    let version = std::fs::read_to_string(rootfs.join("etc/debian_version")).unwrap();
+    assert_eq!(field("debian"), version.trim());
+    let status = std::fs::read_to_string(rootfs.join("var/lib/dpkg/status")).unwrap();
+    let installed =
+        status.matches("\nPackage: ").count() + usize::from(status.starts_with("Package: "));
+    assert_eq!(field("packages"), installed.to_string());
+    assert_eq!(field("dpkg"), "ii");
+    assert!(!field("apt").is_empty() && field("apt") != "(none)");
+    eprintln!(
+        "[vm] Debian root boot + programs: {:.1} s",
+        out.elapsed.as_secs_f64()
+    );
+    assert!(daemon.wait_exit(DAEMON_DEADLINE).success());
+}

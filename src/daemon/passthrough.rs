@@ -5,6 +5,7 @@ use std::io;
 use std::path::Path;
 use std::time::Duration;
 
+use fuse_backend_rs::abi::fuse_abi::FsOptions;
 use fuse_backend_rs::passthrough::{CachePolicy, Config as PtConfig, PassthroughFs};
 
 use super::config::{CacheMode, Config};
@@ -56,5 +57,7 @@ pub fn shared_dir(dir: &Path, config: &Config) -> Result<SharedDirFs, DaemonErro
     let fs = PassthroughFs::<()>::new(cfg).map_err(err)?;
     // Open the root now, so that a bad directory fails at startup rather than at FUSE_INIT.
     fs.import().map_err(err)?;
-    Ok(ReadOnly(fs))
+    // PassthroughFs asks for none of these; without MAX_PAGES a guest read is 128 KiB at most.
+    let extra = FsOptions::ASYNC_READ | FsOptions::PARALLEL_DIROPS | FsOptions::MAX_PAGES;
+    Ok(ReadOnly::new(fs).with_init_options(extra))
 }

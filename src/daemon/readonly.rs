@@ -15,7 +15,32 @@ use fuse_backend_rs::api::filesystem::{
 };
 
 /// Read-only view of `F`.
-pub struct ReadOnly<F>(pub F);
+pub struct ReadOnly<F> {
+    inner: F,
+    extra: FsOptions,
+}
+
+impl<F> ReadOnly<F> {
+    /// Wraps `inner`.
+    pub fn new(inner: F) -> Self {
+        ReadOnly {
+            inner,
+            extra: FsOptions::empty(),
+        }
+    }
+
+    /// Also asks for `extra` at FUSE_INIT (when the guest kernel offers them), for inner file
+    /// systems that leave out options a read-only server wants, such as `MAX_PAGES`.
+    pub fn with_init_options(mut self, extra: FsOptions) -> Self {
+        self.extra = extra;
+        self
+    }
+
+    /// The wrapped file system.
+    pub fn inner(&self) -> &F {
+        &self.inner
+    }
+}
 
 fn erofs<T>() -> io::Result<T> {
     Err(io::Error::from_raw_os_error(libc::EROFS))
@@ -35,20 +60,20 @@ impl<F: FileSystem> FileSystem for ReadOnly<F> {
     fn init(&self, capable: FsOptions) -> io::Result<FsOptions> {
         // No write-back cache (nothing is written) and no DAX (no BACKEND_REQ channel to map
         // file ranges into the guest).
-        let opts = self.0.init(capable)?;
+        let opts = self.inner.init(capable)? | (self.extra & capable);
         Ok(opts - FsOptions::WRITEBACK_CACHE - FsOptions::PERFILE_DAX)
     }
     fn destroy(&self) {
-        self.0.destroy()
+        self.inner.destroy()
     }
     fn lookup(&self, ctx: &Context, parent: Self::Inode, name: &CStr) -> io::Result<Entry> {
-        self.0.lookup(ctx, parent, name)
+        self.inner.lookup(ctx, parent, name)
     }
     fn forget(&self, ctx: &Context, inode: Self::Inode, count: u64) {
-        self.0.forget(ctx, inode, count)
+        self.inner.forget(ctx, inode, count)
     }
     fn batch_forget(&self, ctx: &Context, requests: Vec<(Self::Inode, u64)>) {
-        self.0.batch_forget(ctx, requests)
+        self.inner.batch_forget(ctx, requests)
     }
     fn getattr(
         &self,
@@ -56,10 +81,10 @@ impl<F: FileSystem> FileSystem for ReadOnly<F> {
         inode: Self::Inode,
         handle: Option<Self::Handle>,
     ) -> io::Result<(stat64, Duration)> {
-        self.0.getattr(ctx, inode, handle)
+        self.inner.getattr(ctx, inode, handle)
     }
     fn readlink(&self, ctx: &Context, inode: Self::Inode) -> io::Result<Vec<u8>> {
-        self.0.readlink(ctx, inode)
+        self.inner.readlink(ctx, inode)
     }
     fn open(
         &self,
@@ -71,7 +96,7 @@ impl<F: FileSystem> FileSystem for ReadOnly<F> {
         if wants_write(flags) {
             return erofs();
         }
-        self.0.open(ctx, inode, flags, fuse_flags)
+        self.inner.open(ctx, inode, flags, fuse_flags)
     }
     fn read(
         &self,
@@ -84,7 +109,7 @@ impl<F: FileSystem> FileSystem for ReadOnly<F> {
         lock_owner: Option<u64>,
         flags: u32,
     ) -> io::Result<usize> {
-        self.0
+        self.inner
             .read(ctx, inode, handle, w, size, offset, lock_owner, flags)
     }
     fn flush(
@@ -94,7 +119,7 @@ impl<F: FileSystem> FileSystem for ReadOnly<F> {
         handle: Self::Handle,
         lock_owner: u64,
     ) -> io::Result<()> {
-        self.0.flush(ctx, inode, handle, lock_owner)
+        self.inner.flush(ctx, inode, handle, lock_owner)
     }
     fn fsync(&self, _: &Context, _: Self::Inode, _: bool, _: Self::Handle) -> io::Result<()> {
         Ok(())
@@ -112,11 +137,11 @@ impl<F: FileSystem> FileSystem for ReadOnly<F> {
         flock_release: bool,
         lock_owner: Option<u64>,
     ) -> io::Result<()> {
-        self.0
+        self.inner
             .release(ctx, inode, flags, handle, flush, flock_release, lock_owner)
     }
     fn statfs(&self, ctx: &Context, inode: Self::Inode) -> io::Result<statvfs64> {
-        let mut st = self.0.statfs(ctx, inode)?;
+        let mut st = self.inner.statfs(ctx, inode)?;
         st.f_flag |= libc::ST_RDONLY;
         Ok(st)
     }
@@ -127,7 +152,7 @@ impl<F: FileSystem> FileSystem for ReadOnly<F> {
         name: &CStr,
         size: u32,
     ) -> io::Result<GetxattrReply> {
-        self.0.getxattr(ctx, inode, name, size)
+        self.inner.getxattr(ctx, inode, name, size)
     }
     fn listxattr(
         &self,
@@ -135,7 +160,7 @@ impl<F: FileSystem> FileSystem for ReadOnly<F> {
         inode: Self::Inode,
         size: u32,
     ) -> io::Result<ListxattrReply> {
-        self.0.listxattr(ctx, inode, size)
+        self.inner.listxattr(ctx, inode, size)
     }
     fn opendir(
         &self,
@@ -143,7 +168,7 @@ impl<F: FileSystem> FileSystem for ReadOnly<F> {
         inode: Self::Inode,
         flags: u32,
     ) -> io::Result<(Option<Self::Handle>, OpenOptions)> {
-        self.0.opendir(ctx, inode, flags)
+        self.inner.opendir(ctx, inode, flags)
     }
     fn readdir(
         &self,
@@ -154,7 +179,8 @@ impl<F: FileSystem> FileSystem for ReadOnly<F> {
         offset: u64,
         add_entry: &mut dyn FnMut(DirEntry) -> io::Result<usize>,
     ) -> io::Result<()> {
-        self.0.readdir(ctx, inode, handle, size, offset, add_entry)
+        self.inner
+            .readdir(ctx, inode, handle, size, offset, add_entry)
     }
     fn readdirplus(
         &self,
@@ -165,7 +191,7 @@ impl<F: FileSystem> FileSystem for ReadOnly<F> {
         offset: u64,
         add_entry: &mut dyn FnMut(DirEntry, Entry) -> io::Result<usize>,
     ) -> io::Result<()> {
-        self.0
+        self.inner
             .readdirplus(ctx, inode, handle, size, offset, add_entry)
     }
     fn releasedir(
@@ -175,13 +201,13 @@ impl<F: FileSystem> FileSystem for ReadOnly<F> {
         flags: u32,
         handle: Self::Handle,
     ) -> io::Result<()> {
-        self.0.releasedir(ctx, inode, flags, handle)
+        self.inner.releasedir(ctx, inode, flags, handle)
     }
     fn access(&self, ctx: &Context, inode: Self::Inode, mask: u32) -> io::Result<()> {
         if mask & libc::W_OK as u32 != 0 {
             return erofs();
         }
-        self.0.access(ctx, inode, mask)
+        self.inner.access(ctx, inode, mask)
     }
     fn lseek(
         &self,
@@ -191,10 +217,10 @@ impl<F: FileSystem> FileSystem for ReadOnly<F> {
         offset: u64,
         whence: u32,
     ) -> io::Result<u64> {
-        self.0.lseek(ctx, inode, handle, offset, whence)
+        self.inner.lseek(ctx, inode, handle, offset, whence)
     }
     fn id_remap(&self, ctx: &mut Context) -> io::Result<()> {
-        self.0.id_remap(ctx)
+        self.inner.id_remap(ctx)
     }
 
     // Everything below would change the file system.
@@ -319,7 +345,7 @@ mod tests {
 
     #[test]
     fn writes_are_refused_reads_pass() {
-        let fs = ReadOnly(Inner);
+        let fs = ReadOnly::new(Inner);
         let ctx = Context::default();
         let errno = |r: io::Result<()>| r.unwrap_err().raw_os_error();
         assert_eq!(
