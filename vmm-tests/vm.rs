@@ -263,3 +263,82 @@ apt-cache -o Dir::Cache::pkgcache= -o Dir::Cache::srcpkgcache= policy apt | sed 
     );
     assert!(daemon.wait_exit(DAEMON_DEADLINE).success());
 }
+
+#[test]
+fn a_stuck_read_does_not_hold_up_other_requests() {
+    use pfs::daemon::{
+        self, CacheMode, Config, Sandbox, Seccomp, ServeOptions, SocketSpec, Source,
+    };
+    use std::sync::atomic::Ordering;
+    use std::sync::Arc;
+
+    if skip_guests() {
+        return;
+    }
+    let _one_vm = vm_lock();
+    let tmp = tempfile::tempdir().unwrap();
+    let share = tmp.path().join("share");
+    make_fixture(&share);
+    let slow = harness::tree::bytes(77, 300_000);
+    std::fs::write(share.join("slow"), &slow).unwrap();
+    std::fs::write(share.join("slow-started"), b"").unwrap();
+    std::fs::write(share.join("release"), b"").unwrap();
+    let host = host_listing(&share);
+    let sock = tmp.path().join("vfs.sock");
+    let config = Config {
+        socket: SocketSpec::Path(sock.clone()),
+        source: Source::SharedDir(share.clone()),
+        cache: CacheMode::Never,
+        thread_pool_size: 2,
+        xattr: false,
+        allow_direct_io: false,
+        syslog: false,
+        log_level: log::LevelFilter::Info,
+        sandbox: Sandbox::None,
+        seccomp: Seccomp::None,
+        ignored: Vec::new(),
+    };
+    // The daemon runs in this process, generic `serve` over the gated file system.
+    let fs = Arc::new(harness::gate::Gate::new(
+        daemon::shared_dir(&share, &config).unwrap(),
+    ));
+    let listener = daemon::listen(&config.socket).unwrap();
+    let served = fs.clone();
+    let server = std::thread::spawn(move || {
+        let opts = ServeOptions {
+            thread_pool_size: 2,
+            ..ServeOptions::default()
+        };
+        daemon::serve(served, listener, &opts, || {})
+    });
+
+    // The slow read is in the daemon before the others start; they must all finish while it
+    // is still stuck, since only the lookup of `release` (after OTHERS-DONE) lets it go.
+    let script = r#"
+cat /mnt/slow | sha256sum | sed 's|-$|/mnt/slow|' > /tmp/slow &
+until [ -e /mnt/slow-started ]; do sleep 0.1; done
+sha256sum /mnt/sizes/f1048589 /mnt/deep/d0/sub/file1.txt
+echo OTHERS-DONE
+[ -e /mnt/release ]
+wait
+echo SLOW-DONE
+cat /tmp/slow
+"#;
+    let out = run_vm(&Vm::new(&sock, "gate", script));
+    assert_eq!(out.rc, 0, "{}", out.console);
+    assert!(
+        !fs.gave_up.load(Ordering::SeqCst),
+        "the stuck read was never released"
+    );
+    let others = out.output.find("OTHERS-DONE").expect("others finished");
+    assert!(others < out.output.find("SLOW-DONE").unwrap());
+    let got = hashes(&out.output, "/mnt/");
+    let want = |p: &str| host[&format!("./{p}")].sha256.clone().unwrap();
+    for name in ["slow", "sizes/f1048589", "deep/d0/sub/file1.txt"] {
+        assert_eq!(got.get(name), Some(&want(name)), "{name}: {}", out.output);
+    }
+    server
+        .join()
+        .unwrap()
+        .expect("daemon ends cleanly on disconnect");
+}

@@ -57,26 +57,34 @@ pub fn listen(spec: &SocketSpec) -> Result<Listener, DaemonError> {
 }
 
 fn check_listening_socket(fd: RawFd) -> io::Result<()> {
-    let mut accepting: libc::c_int = 0;
+    if sockopt(fd, libc::SO_DOMAIN)? != libc::AF_UNIX {
+        return Err(io::Error::other("not a unix domain socket"));
+    }
+    if sockopt(fd, libc::SO_ACCEPTCONN)? == 0 {
+        return Err(io::Error::other("not a listening socket"));
+    }
+    Ok(())
+}
+
+/// An integer SOL_SOCKET option of `fd`.
+fn sockopt(fd: RawFd, name: libc::c_int) -> io::Result<libc::c_int> {
+    let mut value: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: `accepting` and `len` are valid for writes of the sizes passed; the kernel
-    // checks `fd` itself (EBADF / ENOTSOCK).
+    // SAFETY: `value` and `len` are valid for writes of the sizes passed, and every option
+    // asked for here is an int; the kernel checks `fd` itself (EBADF / ENOTSOCK).
     let rc = unsafe {
         libc::getsockopt(
             fd,
             libc::SOL_SOCKET,
-            libc::SO_ACCEPTCONN,
-            (&mut accepting as *mut libc::c_int).cast(),
+            name,
+            (&mut value as *mut libc::c_int).cast(),
             &mut len,
         )
     };
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
-    if accepting == 0 {
-        return Err(io::Error::other("not a listening socket"));
-    }
-    Ok(())
+    Ok(value)
 }
 
 fn set_cloexec(fd: RawFd) -> io::Result<()> {

@@ -5,6 +5,7 @@
 
 pub mod cpio;
 pub mod daemon;
+pub mod gate;
 pub mod tree;
 
 use std::io::Read;
