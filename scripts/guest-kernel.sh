@@ -18,7 +18,15 @@ if [ -z "$pkg" ]; then
         echo "$last"
         exit 0
     fi
-    pkg=$(apt-cache search --names-only '^linux-image-6\.1\.0-[0-9]+-amd64$' | cut -d' ' -f1 | sort -V | tail -n 1)
+    newest() {
+        apt-cache search --names-only '^linux-image-6\.1\.0-[0-9]+-amd64$' | cut -d' ' -f1 | sort -V | tail -n 1
+    }
+    pkg=$(newest)
+    if [ -z "$pkg" ] && [ "$(id -u)" = 0 ]; then
+        # A fresh machine may have no package lists yet.
+        apt-get update -q >&2 || true
+        pkg=$(newest)
+    fi
     if [ -z "$pkg" ]; then
         echo "guest-kernel.sh: apt offers no linux-image-6.1.0-*-amd64 (run apt-get update)" >&2
         exit 1
@@ -32,6 +40,7 @@ fi
 tmp=$dest.tmp
 rm -rf "$tmp"
 mkdir -p "$tmp/deb" "$tmp/root" "$tmp/out/modules"
+chmod 777 "$tmp/deb" # apt's download user writes there
 (cd "$tmp/deb" && apt-get download -q "$pkg" >&2)
 dpkg-deb -x "$tmp"/deb/*.deb "$tmp/root"
 version=$(ls "$tmp/root/lib/modules" | head -n 1)

@@ -342,3 +342,26 @@ cat /tmp/slow
         .unwrap()
         .expect("daemon ends cleanly on disconnect");
 }
+
+#[test]
+fn digest_pin_refuses_another_manifest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tree = tmp.path().join("tree");
+    make_fixture(&tree);
+    let target = format!("{}:v1", s(&tmp.path().join("oci")));
+    let built = Command::new(env!("CARGO_BIN_EXE_puzzlefs"))
+        .args(["build", s(&tree), &target])
+        .output()
+        .unwrap();
+    assert!(built.status.success(), "{built:?}");
+    let sock = tmp.path().join("vfs.sock");
+    let out = Command::new(binary())
+        .args(["--socket-path", s(&sock), "--image", &target])
+        .args(["--digest", &"0".repeat(64)])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("manifest digest"), "{err}");
+    assert!(!sock.exists(), "refused before listening");
+}
