@@ -17,7 +17,7 @@ use vmm_sys_util::event::{
 };
 
 use super::pool::WorkerPool;
-use super::request::{self, Chain, GuestMem, Vring};
+use super::request::{self, Chain, GuestMem, RingId, Vring};
 
 const VIRTIO_F_VERSION_1: u64 = 1 << 32;
 const VIRTIO_RING_F_INDIRECT_DESC: u64 = 1 << 28;
@@ -77,19 +77,20 @@ impl<F: FileSystem + Send + Sync + 'static> FsBackend<F> {
     fn drain(&self, queue: usize, vring: &Vring) -> io::Result<()> {
         let mem = self.memory()?;
         loop {
-            let chains: Vec<Chain> = {
+            let (ring, chains): (RingId, Vec<Chain>) = {
                 let mut state = vring.get_mut();
                 state.disable_notification().map_err(io::Error::other)?;
                 let q = state.get_queue_mut();
+                let ring = request::ring_id(q);
                 let mut chains = Vec::new();
                 let mut iter = q.iter(mem.clone()).map_err(io::Error::other)?;
                 for chain in iter.by_ref() {
                     chains.push(chain);
                 }
-                chains
+                (ring, chains)
             };
             for chain in chains {
-                self.dispatch(queue, vring, &mem, chain);
+                self.dispatch(queue, vring, ring, &mem, chain);
             }
             if !vring.enable_notification().map_err(io::Error::other)? {
                 return Ok(());
@@ -97,17 +98,24 @@ impl<F: FileSystem + Send + Sync + 'static> FsBackend<F> {
         }
     }
 
-    fn dispatch(&self, queue: usize, vring: &Vring, mem: &Arc<GuestMem>, chain: Chain) {
+    fn dispatch(
+        &self,
+        queue: usize,
+        vring: &Vring,
+        ring: RingId,
+        mem: &Arc<GuestMem>,
+        chain: Chain,
+    ) {
         if queue == HIPRIO_QUEUE {
             // FORGET and friends are cheap and need no reply: serve them in order, here.
-            request::serve(&self.server, vring.clone(), mem.clone(), chain);
+            request::serve(&self.server, vring.clone(), ring, mem.clone(), chain);
             return;
         }
         let server = self.server.clone();
         let vring = vring.clone();
         let mem = mem.clone();
         self.pool.submit(Box::new(move || {
-            request::serve(&server, vring, mem, chain);
+            request::serve(&server, vring, ring, mem, chain);
         }));
     }
 }

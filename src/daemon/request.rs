@@ -23,14 +23,25 @@ pub(crate) type Chain = DescriptorChain<Arc<GuestMem>>;
 /// even when serving it fails or panics.
 struct Completion {
     vring: Vring,
+    ring: RingId,
     head: u16,
     len: u32,
 }
 
 impl Drop for Completion {
     fn drop(&mut self) {
-        complete(&self.vring, self.head, self.len);
+        complete(&self.vring, self.ring, self.head, self.len);
     }
+}
+
+/// The guest addresses of a queue's three rings when a request was popped. A driver reset
+/// (front end stop, guest reboot) between pop and completion usually moves them, which tells
+/// a stale completion apart from a current one.
+pub(crate) type RingId = (u64, u64, u64);
+
+/// The current [`RingId`] of a queue.
+pub(crate) fn ring_id(q: &impl QueueT) -> RingId {
+    (q.desc_table(), q.avail_ring(), q.used_ring())
 }
 
 /// Adds `head` to the used ring and signals the guest when it asked to be told.
@@ -39,12 +50,12 @@ impl Drop for Completion {
 /// EVENT_IDX, the notification decision depends on how many entries were added since the last
 /// decision, so both must see the same ring state. Completions from several workers therefore
 /// serialize here (for a few hundred nanoseconds), in whatever order they finish.
-pub(crate) fn complete(vring: &Vring, head: u16, len: u32) {
+pub(crate) fn complete(vring: &Vring, ring: RingId, head: u16, len: u32) {
     let mut state = vring.get_mut();
-    if !state.get_queue().ready() {
-        // The front end stopped the ring (GET_VRING_BASE) while this request was in flight;
-        // the driver has been reset, so the answer has nowhere to go.
-        log::debug!("dropping completion of descriptor {head}: queue stopped");
+    if !state.get_queue().ready() || ring_id(state.get_queue()) != ring {
+        // The front end stopped the ring (GET_VRING_BASE) while this request was in flight,
+        // or has set it up anew since: the driver was reset and the answer has nowhere to go.
+        log::debug!("dropping completion of descriptor {head}: queue stopped or reset");
         return;
     }
     if let Err(e) = state.add_used(head, len) {
@@ -66,11 +77,13 @@ pub(crate) fn complete(vring: &Vring, head: u16, len: u32) {
 pub(crate) fn serve<F: FileSystem + Sync>(
     server: &Server<F>,
     vring: Vring,
+    ring: RingId,
     mem: Arc<GuestMem>,
     chain: Chain,
 ) {
     let mut done = Completion {
         vring,
+        ring,
         head: chain.head_index(),
         len: 0,
     };
