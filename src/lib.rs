@@ -2,10 +2,11 @@
 //!
 //! Layers, lowest first: [`format`] (metadata types), [`oci`] (image layout), [`chunk`]
 //! (chunking, digests, compression), [`builder`], [`reader`], [`extract`], [`inspect`], [`fs`]
-//! (the FUSE file system). Each only uses the ones before it.
+//! (the FUSE file system), [`daemon`] (vhost-user-fs). Each only uses the ones before it.
 
 pub mod builder;
 pub mod chunk;
+pub mod daemon;
 pub mod extract;
 pub mod format;
 pub mod fs;

@@ -1,0 +1,231 @@
+//! The vhost-user-fs device: queue 0 (hiprio) plus N request queues, each watched by its own
+//! vhost-user-backend epoll thread that pops descriptor chains and hands them to the workers.
+
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use fuse_backend_rs::api::filesystem::FileSystem;
+use fuse_backend_rs::api::server::Server;
+use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
+use vhost_user_backend::{VhostUserBackend, VringT};
+use virtio_queue::QueueOwnedT;
+use vm_memory::{GuestAddressSpace, GuestMemoryAtomic};
+use vmm_sys_util::epoll::EventSet;
+use vmm_sys_util::event::{
+    new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
+};
+
+use super::pool::WorkerPool;
+use super::request::{self, Chain, GuestMem, RingId, Vring};
+
+const VIRTIO_F_VERSION_1: u64 = 1 << 32;
+const VIRTIO_RING_F_INDIRECT_DESC: u64 = 1 << 28;
+const VIRTIO_RING_F_EVENT_IDX: u64 = 1 << 29;
+
+/// Index of the high-priority queue (FORGET, INTERRUPT), per the virtio-fs spec.
+const HIPRIO_QUEUE: usize = 0;
+
+/// Device geometry and worker count.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Geometry {
+    /// Request queues offered (the VMM may use fewer).
+    pub request_queues: usize,
+    /// Largest queue size accepted.
+    pub queue_size: u16,
+}
+
+/// The vhost-user-fs back end, generic over the file system it serves.
+pub(crate) struct FsBackend<F: FileSystem + Send + Sync + 'static> {
+    server: Arc<Server<F>>,
+    pool: WorkerPool,
+    geometry: Geometry,
+    event_idx: AtomicBool,
+    mem: Mutex<Option<GuestMemoryAtomic<GuestMem>>>,
+}
+
+impl<F: FileSystem + Send + Sync + 'static> FsBackend<F> {
+    pub(crate) fn new(fs: F, geometry: Geometry, workers: usize) -> io::Result<Self> {
+        Ok(FsBackend {
+            server: Arc::new(Server::new(fs)),
+            pool: WorkerPool::new(workers)?,
+            geometry,
+            event_idx: AtomicBool::new(false),
+            mem: Mutex::new(None),
+        })
+    }
+
+    /// Finishes the requests already handed to workers and stops them.
+    pub(crate) fn shutdown(&self) {
+        self.pool.shutdown();
+    }
+
+    fn memory(&self) -> io::Result<Arc<GuestMem>> {
+        let mem = self.mem.lock().unwrap_or_else(|e| e.into_inner());
+        match mem.as_ref() {
+            Some(m) => Ok(m.memory().into_inner()),
+            None => Err(io::Error::other("queue kicked before SET_MEM_TABLE")),
+        }
+    }
+
+    /// Pops every available chain, re-arming notifications until the ring is really empty.
+    ///
+    /// Notifications are disabled while draining and re-enabled afterwards;
+    /// `enable_notification` then re-reads the avail index (publishing `avail_event` first
+    /// with EVENT_IDX), so a request added while draining is either popped by the next round
+    /// or kicks again. Nothing is lost between the last pop and the re-arm.
+    fn drain(&self, queue: usize, vring: &Vring) -> io::Result<()> {
+        let mem = self.memory()?;
+        loop {
+            let (ring, chains): (RingId, Vec<Chain>) = {
+                let mut state = vring.get_mut();
+                state.disable_notification().map_err(io::Error::other)?;
+                let q = state.get_queue_mut();
+                let ring = request::ring_id(q);
+                let mut chains = Vec::new();
+                let mut iter = q.iter(mem.clone()).map_err(io::Error::other)?;
+                for chain in iter.by_ref() {
+                    chains.push(chain);
+                }
+                (ring, chains)
+            };
+            for chain in chains {
+                self.dispatch(queue, vring, ring, &mem, chain);
+            }
+            if !vring.enable_notification().map_err(io::Error::other)? {
+                return Ok(());
+            }
+        }
+    }
+
+    fn dispatch(
+        &self,
+        queue: usize,
+        vring: &Vring,
+        ring: RingId,
+        mem: &Arc<GuestMem>,
+        chain: Chain,
+    ) {
+        if queue == HIPRIO_QUEUE {
+            // FORGET and friends are cheap and need no reply: serve them in order, here.
+            request::serve(&self.server, vring.clone(), ring, mem.clone(), chain);
+            return;
+        }
+        let server = self.server.clone();
+        let vring = vring.clone();
+        let mem = mem.clone();
+        self.pool.submit(Box::new(move || {
+            request::serve(&server, vring, ring, mem, chain);
+        }));
+    }
+}
+
+impl<F: FileSystem + Send + Sync + 'static> VhostUserBackend for FsBackend<F> {
+    type Bitmap = ();
+    type Vring = Vring;
+
+    fn num_queues(&self) -> usize {
+        1 + self.geometry.request_queues
+    }
+
+    fn max_queue_size(&self) -> usize {
+        usize::from(self.geometry.queue_size)
+    }
+
+    fn features(&self) -> u64 {
+        VIRTIO_F_VERSION_1
+            | VIRTIO_RING_F_INDIRECT_DESC
+            | VIRTIO_RING_F_EVENT_IDX
+            | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits()
+    }
+
+    fn protocol_features(&self) -> VhostUserProtocolFeatures {
+        // Only what is implemented: no CONFIG (QEMU 7.1-8.0 crash on it, and virtio-fs config
+        // comes from the VMM), no BACKEND_REQ (no DAX window), no LOG_SHMFD, no INFLIGHT_SHMFD.
+        VhostUserProtocolFeatures::MQ
+            | VhostUserProtocolFeatures::REPLY_ACK
+            | VhostUserProtocolFeatures::CONFIGURE_MEM_SLOTS
+    }
+
+    fn set_event_idx(&self, enabled: bool) {
+        self.event_idx.store(enabled, Ordering::Relaxed);
+        log::debug!("EVENT_IDX {}", if enabled { "on" } else { "off" });
+    }
+
+    fn update_memory(&self, mem: GuestMemoryAtomic<GuestMem>) -> io::Result<()> {
+        *self.mem.lock().unwrap_or_else(|e| e.into_inner()) = Some(mem);
+        Ok(())
+    }
+
+    /// One epoll thread per queue: thread `i` watches queue `i` only.
+    fn queues_per_thread(&self) -> Vec<u64> {
+        (0..self.num_queues()).map(|i| 1u64 << i).collect()
+    }
+
+    fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
+        match new_event_consumer_and_notifier(EventFlag::NONBLOCK) {
+            Ok(pair) => Some(pair),
+            Err(e) => {
+                log::error!("cannot create exit event: {e}");
+                None
+            }
+        }
+    }
+
+    fn handle_event(
+        &self,
+        device_event: u16,
+        evset: EventSet,
+        vrings: &[Vring],
+        thread_id: usize,
+    ) -> io::Result<()> {
+        // An error returned here ends the queue's epoll thread for good, and the guest would
+        // wait forever: log instead, and serve what can be served.
+        if evset != EventSet::IN {
+            log::warn!("queue {thread_id}: unexpected event set {evset:?}");
+        }
+        // Each thread owns exactly one queue, so its only event is 0 and its queue index is the
+        // thread index.
+        match (device_event, vrings) {
+            (0, [vring]) => {
+                if let Err(e) = self.drain(thread_id, vring) {
+                    log::error!("queue {thread_id}: {e}");
+                }
+            }
+            _ => log::warn!("queue thread {thread_id}: unknown event {device_event}"),
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct NoFs;
+    impl FileSystem for NoFs {
+        type Inode = u64;
+        type Handle = u64;
+    }
+
+    #[test]
+    fn offers_only_implemented_features() {
+        let geometry = Geometry {
+            request_queues: 4,
+            queue_size: 1024,
+        };
+        let b = FsBackend::new(NoFs, geometry, 0).unwrap();
+        let p = b.protocol_features();
+        assert!(p.contains(VhostUserProtocolFeatures::MQ));
+        assert!(p.contains(VhostUserProtocolFeatures::REPLY_ACK));
+        assert!(p.contains(VhostUserProtocolFeatures::CONFIGURE_MEM_SLOTS));
+        assert!(!p.contains(VhostUserProtocolFeatures::CONFIG));
+        assert!(!p.contains(VhostUserProtocolFeatures::BACKEND_REQ));
+        assert!(!p.contains(VhostUserProtocolFeatures::INFLIGHT_SHMFD));
+        assert!(!p.contains(VhostUserProtocolFeatures::LOG_SHMFD));
+        assert_eq!(b.num_queues(), 5);
+        assert_eq!(b.max_queue_size(), 1024);
+        assert_eq!(b.queues_per_thread(), vec![1, 2, 4, 8, 16]);
+        assert_ne!(b.features() & VIRTIO_F_VERSION_1, 0);
+    }
+}

@@ -1,0 +1,255 @@
+//! The `puzzlefs-virtiofsd` command line: a drop-in for virtiofsd as Kata launches it.
+//!
+//! Kata's Go runtime runs `--syslog --cache=auto --shared-dir=DIR --fd=3
+//! [--thread-pool-size=1 --announce-submounts] [--xattr]`; runtime-rs runs `--socket-path S
+//! --shared-dir DIR --cache auto [--thread-pool-size=1 -o announce_submounts] [--xattr]`. Both
+//! forms (`--flag value` and `--flag=value`) work for every flag.
+//!
+//! Honoured:
+//! - `--socket-path PATH` / `--socket PATH`: listen there (an old socket file is replaced);
+//!   `--fd N`: accept on the inherited listening socket N. Exactly one of them.
+//! - `--shared-dir DIR` / `-o source=DIR`: serve DIR read-only (when no `--image`).
+//! - `--image OCI_DIR:TAG`, `--digest SHA256`: serve that PuzzleFS image, pinned by digest.
+//! - `--cache auto|always|metadata|never` / `-o cache=`: guest cache timeouts and modes.
+//! - `--thread-pool-size N`: request workers (0: serve on the queue threads).
+//! - `--xattr` / `-o xattr` / `-o no_xattr`: extended attributes of the shared dir.
+//! - `--allow-direct-io` / `-o allow_direct_io`: honour the guest's O_DIRECT.
+//! - `--syslog`: log to syslog; `--log-level LEVEL` / `-o log_level=` / `-d`: verbosity.
+//! - `--readonly`: always true; writes get EROFS whatever the flags.
+//! - `--print-capabilities`: print the vhost-user capabilities JSON and exit.
+//!
+//! Accepted and ignored (logged at startup): `--announce-submounts` / `-o announce_submounts`
+//! (no submount crossing is announced yet), `--tag` (QEMU and cloud-hypervisor set the tag;
+//! we offer no CONFIG), `--sandbox namespace|chroot` and `--seccomp kill|log|trap` (sandboxing
+//! comes with issue 6; `none` is what runs), `-f`, `--socket-group`, `--rlimit-nofile`,
+//! `--writeback`, `--no-readdirplus`, `--posix-acl`, and the `-o` options `flock`,
+//! `posix_lock`, `writeback`, `readdirplus`, `timeout`, `xattrmap`, `modcaps` (and `no_` forms).
+//! Anything else is an error.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::{ArgAction, Parser};
+
+use super::config::{
+    default_thread_pool_size, parse_digest, parse_image, parse_log_level, parse_o, parse_sandbox,
+    parse_seccomp, usage, CacheMode, Config, Sandbox, Seccomp, SocketSpec, Source,
+};
+use super::DaemonError;
+
+/// What the command line asks for.
+#[derive(Debug)]
+pub enum Command {
+    /// Serve.
+    Run(Box<Config>),
+    /// Print this help text and exit successfully.
+    Help(String),
+    /// Print this version text and exit successfully.
+    Version(String),
+    /// Print this capabilities JSON and exit successfully (vhost-user backend convention).
+    PrintCapabilities(String),
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "puzzlefs-virtiofsd",
+    version,
+    about = "Serve a PuzzleFS image (or a directory, read-only) to a VM over vhost-user-fs"
+)]
+struct Args {
+    /// vhost-user socket to listen on.
+    #[arg(long = "socket-path", visible_alias = "socket", value_name = "PATH")]
+    socket_path: Option<PathBuf>,
+    /// Inherited listening socket to accept on (as Kata's Go runtime passes it).
+    #[arg(long, value_name = "N")]
+    fd: Option<i32>,
+    /// Directory to serve read-only when no --image is given.
+    #[arg(long = "shared-dir", value_name = "DIR")]
+    shared_dir: Option<PathBuf>,
+    /// PuzzleFS image to serve.
+    #[arg(long, value_name = "OCI_DIR:TAG")]
+    image: Option<String>,
+    /// Refuse the image unless its manifest has this sha256 digest.
+    #[arg(long, value_name = "SHA256", requires = "image")]
+    digest: Option<String>,
+    /// Guest caching: auto, always, metadata or never.
+    #[arg(long, value_name = "MODE")]
+    cache: Option<String>,
+    /// Request worker threads (0: serve requests on the queue threads).
+    #[arg(long = "thread-pool-size", value_name = "N")]
+    thread_pool_size: Option<usize>,
+    /// Log to syslog instead of stderr.
+    #[arg(long)]
+    syslog: bool,
+    /// Log level: error, warn, info, debug, trace or off.
+    #[arg(long = "log-level", value_name = "LEVEL")]
+    log_level: Option<String>,
+    /// Same as --log-level debug.
+    #[arg(short = 'd', long = "debug")]
+    debug: bool,
+    /// Serve extended attributes of the shared directory.
+    #[arg(long)]
+    xattr: bool,
+    /// Honour O_DIRECT opens from the guest.
+    #[arg(long = "allow-direct-io")]
+    allow_direct_io: bool,
+    /// Accepted for compatibility; no submounts are announced yet.
+    #[arg(long = "announce-submounts")]
+    announce_submounts: bool,
+    /// virtiofsd-style options: source=DIR, cache=MODE, xattr, no_xattr, log_level=LEVEL,
+    /// announce_submounts, allow_direct_io...
+    #[arg(short = 'o', value_name = "OPT[=VAL],...", action = ArgAction::Append)]
+    options: Vec<String>,
+    /// Sandbox: none, namespace or chroot (only none is implemented yet).
+    #[arg(long, value_name = "MODE")]
+    sandbox: Option<String>,
+    /// Seccomp action: none, kill, log or trap (only none is implemented yet).
+    #[arg(long, value_name = "ACTION")]
+    seccomp: Option<String>,
+    /// Accepted for compatibility; the VMM sets the mount tag.
+    #[arg(long, value_name = "TAG")]
+    tag: Option<String>,
+    /// Serve read-only (always the case).
+    #[arg(long)]
+    readonly: bool,
+    /// Print the vhost-user backend capabilities as JSON and exit.
+    #[arg(long = "print-capabilities")]
+    print_capabilities: bool,
+    /// Accepted for compatibility (the daemon always stays in the foreground).
+    #[arg(short = 'f', long = "foreground", hide = true)]
+    foreground: bool,
+    #[arg(long = "socket-group", hide = true)]
+    socket_group: Option<String>,
+    #[arg(long = "rlimit-nofile", hide = true)]
+    rlimit_nofile: Option<u64>,
+    #[arg(long, hide = true)]
+    writeback: bool,
+    #[arg(long = "no-readdirplus", hide = true)]
+    no_readdirplus: bool,
+    #[arg(long = "posix-acl", hide = true)]
+    posix_acl: bool,
+}
+
+/// Largest `--thread-pool-size` accepted.
+pub const MAX_THREAD_POOL_SIZE: usize = 1024;
+
+/// Parses the command line (`args[0]` is the program name).
+pub fn parse_args<I, T>(args: I) -> Result<Command, DaemonError>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let a = match Args::try_parse_from(args) {
+        Ok(a) => a,
+        Err(e) => {
+            return match e.kind() {
+                clap::error::ErrorKind::DisplayHelp => Ok(Command::Help(e.to_string())),
+                clap::error::ErrorKind::DisplayVersion => Ok(Command::Version(e.to_string())),
+                _ => Err(usage(first_line(&e.to_string()))),
+            };
+        }
+    };
+    if a.print_capabilities {
+        return Ok(Command::PrintCapabilities(
+            "{\n  \"type\": \"fs\"\n}".into(),
+        ));
+    }
+    Ok(Command::Run(Box::new(to_config(a)?)))
+}
+
+/// clap's first paragraph (the error itself, without tips and usage), on one line.
+fn first_line(msg: &str) -> String {
+    let para: Vec<&str> = msg
+        .lines()
+        .map(str::trim)
+        .take_while(|l| !l.is_empty())
+        .collect();
+    let text = para.join(" ");
+    let text = text.strip_prefix("error: ").unwrap_or(&text);
+    format!("{text} (try --help)")
+}
+
+fn to_config(a: Args) -> Result<Config, DaemonError> {
+    let o = parse_o(&a.options)?;
+    let _always_read_only = a.readonly;
+    let mut ignored = o.ignored;
+
+    let socket = match (a.socket_path, a.fd) {
+        (Some(p), None) => SocketSpec::Path(p),
+        (None, Some(fd)) if fd >= 0 => SocketSpec::Fd(fd),
+        (None, Some(fd)) => return Err(usage(format!("--fd wants a file descriptor, got {fd}"))),
+        (Some(_), Some(_)) => return Err(usage("give either --socket-path or --fd, not both")),
+        (None, None) => return Err(usage("missing --socket-path PATH (or --fd N)")),
+    };
+
+    // Explicit flags win over -o.
+    let shared_dir = a.shared_dir.or(o.source);
+    let source = match (a.image, shared_dir) {
+        (Some(image), shared) => {
+            if let Some(dir) = shared {
+                ignored.push(format!(
+                    "--shared-dir {} (an --image is served)",
+                    dir.display()
+                ));
+            }
+            Source::Image(parse_image(&image, a.digest.as_deref())?)
+        }
+        (None, Some(dir)) => Source::SharedDir(dir),
+        (None, None) => return Err(usage("nothing to serve: give --image or --shared-dir")),
+    };
+    if let Some(d) = &a.digest {
+        parse_digest(d)?;
+    }
+
+    let cache = match a.cache {
+        Some(c) => CacheMode::parse(&c)?,
+        None => o.cache.unwrap_or_default(),
+    };
+    let thread_pool_size = a.thread_pool_size.unwrap_or_else(default_thread_pool_size);
+    if thread_pool_size > MAX_THREAD_POOL_SIZE {
+        return Err(usage(format!(
+            "--thread-pool-size {thread_pool_size} is above {MAX_THREAD_POOL_SIZE}"
+        )));
+    }
+    let log_level = match (a.log_level, a.debug) {
+        (Some(l), _) => parse_log_level(&l)?,
+        (None, true) => log::LevelFilter::Debug,
+        (None, false) => o.log_level.unwrap_or(log::LevelFilter::Info),
+    };
+    let sandbox = a.sandbox.as_deref().map(parse_sandbox).transpose()?;
+    let seccomp = a.seccomp.as_deref().map(parse_seccomp).transpose()?;
+
+    if a.announce_submounts || o.announce_submounts {
+        ignored.push("--announce-submounts".into());
+    }
+    if let Some(tag) = a.tag {
+        ignored.push(format!("--tag {tag} (the VMM sets the tag)"));
+    }
+    let hidden = [
+        (a.foreground, "-f"),
+        (a.socket_group.is_some(), "--socket-group"),
+        (a.rlimit_nofile.is_some(), "--rlimit-nofile"),
+        (a.writeback, "--writeback"),
+        (a.no_readdirplus, "--no-readdirplus"),
+        (a.posix_acl, "--posix-acl"),
+    ];
+    ignored.extend(hidden.iter().filter(|h| h.0).map(|h| h.1.to_string()));
+
+    Ok(Config {
+        socket,
+        source,
+        cache,
+        thread_pool_size,
+        xattr: a.xattr || o.xattr.unwrap_or(false),
+        allow_direct_io: a.allow_direct_io || o.allow_direct_io.unwrap_or(false),
+        syslog: a.syslog,
+        log_level,
+        sandbox: sandbox.unwrap_or(Sandbox::None),
+        seccomp: seccomp.unwrap_or(Seccomp::None),
+        ignored,
+    })
+}
+
+#[cfg(test)]
+#[path = "cli_tests.rs"]
+mod tests;

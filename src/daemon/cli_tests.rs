@@ -1,0 +1,218 @@
+//! Unit tests of the command line: every Kata launch form, `-o` lists, and errors.
+
+use super::*;
+use crate::daemon::config::ImageSource;
+
+fn run(args: &[&str]) -> Config {
+    let mut all = vec!["puzzlefs-virtiofsd"];
+    all.extend_from_slice(args);
+    match parse_args(all).unwrap() {
+        Command::Run(c) => *c,
+        other => panic!("expected a run, got {other:?}"),
+    }
+}
+
+fn err(args: &[&str]) -> String {
+    let mut all = vec!["puzzlefs-virtiofsd"];
+    all.extend_from_slice(args);
+    match parse_args(all) {
+        Err(DaemonError::Usage(m)) => m,
+        other => panic!("expected a usage error, got {other:?}"),
+    }
+}
+
+#[test]
+fn kata_go_runtime_form() {
+    let c = run(&[
+        "--syslog",
+        "--cache=auto",
+        "--shared-dir=/run/kata/shared",
+        "--fd=3",
+        "--thread-pool-size=1",
+        "--announce-submounts",
+        "--xattr",
+    ]);
+    assert_eq!(c.socket, SocketSpec::Fd(3));
+    assert_eq!(c.source, Source::SharedDir("/run/kata/shared".into()));
+    assert_eq!(c.cache, CacheMode::Auto);
+    assert_eq!(c.thread_pool_size, 1);
+    assert!(c.syslog && c.xattr);
+    assert!(c.ignored.iter().any(|i| i == "--announce-submounts"));
+}
+
+#[test]
+fn kata_runtime_rs_form() {
+    let c = run(&[
+        "--socket-path",
+        "/run/vfs.sock",
+        "--shared-dir",
+        "/srv",
+        "--cache",
+        "never",
+        "--thread-pool-size=1",
+        "-o",
+        "announce_submounts",
+    ]);
+    assert_eq!(c.socket, SocketSpec::Path("/run/vfs.sock".into()));
+    assert_eq!(c.source, Source::SharedDir("/srv".into()));
+    assert_eq!(c.cache, CacheMode::Never);
+    assert!(!c.syslog && !c.xattr);
+    assert!(c.ignored.iter().any(|i| i == "--announce-submounts"));
+}
+
+#[test]
+fn socket_aliases_and_equals_forms() {
+    let c = run(&["--socket-path=/a", "--shared-dir", "/d"]);
+    assert_eq!(c.socket, SocketSpec::Path("/a".into()));
+    let c = run(&["--socket", "/b", "--shared-dir", "/d"]);
+    assert_eq!(c.socket, SocketSpec::Path("/b".into()));
+    let c = run(&["--socket=/c", "--shared-dir=/d", "--cache=always"]);
+    assert_eq!(c.socket, SocketSpec::Path("/c".into()));
+    assert_eq!(c.cache, CacheMode::Always);
+    let c = run(&["--fd", "7", "--shared-dir", "/d", "--cache", "metadata"]);
+    assert_eq!(c.socket, SocketSpec::Fd(7));
+    assert_eq!(c.cache, CacheMode::Metadata);
+}
+
+#[test]
+fn defaults() {
+    let c = run(&["--socket-path", "/s", "--shared-dir", "/d"]);
+    assert_eq!(c.cache, CacheMode::Auto);
+    assert!(c.thread_pool_size >= 2);
+    assert_eq!(c.log_level, log::LevelFilter::Info);
+    assert_eq!(c.sandbox, Sandbox::None);
+    assert_eq!(c.seccomp, Seccomp::None);
+    assert!(c.ignored.is_empty());
+}
+
+#[test]
+fn virtiofsd_o_options() {
+    let c = run(&[
+        "--socket-path=/s",
+        "-o",
+        "source=/srv,cache=none,xattr",
+        "-o",
+        "log_level=debug,flock,no_posix_lock",
+        "-oallow_direct_io",
+    ]);
+    assert_eq!(c.source, Source::SharedDir("/srv".into()));
+    assert_eq!(c.cache, CacheMode::Never);
+    assert!(c.xattr && c.allow_direct_io);
+    assert_eq!(c.log_level, log::LevelFilter::Debug);
+    assert_eq!(c.ignored, vec!["-o flock", "-o no_posix_lock"]);
+    // Flags win over -o.
+    let c = run(&[
+        "--socket-path=/s",
+        "--shared-dir=/a",
+        "--cache=always",
+        "-o",
+        "source=/b,cache=never",
+    ]);
+    assert_eq!(c.source, Source::SharedDir("/a".into()));
+    assert_eq!(c.cache, CacheMode::Always);
+}
+
+#[test]
+fn o_errors() {
+    assert!(err(&["--socket-path=/s", "--shared-dir=/d", "-o", "bogus"]).contains("-o bogus"));
+    assert!(err(&["--socket-path=/s", "-o", "source="]).contains("needs a value"));
+    assert!(err(&["--socket-path=/s", "-o", "source=/d,cache=sometimes"]).contains("sometimes"));
+    assert!(err(&["--socket-path=/s", "-o", "source=/d,xattr=1"]).contains("takes no value"));
+}
+
+#[test]
+fn image_and_digest() {
+    let digest = "ab".repeat(32);
+    let c = run(&[
+        "--socket-path=/s",
+        "--image",
+        "/images/oci:v1",
+        "--digest",
+        &format!("sha256:{}", digest.to_uppercase()),
+        "--shared-dir=/kata",
+    ]);
+    assert_eq!(
+        c.source,
+        Source::Image(ImageSource {
+            oci_dir: "/images/oci".into(),
+            tag: "v1".into(),
+            digest: Some(crate::format::Digest::parse(&digest).unwrap()),
+        })
+    );
+    assert!(c.ignored.iter().any(|i| i.starts_with("--shared-dir")));
+    let c = run(&["--socket-path=/s", "--image=dir:with:colon:tag"]);
+    let Source::Image(img) = c.source else {
+        panic!()
+    };
+    assert_eq!(img.oci_dir, PathBuf::from("dir:with:colon"));
+    assert_eq!(img.tag, "tag");
+    assert!(err(&["--socket-path=/s", "--image", "notag"]).contains("OCI_DIR:TAG"));
+    assert!(err(&["--socket-path=/s", "--image", "d:t", "--digest", "12"]).contains("sha256"));
+    assert!(err(&["--socket-path=/s", "--shared-dir=/d", "--digest", &digest]).contains("image"));
+}
+
+#[test]
+fn socket_errors() {
+    assert!(err(&["--shared-dir=/d"]).contains("--socket-path"));
+    assert!(err(&["--socket-path=/s", "--fd=3", "--shared-dir=/d"]).contains("not both"));
+    assert!(err(&["--fd=-1", "--shared-dir=/d"]).contains("file descriptor"));
+    assert!(err(&["--fd=x", "--shared-dir=/d"]).contains("--fd"));
+    assert!(err(&["--socket-path=/s"]).contains("nothing to serve"));
+}
+
+#[test]
+fn unknown_flags_are_errors() {
+    let m = err(&["--socket-path=/s", "--shared-dir=/d", "--bogus"]);
+    assert!(m.contains("--bogus"), "{m}");
+    assert!(!m.contains('\n'));
+    let m = err(&["--socket-path=/s", "--shared-dir=/d", "-z"]);
+    assert!(m.contains("-z"), "{m}");
+    assert!(err(&["--socket-path=/s", "--shared-dir=/d", "--cache"]).contains("--cache"));
+}
+
+#[test]
+fn sandbox_seccomp_log_level() {
+    let c = run(&[
+        "--socket-path=/s",
+        "--shared-dir=/d",
+        "--sandbox=chroot",
+        "--seccomp",
+        "kill",
+        "--log-level=warn",
+        "--tag=myfs",
+        "--readonly",
+        "-f",
+    ]);
+    assert_eq!(c.sandbox, Sandbox::Chroot);
+    assert_eq!(c.seccomp, Seccomp::Kill);
+    assert_eq!(c.log_level, log::LevelFilter::Warn);
+    assert!(c.ignored.iter().any(|i| i.starts_with("--tag myfs")));
+    assert!(c.ignored.iter().any(|i| i == "-f"));
+    let c = run(&["--socket-path=/s", "--shared-dir=/d", "-d"]);
+    assert_eq!(c.log_level, log::LevelFilter::Debug);
+    assert!(err(&["--socket-path=/s", "--shared-dir=/d", "--sandbox=jail"]).contains("jail"));
+    assert!(err(&["--socket-path=/s", "--shared-dir=/d", "--seccomp=x"]).contains("seccomp"));
+    assert!(err(&["--socket-path=/s", "--shared-dir=/d", "--log-level=loud"]).contains("loud"));
+    assert!(err(&[
+        "--socket-path=/s",
+        "--shared-dir=/d",
+        "--thread-pool-size=5000"
+    ])
+    .contains("thread-pool-size"));
+}
+
+#[test]
+fn help_version_capabilities() {
+    assert!(matches!(
+        parse_args(["p", "--help"]).unwrap(),
+        Command::Help(h) if h.contains("--socket-path")
+    ));
+    assert!(matches!(
+        parse_args(["p", "-V"]).unwrap(),
+        Command::Version(_)
+    ));
+    assert!(matches!(
+        parse_args(["p", "--print-capabilities"]).unwrap(),
+        Command::PrintCapabilities(j) if j.contains("\"fs\"")
+    ));
+}

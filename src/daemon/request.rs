@@ -1,0 +1,154 @@
+//! One FUSE request: decode it from a descriptor chain in guest memory, answer it through the
+//! fuse-backend-rs server, and return the chain to the guest's used ring exactly once.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use fuse_backend_rs::abi::fuse_abi::{InHeader, Opcode, OutHeader};
+use fuse_backend_rs::api::filesystem::FileSystem;
+use fuse_backend_rs::api::server::Server;
+use fuse_backend_rs::transport::{Reader, VirtioFsWriter, Writer};
+use vhost_user_backend::{VringRwLock, VringT};
+use virtio_queue::{DescriptorChain, QueueT};
+use vm_memory::{ByteValued, GuestMemoryAtomic, GuestMemoryMmap};
+
+/// Guest memory as the daemon maps it (no dirty-page logging).
+pub(crate) type GuestMem = GuestMemoryMmap<()>;
+/// One virtqueue with its kick/call event fds, shared by the queue thread and the workers.
+pub(crate) type Vring = VringRwLock<GuestMemoryAtomic<GuestMem>>;
+/// A request popped from a virtqueue, holding the memory snapshot it points into.
+pub(crate) type Chain = DescriptorChain<Arc<GuestMem>>;
+
+/// Puts a popped chain on the used ring when dropped, so that every request is answered once,
+/// even when serving it fails or panics.
+struct Completion {
+    vring: Vring,
+    ring: RingId,
+    head: u16,
+    len: u32,
+}
+
+impl Drop for Completion {
+    fn drop(&mut self) {
+        complete(&self.vring, self.ring, self.head, self.len);
+    }
+}
+
+/// The guest addresses of a queue's three rings when a request was popped. A driver reset
+/// (front end stop, guest reboot) between pop and completion usually moves them, which tells
+/// a stale completion apart from a current one.
+pub(crate) type RingId = (u64, u64, u64);
+
+/// The current [`RingId`] of a queue.
+pub(crate) fn ring_id(q: &impl QueueT) -> RingId {
+    (q.desc_table(), q.avail_ring(), q.used_ring())
+}
+
+/// Adds `head` to the used ring and signals the guest when it asked to be told.
+///
+/// The vring write lock covers `add_used` and `needs_notification` together: with
+/// EVENT_IDX, the notification decision depends on how many entries were added since the last
+/// decision, so both must see the same ring state. Completions from several workers therefore
+/// serialize here (for a few hundred nanoseconds), in whatever order they finish.
+pub(crate) fn complete(vring: &Vring, ring: RingId, head: u16, len: u32) {
+    let mut state = vring.get_mut();
+    if !state.get_queue().ready() || ring_id(state.get_queue()) != ring {
+        // The front end stopped the ring (GET_VRING_BASE) while this request was in flight,
+        // or has set it up anew since: the driver was reset and the answer has nowhere to go.
+        log::debug!("dropping completion of descriptor {head}: queue stopped or reset");
+        return;
+    }
+    if let Err(e) = state.add_used(head, len) {
+        log::error!("cannot return descriptor {head} to the guest: {e}");
+        return;
+    }
+    let notify = state.needs_notification().unwrap_or_else(|e| {
+        log::warn!("cannot read the guest's used_event: {e}");
+        true
+    });
+    if notify {
+        if let Err(e) = state.signal_used_queue() {
+            log::warn!("cannot signal the guest: {e}");
+        }
+    }
+}
+
+/// Serves one request and completes it. Runs on a worker thread (or inline for hiprio).
+pub(crate) fn serve<F: FileSystem + Sync>(
+    server: &Server<F>,
+    vring: Vring,
+    ring: RingId,
+    mem: Arc<GuestMem>,
+    chain: Chain,
+) {
+    let mut done = Completion {
+        vring,
+        ring,
+        head: chain.head_index(),
+        len: 0,
+    };
+    done.len = handle(server, &mem, chain);
+}
+
+/// Returns the number of bytes written into the chain's device-writable buffers.
+fn handle<F: FileSystem + Sync>(server: &Server<F>, mem: &GuestMem, chain: Chain) -> u32 {
+    let reader = match Reader::from_descriptor_chain(mem, chain.clone()) {
+        Ok(r) => r,
+        Err(e) => {
+            log::warn!("bad request descriptors: {e}");
+            return 0;
+        }
+    };
+    let header: InHeader = match reader.clone().read_obj() {
+        Ok(h) => h,
+        Err(e) => {
+            log::warn!("request too short for a FUSE header: {e}");
+            return 0;
+        }
+    };
+    let writer = match VirtioFsWriter::new(mem, chain) {
+        Ok(w) => w,
+        Err(e) => {
+            log::warn!("bad reply descriptors: {e}");
+            return 0;
+        }
+    };
+    let spare = writer.clone();
+    match server.handle_message(reader, Writer::from(writer), None, None) {
+        Ok(n) => u32::try_from(n).unwrap_or(0),
+        Err(e) => {
+            log::debug!("request {} (opcode {}): {e}", header.unique, header.opcode);
+            reply_error(spare, &header, error_code(&e))
+        }
+    }
+}
+
+/// Answers a request the server could not decode, so that the guest's request completes.
+fn reply_error(mut w: VirtioFsWriter<'_, ()>, header: &InHeader, errno: i32) -> u32 {
+    let no_reply = [Opcode::Forget, Opcode::BatchForget, Opcode::Interrupt];
+    if no_reply.iter().any(|op| *op as u32 == header.opcode) {
+        return 0;
+    }
+    let out = OutHeader {
+        len: std::mem::size_of::<OutHeader>() as u32,
+        error: -errno,
+        unique: header.unique,
+    };
+    match w.write_all(out.as_slice()) {
+        Ok(()) => out.len,
+        Err(_) => 0,
+    }
+}
+
+fn error_code(e: &fuse_backend_rs::Error) -> i32 {
+    use fuse_backend_rs::Error as E;
+    match e {
+        E::DecodeMessage(_)
+        | E::MissingParameter
+        | E::InvalidCString(_)
+        | E::InvalidHeaderLength
+        | E::InvalidXattrSize(_)
+        | E::InvalidMessage(_) => libc::EINVAL,
+        _ => libc::EIO,
+    }
+}

@@ -1,0 +1,164 @@
+//! The daemon's life: bind (or inherit) the socket, accept one front end, serve it until it
+//! disconnects, then stop the queue threads and drain the workers.
+
+use std::io;
+use std::os::unix::io::{AsRawFd, FromRawFd, RawFd};
+use std::sync::Arc;
+
+use fuse_backend_rs::api::filesystem::FileSystem;
+use vhost::vhost_user::{Error as VuError, Listener};
+use vhost_user_backend::{Error as DaemonErr, VhostUserDaemon};
+use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
+
+use super::backend::{FsBackend, Geometry};
+use super::config::{default_thread_pool_size, SocketSpec};
+use super::DaemonError;
+
+/// How the device is set up.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Request worker threads; 0 serves requests on the queue threads.
+    pub thread_pool_size: usize,
+    /// Request queues offered to the VMM (it may enable fewer). At most 63.
+    pub request_queues: usize,
+    /// Largest virtqueue size accepted (a power of two, at most 32768).
+    pub queue_size: u16,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            thread_pool_size: default_thread_pool_size(),
+            request_queues: 16,
+            queue_size: 1024,
+        }
+    }
+}
+
+/// Creates the listening socket: binds `Path` (replacing a stale socket file), or takes over
+/// the inherited listening socket `Fd` after checking that it is one.
+pub fn listen(spec: &SocketSpec) -> Result<Listener, DaemonError> {
+    match spec {
+        SocketSpec::Path(path) => Listener::new(path, true).map_err(|e| {
+            DaemonError::socket(format!("cannot listen on {}", path.display()), vu_io(e))
+        }),
+        SocketSpec::Fd(fd) => {
+            check_listening_socket(*fd)
+                .map_err(|e| DaemonError::socket(format!("--fd {fd}"), e))?;
+            // SAFETY: `fd` is an open listening socket (checked above) that this process
+            // inherited for the daemon; nothing else in the process uses it, so the Listener
+            // becomes its only owner and closes it once.
+            let listener = unsafe { Listener::from_raw_fd(*fd) };
+            set_cloexec(listener.as_raw_fd())
+                .map_err(|e| DaemonError::socket(format!("--fd {fd}"), e))?;
+            Ok(listener)
+        }
+    }
+}
+
+fn check_listening_socket(fd: RawFd) -> io::Result<()> {
+    if sockopt(fd, libc::SO_DOMAIN)? != libc::AF_UNIX {
+        return Err(io::Error::other("not a unix domain socket"));
+    }
+    if sockopt(fd, libc::SO_ACCEPTCONN)? == 0 {
+        return Err(io::Error::other("not a listening socket"));
+    }
+    Ok(())
+}
+
+/// An integer SOL_SOCKET option of `fd`.
+fn sockopt(fd: RawFd, name: libc::c_int) -> io::Result<libc::c_int> {
+    let mut value: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `value` and `len` are valid for writes of the sizes passed, and every option
+    // asked for here is an int; the kernel checks `fd` itself (EBADF / ENOTSOCK).
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            name,
+            (&mut value as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(value)
+}
+
+fn set_cloexec(fd: RawFd) -> io::Result<()> {
+    // SAFETY: fcntl on a file descriptor we own, with integer arguments only.
+    let rc = unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn vu_io(e: VuError) -> io::Error {
+    match e {
+        VuError::SocketError(e) => e,
+        other => io::Error::other(other.to_string()),
+    }
+}
+
+/// Serves `fs` to one vhost-user front end accepted on `listener`, until it disconnects.
+///
+/// `on_ready` runs once the socket listens and the device is set up, right before waiting
+/// for the front end (the binary prints `Waiting for vhost-user socket connection` there).
+/// Returns `Ok(())` when the front end hangs up: that is how a VM's life ends.
+pub fn serve<F>(
+    fs: F,
+    mut listener: Listener,
+    opts: &ServeOptions,
+    on_ready: impl FnOnce(),
+) -> Result<(), DaemonError>
+where
+    F: FileSystem + Send + Sync + 'static,
+{
+    if opts.request_queues == 0 || opts.request_queues > 63 {
+        return Err(DaemonError::Usage(format!(
+            "{} request queues: between 1 and 63 are supported",
+            opts.request_queues
+        )));
+    }
+    if !opts.queue_size.is_power_of_two() {
+        return Err(DaemonError::Usage(format!(
+            "queue size {} is not a power of two",
+            opts.queue_size
+        )));
+    }
+    let geometry = Geometry {
+        request_queues: opts.request_queues,
+        queue_size: opts.queue_size,
+    };
+    let backend = Arc::new(
+        FsBackend::new(fs, geometry, opts.thread_pool_size).map_err(DaemonError::Workers)?,
+    );
+    let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
+    let mut daemon = VhostUserDaemon::new("vhost-user-fs".into(), backend.clone(), mem)
+        .map_err(|e| DaemonError::VhostUser(e.to_string()))?;
+
+    on_ready();
+    daemon
+        .start(&mut listener)
+        .map_err(|e| DaemonError::VhostUser(e.to_string()))?;
+    log::info!("front end connected");
+    let result = daemon.wait();
+
+    for handler in daemon.get_epoll_handlers() {
+        handler.send_exit_event();
+    }
+    backend.shutdown();
+    match result {
+        Ok(()) => Ok(()),
+        Err(DaemonErr::HandleRequest(
+            VuError::Disconnected | VuError::PartialMessage | VuError::SocketBroken(_),
+        )) => {
+            log::info!("front end disconnected");
+            Ok(())
+        }
+        Err(e) => Err(DaemonError::VhostUser(e.to_string())),
+    }
+}

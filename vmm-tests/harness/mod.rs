@@ -1,0 +1,250 @@
+//! Real Linux guests under QEMU (`-accel tcg`) talking to a vhost-user-fs daemon: guest
+//! assets from `scripts/`, one VM at a time, output framed by markers, hang detection by a
+//! generous deadline (never a timing assertion).
+#![allow(dead_code)]
+
+pub mod cpio;
+pub mod daemon;
+pub mod gate;
+pub mod tree;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Longest a guest may run before we call it hung (TCG on a busy 2-core machine is slow).
+pub const VM_DEADLINE: Duration = Duration::from_secs(600);
+/// Longest a daemon may take to start or to exit after its VMM quit.
+pub const DAEMON_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Kernel and base initramfs, built once by the scripts.
+pub struct GuestAssets {
+    pub kernel: PathBuf,
+    pub initramfs: PathBuf,
+}
+
+fn script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("scripts")
+        .join(name)
+}
+
+fn run_script(name: &str) -> PathBuf {
+    let out = Command::new(script(name))
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run scripts/{name}: {e}"));
+    assert!(out.status.success(), "scripts/{name} failed");
+    let text = String::from_utf8(out.stdout).unwrap();
+    PathBuf::from(text.lines().last().expect("script printed a path").trim())
+}
+
+/// The guest kernel and initramfs (fetched and built on first use, then cached).
+pub fn assets() -> &'static GuestAssets {
+    static ASSETS: OnceLock<GuestAssets> = OnceLock::new();
+    ASSETS.get_or_init(|| GuestAssets {
+        kernel: run_script("guest-kernel.sh").join("vmlinuz"),
+        initramfs: run_script("guest-initramfs.sh"),
+    })
+}
+
+/// Serializes guests: the machine has two cores, and parallel TCG guests only slow each other.
+pub fn vm_lock() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One guest run.
+pub struct Vm<'a> {
+    /// vhost-user socket of the daemon.
+    pub socket: &'a Path,
+    /// Mount tag.
+    pub tag: &'a str,
+    /// Shell script the guest runs (busybox sh, the mount at /mnt) or, with `root`, the
+    /// root file system's /bin/sh after switch_root.
+    pub script: &'a str,
+    /// Boot into the virtio-fs mount as root file system.
+    pub root: bool,
+    /// Guest RAM in MiB.
+    pub mem_mib: u32,
+    /// Virtual CPUs.
+    pub cpus: u32,
+    /// `num-request-queues` of the vhost-user-fs-pci device.
+    pub request_queues: u32,
+}
+
+impl<'a> Vm<'a> {
+    pub fn new(socket: &'a Path, tag: &'a str, script: &'a str) -> Self {
+        Vm {
+            socket,
+            tag,
+            script,
+            root: false,
+            mem_mib: 512,
+            cpus: 2,
+            request_queues: 1,
+        }
+    }
+}
+
+/// What the guest printed between its markers, and its script's exit status.
+#[derive(Debug)]
+pub struct VmOutput {
+    pub output: String,
+    pub rc: i32,
+    pub console: String,
+    pub elapsed: Duration,
+}
+
+/// The base initramfs, padded to 4 bytes, followed by a cpio holding `/test.sh`.
+fn initrd_with(script: &str, root: bool, dir: &Path) -> PathBuf {
+    let mut data = std::fs::read(&assets().initramfs).unwrap();
+    while !data.len().is_multiple_of(4) {
+        data.push(0);
+    }
+    let body = if root {
+        // After switch_root nothing of the initramfs is left: end the run here.
+        format!(
+            "{script}\necho \"@@PFS-END rc=$?@@\"\nsync\necho o > /proc/sysrq-trigger\nsleep 60\n"
+        )
+    } else {
+        script.to_string()
+    };
+    data.extend(cpio::archive(&[cpio::CpioFile {
+        name: "test.sh",
+        mode: 0o755,
+        data: body.as_bytes(),
+    }]));
+    let path = dir.join("initrd.img");
+    std::fs::write(&path, data).unwrap();
+    path
+}
+
+/// Boots a guest, runs its script, and returns what it printed. Panics if it hangs.
+pub fn run_vm(vm: &Vm<'_>) -> VmOutput {
+    let assets = assets();
+    let dir = tempfile::tempdir().unwrap();
+    let initrd = initrd_with(vm.script, vm.root, dir.path());
+    let mut append = format!("console=ttyS0 quiet loglevel=3 panic=-1 pfs.tag={}", vm.tag);
+    if vm.root {
+        append.push_str(" pfs.root=1");
+    }
+    let mem = format!("memory-backend-memfd,id=mem,size={}M,share=on", vm.mem_mib);
+    let chardev = format!("socket,id=char0,path={}", vm.socket.display());
+    let device = format!(
+        "vhost-user-fs-pci,chardev=char0,tag={},queue-size=1024,num-request-queues={}",
+        vm.tag, vm.request_queues
+    );
+    let start = Instant::now();
+    let mut child = Command::new("qemu-system-x86_64")
+        .args([
+            "-accel",
+            "tcg",
+            "-nodefaults",
+            "-no-user-config",
+            "-no-reboot",
+        ])
+        .args([
+            "-m",
+            &format!("{}M", vm.mem_mib),
+            "-smp",
+            &vm.cpus.to_string(),
+        ])
+        .args(["-object", &mem, "-numa", "node,memdev=mem"])
+        .args(["-chardev", &chardev, "-device", &device])
+        .args(["-kernel", assets.kernel.to_str().unwrap()])
+        .args(["-initrd", initrd.to_str().unwrap(), "-append", &append])
+        .args(["-display", "none", "-monitor", "none", "-serial", "stdio"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start qemu-system-x86_64 (apt-get install qemu-system-x86)");
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let out_reader = thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = stdout.read_to_end(&mut s);
+        String::from_utf8_lossy(&s).into_owned()
+    });
+    let err_reader = thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > VM_DEADLINE {
+            let _ = child.kill();
+            let _ = child.wait();
+            let console = out_reader.join().unwrap();
+            panic!("guest hung (no end after {VM_DEADLINE:?}); console:\n{console}");
+        }
+        thread::sleep(Duration::from_millis(100));
+    };
+    let elapsed = start.elapsed();
+    let console = out_reader.join().unwrap();
+    let qemu_err = err_reader.join().unwrap();
+    eprintln!("[vm] guest run took {:.1} s", elapsed.as_secs_f64());
+    assert!(
+        status.success(),
+        "qemu failed ({status}): {qemu_err}\nconsole:\n{console}"
+    );
+    parse_console(console, elapsed)
+}
+
+fn parse_console(console: String, elapsed: Duration) -> VmOutput {
+    let console = console.replace("\r\n", "\n");
+    let begin = console
+        .find("@@PFS-BEGIN@@\n")
+        .unwrap_or_else(|| panic!("guest never started its script; console:\n{console}"));
+    let body = &console[begin + "@@PFS-BEGIN@@\n".len()..];
+    let end = body
+        .find("@@PFS-END rc=")
+        .unwrap_or_else(|| panic!("guest script never finished; console:\n{console}"));
+    let rc_text = &body[end + "@@PFS-END rc=".len()..];
+    let rc = rc_text[..rc_text.find("@@").unwrap()].parse().unwrap();
+    VmOutput {
+        output: body[..end].to_string(),
+        rc,
+        console: console.clone(),
+        elapsed,
+    }
+}
+
+/// A real Debian root file system (debootstrap bookworm minbase), created once and cached
+/// where `scripts/` keep theirs; `PFS_ROOTFS` overrides it.
+pub fn debian_rootfs() -> PathBuf {
+    if let Some(dir) = std::env::var_os("PFS_ROOTFS") {
+        return PathBuf::from(dir);
+    }
+    let cache = std::env::var_os("PFS_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/puzzlefs-virtiofsd")
+        });
+    let dir = cache.join("rootfs/bookworm-minbase");
+    let done = cache.join("rootfs/bookworm-minbase.complete");
+    if done.exists() {
+        return dir;
+    }
+    let tmp = cache.join("rootfs/bookworm-minbase.tmp");
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(cache.join("rootfs")).unwrap();
+    let status = Command::new("debootstrap")
+        .args(["--variant=minbase", "bookworm"])
+        .arg(&tmp)
+        .stdout(Stdio::null())
+        .status()
+        .expect("run debootstrap (apt-get install debootstrap)");
+    assert!(status.success(), "debootstrap failed");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::rename(&tmp, &dir).unwrap();
+    std::fs::write(&done, b"").unwrap();
+    dir
+}
