@@ -3,7 +3,7 @@
 //! the daemon's life cycle (ready line, exit on disconnect, SIGTERM, bad command lines).
 //!
 //! Needs qemu-system-x86, busybox-static, cpio and apt access to Debian's kernel package
-//! (scripts/guest-kernel.sh). Set PFS_SKIP_VM_TESTS=1 to skip the guests.
+//! (scripts/guest-kernel.sh).
 
 mod harness;
 
@@ -17,14 +17,6 @@ use harness::tree::{
     assert_same, host_listing, listing_script, make_big_files, make_fixture, parse_listing,
 };
 use harness::{run_vm, vm_lock, Vm, DAEMON_DEADLINE};
-
-fn skip_guests() -> bool {
-    let skip = std::env::var_os("PFS_SKIP_VM_TESTS").is_some();
-    if skip {
-        eprintln!("PFS_SKIP_VM_TESTS is set: not booting a guest");
-    }
-    skip
-}
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
@@ -43,9 +35,6 @@ fn hashes(out: &str, prefix: &str) -> BTreeMap<String, String> {
 
 #[test]
 fn runtime_rs_launch_serves_the_tree_read_only() {
-    if skip_guests() {
-        return;
-    }
     let _one_vm = vm_lock();
     let tmp = tempfile::tempdir().unwrap();
     let share = tmp.path().join("share");
@@ -79,9 +68,6 @@ fn runtime_rs_launch_serves_the_tree_read_only() {
 
 #[test]
 fn go_runtime_launch_with_inherited_fd3() {
-    if skip_guests() {
-        return;
-    }
     let _one_vm = vm_lock();
     let tmp = tempfile::tempdir().unwrap();
     let share = tmp.path().join("share");
@@ -118,9 +104,6 @@ fn go_runtime_launch_with_inherited_fd3() {
 
 #[test]
 fn concurrent_readers_get_every_byte() {
-    if skip_guests() {
-        return;
-    }
     let _one_vm = vm_lock();
     let tmp = tempfile::tempdir().unwrap();
     let share = tmp.path().join("share");
@@ -213,9 +196,6 @@ fn sigterm_stops_cleanly() {
 
 #[test]
 fn debian_root_file_system_boots_and_runs_programs() {
-    if skip_guests() {
-        return;
-    }
     let _one_vm = vm_lock();
     let rootfs = harness::debian_rootfs();
     let tmp = tempfile::tempdir().unwrap();
@@ -266,15 +246,10 @@ apt-cache -o Dir::Cache::pkgcache= -o Dir::Cache::srcpkgcache= policy apt | sed 
 
 #[test]
 fn a_stuck_read_does_not_hold_up_other_requests() {
-    use pfs::daemon::{
-        self, CacheMode, Config, Sandbox, Seccomp, ServeOptions, SocketSpec, Source,
-    };
+    use pfs::daemon::{self, Config, Sandbox, Seccomp, ServeOptions, SocketSpec, Source};
+    use pfs::fs::CachePolicy;
     use std::sync::atomic::Ordering;
     use std::sync::Arc;
-
-    if skip_guests() {
-        return;
-    }
     let _one_vm = vm_lock();
     let tmp = tempfile::tempdir().unwrap();
     let share = tmp.path().join("share");
@@ -288,7 +263,7 @@ fn a_stuck_read_does_not_hold_up_other_requests() {
     let config = Config {
         socket: SocketSpec::Path(sock.clone()),
         source: Source::SharedDir(share.clone()),
-        cache: CacheMode::Never,
+        cache: CachePolicy::Never,
         thread_pool_size: 2,
         xattr: false,
         allow_direct_io: false,

@@ -329,7 +329,8 @@ fn main() {
     };
     if let Err(e) = result {
         let _ = std::io::stdout().flush();
-        eprintln!("puzzlefs: {e:#}");
+        // Every layer's error message already includes its cause.
+        eprintln!("puzzlefs: {e}");
         std::process::exit(1);
     }
 }

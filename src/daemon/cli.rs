@@ -32,10 +32,11 @@ use std::path::PathBuf;
 use clap::{ArgAction, Parser};
 
 use super::config::{
-    default_thread_pool_size, parse_digest, parse_image, parse_log_level, parse_o, parse_sandbox,
-    parse_seccomp, usage, CacheMode, Config, Sandbox, Seccomp, SocketSpec, Source,
+    default_thread_pool_size, parse_cache, parse_digest, parse_image, parse_log_level, parse_o,
+    parse_sandbox, parse_seccomp, usage, Config, Sandbox, Seccomp, SocketSpec, Source,
 };
 use super::DaemonError;
+use crate::fs::CachePolicy;
 
 /// What the command line asks for.
 #[derive(Debug)]
@@ -202,8 +203,8 @@ fn to_config(a: Args) -> Result<Config, DaemonError> {
     }
 
     let cache = match a.cache {
-        Some(c) => CacheMode::parse(&c)?,
-        None => o.cache.unwrap_or_default(),
+        Some(c) => parse_cache(&c)?,
+        None => o.cache.unwrap_or(CachePolicy::Auto),
     };
     let thread_pool_size = a.thread_pool_size.unwrap_or_else(default_thread_pool_size);
     if thread_pool_size > MAX_THREAD_POOL_SIZE {

@@ -34,7 +34,7 @@ fn kata_go_runtime_form() {
     ]);
     assert_eq!(c.socket, SocketSpec::Fd(3));
     assert_eq!(c.source, Source::SharedDir("/run/kata/shared".into()));
-    assert_eq!(c.cache, CacheMode::Auto);
+    assert_eq!(c.cache, CachePolicy::Auto);
     assert_eq!(c.thread_pool_size, 1);
     assert!(c.syslog && c.xattr);
     assert!(c.ignored.iter().any(|i| i == "--announce-submounts"));
@@ -55,7 +55,7 @@ fn kata_runtime_rs_form() {
     ]);
     assert_eq!(c.socket, SocketSpec::Path("/run/vfs.sock".into()));
     assert_eq!(c.source, Source::SharedDir("/srv".into()));
-    assert_eq!(c.cache, CacheMode::Never);
+    assert_eq!(c.cache, CachePolicy::Never);
     assert!(!c.syslog && !c.xattr);
     assert!(c.ignored.iter().any(|i| i == "--announce-submounts"));
 }
@@ -68,16 +68,16 @@ fn socket_aliases_and_equals_forms() {
     assert_eq!(c.socket, SocketSpec::Path("/b".into()));
     let c = run(&["--socket=/c", "--shared-dir=/d", "--cache=always"]);
     assert_eq!(c.socket, SocketSpec::Path("/c".into()));
-    assert_eq!(c.cache, CacheMode::Always);
+    assert_eq!(c.cache, CachePolicy::Always);
     let c = run(&["--fd", "7", "--shared-dir", "/d", "--cache", "metadata"]);
     assert_eq!(c.socket, SocketSpec::Fd(7));
-    assert_eq!(c.cache, CacheMode::Metadata);
+    assert_eq!(c.cache, CachePolicy::Metadata);
 }
 
 #[test]
 fn defaults() {
     let c = run(&["--socket-path", "/s", "--shared-dir", "/d"]);
-    assert_eq!(c.cache, CacheMode::Auto);
+    assert_eq!(c.cache, CachePolicy::Auto);
     assert!(c.thread_pool_size >= 2);
     assert_eq!(c.log_level, log::LevelFilter::Info);
     assert_eq!(c.sandbox, Sandbox::None);
@@ -96,7 +96,7 @@ fn virtiofsd_o_options() {
         "-oallow_direct_io",
     ]);
     assert_eq!(c.source, Source::SharedDir("/srv".into()));
-    assert_eq!(c.cache, CacheMode::Never);
+    assert_eq!(c.cache, CachePolicy::Never);
     assert!(c.xattr && c.allow_direct_io);
     assert_eq!(c.log_level, log::LevelFilter::Debug);
     assert_eq!(c.ignored, vec!["-o flock", "-o no_posix_lock"]);
@@ -109,7 +109,7 @@ fn virtiofsd_o_options() {
         "source=/b,cache=never",
     ]);
     assert_eq!(c.source, Source::SharedDir("/a".into()));
-    assert_eq!(c.cache, CacheMode::Always);
+    assert_eq!(c.cache, CachePolicy::Always);
 }
 
 #[test]

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use super::DaemonError;
 use crate::format::Digest;
+use crate::fs::CachePolicy;
 
 /// Where the vhost-user socket comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,33 +37,9 @@ pub struct ImageSource {
     pub digest: Option<Digest>,
 }
 
-/// Guest caching, as virtiofsd's `--cache`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum CacheMode {
-    /// No caching: every access goes to the daemon (`never`, `none`).
-    Never,
-    /// Cache metadata, not data (`metadata`).
-    Metadata,
-    /// Short timeouts, data cached until attributes change (`auto`, the default).
-    #[default]
-    Auto,
-    /// Cache everything for long (`always`). Safe for an immutable image.
-    Always,
-}
-
-impl CacheMode {
-    /// Parses a `--cache` value.
-    pub fn parse(s: &str) -> Result<CacheMode, DaemonError> {
-        match s {
-            "never" | "none" => Ok(CacheMode::Never),
-            "metadata" => Ok(CacheMode::Metadata),
-            "auto" => Ok(CacheMode::Auto),
-            "always" => Ok(CacheMode::Always),
-            _ => Err(usage(format!(
-                "invalid cache mode '{s}' (expected auto, always, metadata or never)"
-            ))),
-        }
-    }
+/// Parses a `--cache` value (virtiofsd's names).
+pub fn parse_cache(s: &str) -> Result<CachePolicy, DaemonError> {
+    s.parse().map_err(usage)
 }
 
 /// `--sandbox`: accepted for Kata/virtiofsd compatibility; only `none` is implemented.
@@ -99,7 +76,7 @@ pub struct Config {
     /// What to serve.
     pub source: Source,
     /// Guest caching policy.
-    pub cache: CacheMode,
+    pub cache: CachePolicy,
     /// Request worker threads; 0 serves requests on the queue threads.
     pub thread_pool_size: usize,
     /// Serve extended attributes (pass-through only; images always serve theirs).
@@ -196,7 +173,7 @@ pub(crate) fn parse_digest(s: &str) -> Result<Digest, DaemonError> {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct OOptions {
     pub source: Option<PathBuf>,
-    pub cache: Option<CacheMode>,
+    pub cache: Option<CachePolicy>,
     pub xattr: Option<bool>,
     pub announce_submounts: bool,
     pub allow_direct_io: Option<bool>,
@@ -247,7 +224,7 @@ pub(crate) fn parse_o<'a>(args: &'a [String]) -> Result<OOptions, DaemonError> {
         };
         match key {
             "source" => o.source = Some(PathBuf::from(need(val)?)),
-            "cache" => o.cache = Some(CacheMode::parse(need(val)?)?),
+            "cache" => o.cache = Some(parse_cache(need(val)?)?),
             "log_level" => o.log_level = Some(parse_log_level(need(val)?)?),
             "xattr" => o.xattr = Some(flag(val).map(|_| true)?),
             "no_xattr" => o.xattr = Some(flag(val).map(|_| false)?),

@@ -23,7 +23,8 @@ use std::sync::Arc;
 
 pub use cli::{parse_args, Command, MAX_THREAD_POOL_SIZE};
 pub use config::{
-    default_thread_pool_size, CacheMode, Config, ImageSource, Sandbox, Seccomp, SocketSpec, Source,
+    default_thread_pool_size, parse_cache, Config, ImageSource, Sandbox, Seccomp, SocketSpec,
+    Source,
 };
 pub use error::DaemonError;
 pub use passthrough::{cache_timeout, shared_dir, SharedDirFs};
@@ -31,6 +32,7 @@ pub use readonly::ReadOnly;
 pub use serve::{listen, serve, ServeOptions};
 pub use syslog::SyslogLogger;
 
+use crate::fs::{FsConfig, PuzzleFs};
 use crate::oci::OciDir;
 use crate::reader::{Image, OpenOptions};
 
@@ -55,16 +57,9 @@ pub fn run(config: &Config, on_ready: impl FnOnce()) -> Result<(), DaemonError> 
         }
         Source::Image(source) => {
             let image = open_image(source)?;
-            // ---- PuzzleFs plugs in here, once src/fs is merged: ----
-            //   let fs = crate::fs::PuzzleFs::new(image, crate::fs::FsConfig {
-            //       cache: <map config.cache>, ..Default::default() });
-            //   return serve(fs, listen(&config.socket)?, &opts, on_ready);
-            let _ = (image, opts, on_ready);
-            Err(DaemonError::Unsupported(
-                "--image: serving PuzzleFS images is not available in this build yet \
-                 (use --shared-dir DIR)"
-                    .into(),
-            ))
+            log::info!("serving image {} read-only", image.manifest_digest());
+            let fs = PuzzleFs::new(image, FsConfig::new(config.cache));
+            serve(fs, listen(&config.socket)?, &opts, on_ready)
         }
     }
 }

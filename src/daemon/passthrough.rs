@@ -6,21 +6,22 @@ use std::path::Path;
 use std::time::Duration;
 
 use fuse_backend_rs::abi::fuse_abi::FsOptions;
-use fuse_backend_rs::passthrough::{CachePolicy, Config as PtConfig, PassthroughFs};
+use fuse_backend_rs::passthrough::{CachePolicy as PtCache, Config as PtConfig, PassthroughFs};
 
-use super::config::{CacheMode, Config};
+use super::config::Config;
 use super::readonly::ReadOnly;
 use super::DaemonError;
+use crate::fs::CachePolicy;
 
 /// The pass-through file system served for a shared directory.
 pub type SharedDirFs = ReadOnly<PassthroughFs<()>>;
 
 /// Entry and attribute timeout for a cache mode (virtiofsd's values).
-pub fn cache_timeout(cache: CacheMode) -> Duration {
+pub fn cache_timeout(cache: CachePolicy) -> Duration {
     match cache {
-        CacheMode::Never => Duration::ZERO,
-        CacheMode::Auto => Duration::from_secs(1),
-        CacheMode::Metadata | CacheMode::Always => Duration::from_secs(86400),
+        CachePolicy::Never => Duration::ZERO,
+        CachePolicy::Auto => Duration::from_secs(1),
+        CachePolicy::Metadata | CachePolicy::Always => Duration::from_secs(86400),
     }
 }
 
@@ -41,10 +42,10 @@ pub fn shared_dir(dir: &Path, config: &Config) -> Result<SharedDirFs, DaemonErro
     let cfg = PtConfig {
         root_dir: root.to_string(),
         cache_policy: match config.cache {
-            CacheMode::Never => CachePolicy::Never,
-            CacheMode::Metadata => CachePolicy::Metadata,
-            CacheMode::Auto => CachePolicy::Auto,
-            CacheMode::Always => CachePolicy::Always,
+            CachePolicy::Never => PtCache::Never,
+            CachePolicy::Metadata => PtCache::Metadata,
+            CachePolicy::Auto => PtCache::Auto,
+            CachePolicy::Always => PtCache::Always,
         },
         entry_timeout: timeout,
         attr_timeout: timeout,

@@ -7,6 +7,7 @@ mod error;
 mod types;
 
 #[allow(clippy::all, clippy::pedantic, missing_docs, unused_parens)]
+#[rustfmt::skip]
 #[path = "../../schema/metadata_capnp.rs"]
 pub(crate) mod metadata_capnp;
 

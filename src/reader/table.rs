@@ -127,13 +127,27 @@ impl InodeTable {
         let mut last_layer: HashMap<u64, usize> = HashMap::new();
         for (depth, layer) in rootfs.layers.iter().enumerate() {
             for inode in layer {
+                let v = defs.entry(inode.ino).or_default();
                 if last_layer.insert(inode.ino, depth) == Some(depth) {
-                    return Err(bad(format!(
-                        "inode {} defined twice in layer {depth}",
-                        inode.ino
-                    )));
+                    // Upstream's `--base-layer` writes a whiteout next to a hard-linked file
+                    // that lost one of its names: the file, still linked, wins.
+                    let prev = v.last_mut().expect("defined in this layer");
+                    match (
+                        prev.kind == InodeKind::Whiteout,
+                        inode.kind == InodeKind::Whiteout,
+                    ) {
+                        (true, false) => *prev = inode,
+                        (false, true) => {}
+                        _ => {
+                            return Err(bad(format!(
+                                "inode {} defined twice in layer {depth}",
+                                inode.ino
+                            )))
+                        }
+                    }
+                    continue;
                 }
-                defs.entry(inode.ino).or_default().push(inode);
+                v.push(inode);
             }
         }
         let mut b = Builder {

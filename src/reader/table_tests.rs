@@ -137,6 +137,23 @@ fn cycles_dangling_entries_and_bad_roots_are_rejected() {
     assert!(err(vec![vec![file(1)]]).contains("not a directory"));
     assert!(err(vec![vec![file(2)]]).contains("no root"));
     assert!(err(vec![vec![dir(1, &[], false), file(1)]]).contains("defined twice"));
+    // A whiteout beside a live definition of the same inode (upstream writes this when one
+    // name of a hard-linked file is deleted): the live one wins, in either order.
+    for layer in [
+        vec![
+            dir(1, &[("f", 2)], false),
+            with_kind(2, InodeKind::Whiteout),
+            file(2),
+        ],
+        vec![
+            dir(1, &[("f", 2)], false),
+            file(2),
+            with_kind(2, InodeKind::Whiteout),
+        ],
+    ] {
+        let t = table(vec![layer]).unwrap();
+        assert!(t.lookup(ROOT, b"f").is_some());
+    }
     assert!(err(vec![]).contains("no root"));
 }
 

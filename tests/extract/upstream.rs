@@ -16,6 +16,7 @@ const UPSTREAM: Compare = Compare {
     xattrs: true,
     owner: true,
     dir_mtime: false,
+    rdev: true,
 };
 
 fn upstream_build(args: &[&OsStr]) {
