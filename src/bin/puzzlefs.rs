@@ -9,7 +9,7 @@ use anyhow::{bail, Result};
 use clap::{Args, Parser, Subcommand};
 
 use pfs::builder::{build, BuildOptions, Progress, ZstdOptions};
-use pfs::format::Digest;
+use pfs::format::{human_bytes, Digest};
 use pfs::oci::OciDir;
 use pfs::reader::{Image, OpenOptions};
 
@@ -158,21 +158,6 @@ fn open_image(spec: &str, digest: Option<&str>) -> Result<Image> {
     )?)
 }
 
-fn human(bytes: u64) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = bytes as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < units.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{v:.1} {}", units[u])
-    }
-}
-
 fn cmd_build(a: BuildArgs) -> Result<()> {
     let (dir, tag) = split_target(&a.target)?;
     pfs::oci::validate_tag(&tag)?;
@@ -233,12 +218,12 @@ fn cmd_build(a: BuildArgs) -> Result<()> {
             eprintln!(
                 "{} files, {} in {:.1}s; {} of {} chunks new ({}), metadata {}{}",
                 report.files,
-                human(report.file_bytes),
+                human_bytes(report.file_bytes),
                 report.seconds,
                 report.new_chunks,
                 report.chunks,
-                human(report.new_bytes),
-                human(report.metadata_bytes),
+                human_bytes(report.new_bytes),
+                human_bytes(report.metadata_bytes),
                 if report.reused_files > 0 {
                     format!(", {} files reused from base", report.reused_files)
                 } else {

@@ -34,6 +34,7 @@ use rustix::fs::FileType;
 pub use error::ExtractError;
 pub use tree::MAX_DEPTH;
 
+use crate::format::human_bytes;
 use crate::reader::{Image, Walk};
 
 /// Extraction settings.
@@ -70,21 +71,6 @@ pub struct ExtractReport {
     pub owners: bool,
 }
 
-fn human(bytes: u64) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = bytes as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < units.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{v:.1} {}", units[u])
-    }
-}
-
 impl ExtractReport {
     /// One line for humans.
     pub fn summary(&self) -> String {
@@ -92,7 +78,7 @@ impl ExtractReport {
             "extracted {} files ({}), {} directories, {} symlinks, {} hard links, \
              {} devices, {} fifos/sockets",
             self.files,
-            human(self.bytes),
+            human_bytes(self.bytes),
             self.dirs,
             self.symlinks,
             self.hard_links,

@@ -5,7 +5,7 @@ use std::fmt::Write;
 
 use serde::Serialize;
 
-use crate::format::Digest;
+use crate::format::{human_bytes, Digest};
 use crate::oci::{OciDir, MEDIA_TYPE_ROOTFS};
 use crate::reader::{Image, NodeData, OpenOptions, ReaderError};
 
@@ -53,21 +53,6 @@ pub struct InspectReport {
     pub store_bytes: u64,
 }
 
-fn human(bytes: u64) -> String {
-    let mut v = bytes as f64;
-    for unit in ["B", "KiB", "MiB", "GiB"] {
-        if v < 1024.0 {
-            return if unit == "B" {
-                format!("{bytes} B")
-            } else {
-                format!("{v:.1} {unit}")
-            };
-        }
-        v /= 1024.0;
-    }
-    format!("{v:.1} TiB")
-}
-
 impl InspectReport {
     /// Text for humans.
     pub fn to_text(&self) -> String {
@@ -80,21 +65,21 @@ impl InspectReport {
                 i.files,
                 i.directories,
                 i.others,
-                human(i.file_bytes)
+                human_bytes(i.file_bytes)
             );
             let _ = writeln!(
                 s,
                 "  {} chunks, {} stored; metadata {} in {} layer(s)",
                 i.chunks,
-                human(i.chunk_bytes),
-                human(i.metadata_bytes),
+                human_bytes(i.chunk_bytes),
+                human_bytes(i.metadata_bytes),
                 i.layers
             );
             let _ = writeln!(
                 s,
                 "  shared with other tags: {} chunks, {}",
                 i.shared_chunks,
-                human(i.shared_bytes)
+                human_bytes(i.shared_bytes)
             );
             if let Some(c) = &i.chunking {
                 let _ = writeln!(s, "  chunking: {c}");
@@ -104,8 +89,8 @@ impl InspectReport {
             s,
             "all tags: {} distinct chunks, {}; blob store {}",
             self.unique_chunks,
-            human(self.unique_chunk_bytes),
-            human(self.store_bytes)
+            human_bytes(self.unique_chunk_bytes),
+            human_bytes(self.store_bytes)
         );
         s
     }
