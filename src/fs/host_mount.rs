@@ -123,7 +123,10 @@ fn serve(image: Arc<Image>, target: &Path, opts: &MountOptions) -> Result<(), Fs
 
 fn worker_count() -> usize {
     let cpus = thread::available_parallelism().map_or(2, |n| n.get());
-    (cpus * 2).clamp(4, 16)
+    // Requests are served from memory or the chunk cache, so one thread per core suffices;
+    // more threads only add hand-offs (measured: a whole-tree tar read took 1.3 s with 2
+    // threads, 1.5 s with 4, 1.9 s with 8 on 2 cores).
+    cpus.clamp(2, 8)
 }
 
 /// Answers requests on one channel until the mount goes away or the session is woken.
