@@ -7,7 +7,10 @@
 #                     /run/pfs-test.sh there (tmpfs are mounted on /newroot/run and /tmp)
 # and runs /test.sh (append a cpio holding it to this initramfs), framing its output with
 #   @@PFS-BEGIN@@ ... @@PFS-END rc=N@@   then powers off.
-# Without /test.sh it starts a shell on the console. Cached under ${PFS_CACHE:-~/.cache/puzzlefs-virtiofsd}.
+# Without /test.sh it starts a shell on the console. It also holds /bin/pfs-list, a static
+# lister of every entry's attributes, xattrs, nanosecond mtime and sha256, compiled with
+# `gcc -static` from vmm-tests/guest/pfs-list.c (busybox has no getfattr and no %N in stat).
+# Cached under ${PFS_CACHE:-~/.cache/puzzlefs-virtiofsd}.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 cache=${PFS_CACHE:-$HOME/.cache/puzzlefs-virtiofsd}
@@ -15,6 +18,11 @@ kdir=$("$here/guest-kernel.sh")
 busybox=${PFS_BUSYBOX:-/bin/busybox}
 if ! [ -x "$busybox" ] || ldd "$busybox" >/dev/null 2>&1; then
     echo "guest-initramfs.sh: need a static busybox at $busybox (apt-get install busybox-static)" >&2
+    exit 1
+fi
+lister=$here/../vmm-tests/guest/pfs-list.c
+if ! command -v gcc >/dev/null || ! [ -e /usr/lib/x86_64-linux-gnu/libc.a ]; then
+    echo "guest-initramfs.sh: need gcc and a static libc (apt-get install gcc libc6-dev)" >&2
     exit 1
 fi
 
@@ -64,7 +72,7 @@ INIT
 )
 
 kver=$(cat "$kdir/version")
-key=$( (printf '%s' "$init"; cat "$busybox" "$kdir"/modules/*.ko) | sha256sum | cut -c1-16)
+key=$( (printf '%s' "$init"; gcc --version; cat "$lister" "$busybox" "$kdir"/modules/*.ko) | sha256sum | cut -c1-16)
 out=$cache/initramfs/initramfs-$kver-$key.cpio.gz
 if [ -e "$out" ]; then
     echo "$out"
@@ -76,6 +84,7 @@ trap 'rm -rf "$tmp"' EXIT
 mkdir -p "$tmp/root/bin" "$tmp/root/modules" "$tmp/root/proc" "$tmp/root/sys" \
     "$tmp/root/dev" "$tmp/root/mnt" "$tmp/root/newroot" "$tmp/root/tmp"
 cp "$busybox" "$tmp/root/bin/busybox"
+gcc -static -O2 -s -Wall -Wextra -Werror -o "$tmp/root/bin/pfs-list" "$lister"
 cp "$kdir"/modules/*.ko "$kdir/modules/order" "$tmp/root/modules/"
 printf '%s\n' "$init" > "$tmp/root/init"
 chmod 755 "$tmp/root/init"

@@ -2,10 +2,17 @@
 //! `-t virtiofs`, and what it sees is compared with the host. Also the Kata launch styles and
 //! the daemon's life cycle (ready line, exit on disconnect, SIGTERM, bad command lines).
 //!
-//! Needs qemu-system-x86, busybox-static, cpio and apt access to Debian's kernel package
-//! (scripts/guest-kernel.sh).
+//! Tests of PuzzleFS images served to guests are in `images` and `images_kata`.
+//!
+//! Needs qemu-system-x86, busybox-static, cpio, gcc with a static libc, debootstrap and apt
+//! access to Debian's kernel package (scripts/guest-kernel.sh), and upstream PuzzleFS
+//! ($UPSTREAM_PUZZLEFS or /opt/upstream-puzzlefs/bin/puzzlefs).
 
+#[path = "../tests/common/mod.rs"]
+mod common;
 mod harness;
+mod images;
+mod images_kata;
 
 use std::collections::BTreeMap;
 use std::os::unix::net::UnixListener;
@@ -316,27 +323,4 @@ cat /tmp/slow
         .join()
         .unwrap()
         .expect("daemon ends cleanly on disconnect");
-}
-
-#[test]
-fn digest_pin_refuses_another_manifest() {
-    let tmp = tempfile::tempdir().unwrap();
-    let tree = tmp.path().join("tree");
-    make_fixture(&tree);
-    let target = format!("{}:v1", s(&tmp.path().join("oci")));
-    let built = Command::new(env!("CARGO_BIN_EXE_puzzlefs"))
-        .args(["build", s(&tree), &target])
-        .output()
-        .unwrap();
-    assert!(built.status.success(), "{built:?}");
-    let sock = tmp.path().join("vfs.sock");
-    let out = Command::new(binary())
-        .args(["--socket-path", s(&sock), "--image", &target])
-        .args(["--digest", &"0".repeat(64)])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8(out.stderr).unwrap();
-    assert!(err.contains("manifest digest"), "{err}");
-    assert!(!sock.exists(), "refused before listening");
 }

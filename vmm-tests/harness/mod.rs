@@ -6,6 +6,8 @@
 pub mod cpio;
 pub mod daemon;
 pub mod gate;
+pub mod image;
+pub mod listing;
 pub mod tree;
 
 use std::io::Read;
@@ -215,6 +217,28 @@ fn parse_console(console: String, elapsed: Duration) -> VmOutput {
         console: console.clone(),
         elapsed,
     }
+}
+
+/// The last `lines` lines of a guest console, for failure messages (a full listing is long).
+pub fn tail(console: &str, lines: usize) -> String {
+    let all: Vec<&str> = console.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// A Debian bookworm minbase tree with `extra` packages installed (scripts/debootstrap-tree.sh,
+/// created once and cached).
+pub fn debian_tree_with(extra: &[&str]) -> PathBuf {
+    let out = Command::new(script("debootstrap-tree.sh"))
+        .arg("bookworm")
+        .args(extra)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run scripts/debootstrap-tree.sh");
+    assert!(
+        out.status.success(),
+        "debootstrap-tree.sh bookworm {extra:?} failed"
+    );
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
 }
 
 /// A real Debian root file system (debootstrap bookworm minbase), created once and cached

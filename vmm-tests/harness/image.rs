@@ -1,0 +1,62 @@
+//! PuzzleFS images for guests: built from host trees by our `puzzlefs build` or by upstream
+//! PuzzleFS, and the daemon serving one.
+
+use std::path::Path;
+use std::process::Command;
+
+use super::daemon::{Daemon, READY_LINE};
+use super::DAEMON_DEADLINE;
+
+/// An image in an OCI layout: `OCI_DIR:TAG` and its manifest digest (`sha256:...`).
+pub struct Image {
+    pub target: String,
+    pub digest: String,
+}
+
+/// Builds `tree` into `oci:tag` with our `puzzlefs build` (`-c`: zstd seekable chunks).
+pub fn build(tree: &Path, oci: &Path, tag: &str, compressed: bool) -> Image {
+    let target = format!("{}:{tag}", oci.display());
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_puzzlefs"));
+    cmd.arg("build");
+    if compressed {
+        cmd.arg("-c");
+    }
+    let out = cmd.arg(tree).arg(&target).output().unwrap();
+    assert!(
+        out.status.success(),
+        "puzzlefs build {}: {}",
+        tree.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let digest = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(digest.starts_with("sha256:"), "build printed {digest:?}");
+    Image { target, digest }
+}
+
+/// Builds `tree` into `oci:tag` with upstream PuzzleFS (`build -c` when `compressed`).
+pub fn build_upstream(tree: &Path, oci: &Path, tag: &str, compressed: bool) -> String {
+    let target = format!("{}:{tag}", oci.display());
+    let mut cmd = Command::new(crate::common::upstream());
+    cmd.arg("build");
+    if compressed {
+        cmd.arg("-c");
+    }
+    let out = cmd.arg(tree).arg(&target).output().unwrap();
+    assert!(
+        out.status.success(),
+        "upstream puzzlefs build {}: {}",
+        tree.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    target
+}
+
+/// Starts the daemon on `socket` serving `target` with `extra` flags, and waits until it
+/// says it is ready.
+pub fn serve(socket: &Path, target: &str, extra: &[&str]) -> Daemon {
+    let mut args = vec!["--socket-path", socket.to_str().unwrap(), "--image", target];
+    args.extend_from_slice(extra);
+    let daemon = Daemon::spawn(&args);
+    daemon.wait_for_line(READY_LINE, DAEMON_DEADLINE);
+    daemon
+}
