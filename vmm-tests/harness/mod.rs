@@ -241,34 +241,11 @@ pub fn debian_tree_with(extra: &[&str]) -> PathBuf {
     PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
 }
 
-/// A real Debian root file system (debootstrap bookworm minbase), created once and cached
-/// where `scripts/` keep theirs; `PFS_ROOTFS` overrides it.
+/// A real Debian root file system (debootstrap bookworm minbase, cached by
+/// scripts/debootstrap-tree.sh); `PFS_ROOTFS` overrides it.
 pub fn debian_rootfs() -> PathBuf {
-    if let Some(dir) = std::env::var_os("PFS_ROOTFS") {
-        return PathBuf::from(dir);
+    match std::env::var_os("PFS_ROOTFS") {
+        Some(dir) => PathBuf::from(dir),
+        None => debian_tree_with(&[]),
     }
-    let cache = std::env::var_os("PFS_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/puzzlefs-virtiofsd")
-        });
-    let dir = cache.join("rootfs/bookworm-minbase");
-    let done = cache.join("rootfs/bookworm-minbase.complete");
-    if done.exists() {
-        return dir;
-    }
-    let tmp = cache.join("rootfs/bookworm-minbase.tmp");
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(cache.join("rootfs")).unwrap();
-    let status = Command::new("debootstrap")
-        .args(["--variant=minbase", "bookworm"])
-        .arg(&tmp)
-        .stdout(Stdio::null())
-        .status()
-        .expect("run debootstrap (apt-get install debootstrap)");
-    assert!(status.success(), "debootstrap failed");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::rename(&tmp, &dir).unwrap();
-    std::fs::write(&done, b"").unwrap();
-    dir
 }
