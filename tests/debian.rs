@@ -8,7 +8,7 @@ use std::ffi::OsStr;
 use std::path::Path;
 use std::process::Command;
 
-use common::{assert_same_tree, debian_tree, puzzlefs, upstream, Compare};
+use common::{assert_same_tree, build_image, debian_tree, puzzlefs, upstream_build, Compare};
 
 /// A background `puzzlefs mount`, unmounted on drop.
 struct Mounted<'a>(&'a Path);
@@ -42,12 +42,7 @@ fn debian_tree_extracts_and_mounts_identically() {
     let tmp = tempfile::tempdir().unwrap();
     let oci = tmp.path().join("oci");
     for (tag, compress) in [("plain", false), ("zstd", true)] {
-        let image = format!("{}:{tag}", oci.display());
-        let mut args = vec![OsStr::new("build"), tree.as_os_str(), OsStr::new(&image)];
-        if compress {
-            args.push(OsStr::new("-c"));
-        }
-        puzzlefs(&args);
+        let image = build_image(&tree, &oci, tag, compress);
         let dest = tmp.path().join(format!("x-{tag}"));
         puzzlefs(&[OsStr::new("extract"), OsStr::new(&image), dest.as_os_str()]);
         assert_same_tree(&tree, &dest, Compare::ALL);
@@ -63,20 +58,7 @@ fn upstream_image_of_debian_tree_extracts_identically() {
     let tree = debian_tree();
     let tmp = tempfile::tempdir().unwrap();
     let image = format!("{}:up", tmp.path().join("oci").display());
-    let out = Command::new(upstream())
-        .args([
-            OsStr::new("build"),
-            OsStr::new("-c"),
-            tree.as_os_str(),
-            OsStr::new(&image),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    upstream_build(&[OsStr::new("-c"), tree.as_os_str(), OsStr::new(&image)]);
     let dest = tmp.path().join("x");
     puzzlefs(&[OsStr::new("extract"), OsStr::new(&image), dest.as_os_str()]);
     // Upstream stores no timestamps.

@@ -13,21 +13,12 @@ use std::fs;
 use std::os::unix::fs::{symlink, MetadataExt};
 use std::path::Path;
 
-use common::{assert_same_tree, corner_case_tree, puzzlefs, puzzlefs_fails, Compare};
+use common::{
+    assert_same_tree, build_image as build, corner_case_tree, puzzlefs, puzzlefs_fails, Compare,
+};
 
 fn s(p: &Path) -> &OsStr {
     p.as_os_str()
-}
-
-/// Builds `src` into `oci:tag` with our builder.
-fn build(src: &Path, oci: &Path, tag: &str, compress: bool) -> String {
-    let target = format!("{}:{tag}", oci.display());
-    let mut args = vec![OsStr::new("build"), s(src), OsStr::new(&target)];
-    if compress {
-        args.push(OsStr::new("-c"));
-    }
-    puzzlefs(&args);
-    target
 }
 
 /// Runs `puzzlefs extract`; returns its stderr (the summary).

@@ -10,7 +10,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{corner_case_tree, puzzlefs, snapshot, upstream, Compare};
+use common::{
+    build_image, corner_case_tree, puzzlefs, snapshot, upstream, upstream_build, Compare,
+};
 
 fn blob_set(oci: &Path, tag: &str) -> BTreeSet<String> {
     let index: serde_json::Value =
@@ -46,15 +48,7 @@ fn identical_trees_give_the_same_chunks_as_upstream() {
     let ours = format!("{}:ours", oci.display());
     let theirs = format!("{}:theirs", oci.display());
     puzzlefs(&[OsStr::new("build"), src.as_os_str(), OsStr::new(&ours)]);
-    let out = Command::new(upstream())
-        .args([OsStr::new("build"), src.as_os_str(), OsStr::new(&theirs)])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    upstream_build(&[src.as_os_str(), OsStr::new(&theirs)]);
     let a = blob_set(&oci, "ours");
     let b = blob_set(&oci, "theirs");
     assert!(a.len() > 40, "{}", a.len());
@@ -116,12 +110,7 @@ fn upstream_mount_reads_our_images() {
     corner_case_tree(&src);
     let oci = tmp.path().join("oci");
     for (tag, compress) in [("plain", false), ("zstd", true)] {
-        let image = format!("{}:{tag}", oci.display());
-        let mut args = vec![OsStr::new("build"), src.as_os_str(), OsStr::new(&image)];
-        if compress {
-            args.push(OsStr::new("-c"));
-        }
-        puzzlefs(&args);
+        let image = build_image(&src, &oci, tag, compress);
         let mnt = tmp.path().join(format!("mnt-{tag}"));
         let m = UpstreamMount::start(&image, &mnt);
         let mut expected = snapshot(&src);

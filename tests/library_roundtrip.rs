@@ -3,10 +3,9 @@
 
 mod common;
 
-use std::ffi::OsStr;
 use std::path::Path;
 
-use common::{corner_case_tree, debian_tree, diff, image_snapshot, puzzlefs, snapshot, Compare};
+use common::{build_image, corner_case_tree, debian_tree, diff, image_snapshot, snapshot, Compare};
 use pfs::oci::OciDir;
 use pfs::reader::{Image, OpenOptions};
 
@@ -14,12 +13,7 @@ fn roundtrip(src: &Path, work: &Path) {
     let expected = snapshot(src);
     for (tag, compress) in [("plain", false), ("zstd", true)] {
         let oci = work.join("oci");
-        let target = format!("{}:{tag}", oci.display());
-        let mut args = vec![OsStr::new("build"), src.as_os_str(), OsStr::new(&target)];
-        if compress {
-            args.push(OsStr::new("-c"));
-        }
-        puzzlefs(&args);
+        build_image(src, &oci, tag, compress);
         let image = Image::open(&OciDir::open(&oci).unwrap(), tag, OpenOptions::default()).unwrap();
         let d = diff(&expected, &image_snapshot(&image), Compare::ALL);
         assert!(

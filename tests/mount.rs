@@ -431,19 +431,14 @@ fn bad_images_fail_with_one_line_and_mount_nothing() {
 
 #[test]
 fn upstream_images_mount_with_what_upstream_stores() {
-    let upstream = common::upstream();
     let fx = fixture();
     let tmp = tempfile::tempdir().unwrap();
     let oci = tmp.path().join("oci");
     for (tag, flags) in [("plain", &[][..]), ("zstd", &["-c"][..])] {
         let target = format!("{}:{tag}", oci.display());
-        let out = Command::new(&upstream)
-            .arg("build")
-            .args(flags)
-            .args([s(&fx.src), OsStr::new(&target)])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "upstream build: {out:?}");
+        let mut args: Vec<&OsStr> = flags.iter().map(OsStr::new).collect();
+        args.extend([s(&fx.src), OsStr::new(&target)]);
+        common::upstream_build(&args);
         let m = Mount::foreground(&target, &tmp.path().join(tag));
         // Upstream records no mtimes; everything else it keeps must read back unchanged.
         let cmp = Compare {
@@ -457,19 +452,15 @@ fn upstream_images_mount_with_what_upstream_stores() {
 
 #[test]
 fn upstream_layered_images_mount_the_upper_tree() {
-    let upstream = common::upstream();
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src");
     corner_case_tree(&src);
     let oci = tmp.path().join("oci");
     let build = |extra: &[&str], tag: &str| {
-        let out = Command::new(&upstream)
-            .arg("build")
-            .args(extra)
-            .args([s(&src), OsStr::new(&format!("{}:{tag}", oci.display()))])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "upstream build: {out:?}");
+        let target = format!("{}:{tag}", oci.display());
+        let mut args: Vec<&OsStr> = extra.iter().map(OsStr::new).collect();
+        args.extend([s(&src), OsStr::new(&target)]);
+        common::upstream_build(&args);
     };
     build(&[], "v1");
     // Deletions (whiteouts), a replaced file, a new directory: the upper layer has to win.

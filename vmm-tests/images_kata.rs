@@ -9,11 +9,13 @@ use std::process::Command;
 
 use sha2::{Digest, Sha256};
 
+use crate::common::pseudo_random;
+
 use crate::common::{self, Compare};
 use crate::harness::daemon::{binary, Daemon, READY_LINE};
 use crate::harness::image::{self, Image};
 use crate::harness::listing::{self, pfs_list};
-use crate::harness::tree::{bytes, make_fixture};
+use crate::harness::tree::make_fixture;
 use crate::harness::{run_vm, tail, vm_lock, Vm, DAEMON_DEADLINE};
 
 fn s(p: &Path) -> &str {
@@ -117,7 +119,7 @@ fn parallel_guest_readers_of_a_compressed_image_get_every_byte() {
     let mut want = BTreeMap::new();
     // Eight incompressible files, and one compressible text file of many chunks.
     for i in 0..8u64 {
-        let data = bytes(2000 + i, (5 << 20) + 4097 * i as usize);
+        let data = pseudo_random((5 << 20) + 4097 * i as usize, 2000 + i);
         want.insert(format!("own/f{i}"), sha256(&data));
         std::fs::write(tree.join(format!("big/f{i}")), data).unwrap();
     }

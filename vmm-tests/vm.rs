@@ -261,7 +261,7 @@ fn a_stuck_read_does_not_hold_up_other_requests() {
     let tmp = tempfile::tempdir().unwrap();
     let share = tmp.path().join("share");
     make_fixture(&share);
-    let slow = harness::tree::bytes(77, 300_000);
+    let slow = common::pseudo_random(300_000, 77);
     std::fs::write(share.join("slow"), &slow).unwrap();
     std::fs::write(share.join("slow-started"), b"").unwrap();
     std::fs::write(share.join("release"), b"").unwrap();

@@ -14,7 +14,6 @@ mod config;
 mod error;
 mod passthrough;
 mod pool;
-mod readonly;
 mod request;
 mod serve;
 mod syslog;
@@ -28,11 +27,10 @@ pub use config::{
 };
 pub use error::DaemonError;
 pub use passthrough::{cache_timeout, shared_dir, SharedDirFs};
-pub use readonly::ReadOnly;
 pub use serve::{listen, serve, ServeOptions};
 pub use syslog::SyslogLogger;
 
-use crate::fs::{FsConfig, PuzzleFs};
+use crate::fs::{FsConfig, PuzzleFs, ReadOnly};
 use crate::oci::OciDir;
 use crate::reader::{Image, OpenOptions};
 
@@ -58,7 +56,7 @@ pub fn run(config: &Config, on_ready: impl FnOnce()) -> Result<(), DaemonError> 
         Source::Image(source) => {
             let image = open_image(source)?;
             log::info!("serving image {} read-only", image.manifest_digest());
-            let fs = PuzzleFs::new(image, FsConfig::new(config.cache));
+            let fs = ReadOnly::new(PuzzleFs::new(image, FsConfig::new(config.cache)));
             serve(fs, listen(&config.socket)?, &opts, on_ready)
         }
     }

@@ -9,9 +9,9 @@ use fuse_backend_rs::abi::fuse_abi::FsOptions;
 use fuse_backend_rs::passthrough::{CachePolicy as PtCache, Config as PtConfig, PassthroughFs};
 
 use super::config::Config;
-use super::readonly::ReadOnly;
 use super::DaemonError;
 use crate::fs::CachePolicy;
+use crate::fs::ReadOnly;
 
 /// The pass-through file system served for a shared directory.
 pub type SharedDirFs = ReadOnly<PassthroughFs<()>>;

@@ -6,10 +6,10 @@ use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fuse_backend_rs::abi::fuse_abi::{stat64, statvfs64, CreateIn};
+use fuse_backend_rs::abi::fuse_abi::{stat64, statvfs64};
 use fuse_backend_rs::api::filesystem::{
     Context, DirEntry, Entry, FileSystem, FsOptions, GetxattrReply, ListxattrReply, OpenOptions,
-    SetattrValid, ZeroCopyReader, ZeroCopyWriter,
+    ZeroCopyWriter,
 };
 
 use super::attr::{check_access, stat, Totals};
@@ -64,10 +64,6 @@ impl PuzzleFs {
     }
 }
 
-fn read_only<T>() -> io::Result<T> {
-    Err(OpError::ReadOnly.into())
-}
-
 impl FileSystem for PuzzleFs {
     type Inode = u64;
     type Handle = u64;
@@ -102,17 +98,6 @@ impl FileSystem for PuzzleFs {
         Ok((stat(node), self.config.attr_timeout))
     }
 
-    fn setattr(
-        &self,
-        _ctx: &Context,
-        _inode: u64,
-        _attr: stat64,
-        _handle: Option<u64>,
-        _valid: SetattrValid,
-    ) -> io::Result<(stat64, Duration)> {
-        read_only()
-    }
-
     fn readlink(&self, _ctx: &Context, inode: u64) -> io::Result<Vec<u8>> {
         match &self.node(inode)?.1.data {
             NodeData::Symlink(target) => Ok(target.to_vec()),
@@ -120,52 +105,15 @@ impl FileSystem for PuzzleFs {
         }
     }
 
-    fn symlink(&self, _: &Context, _: &CStr, _: u64, _: &CStr) -> io::Result<Entry> {
-        read_only()
-    }
-
-    fn mknod(&self, _: &Context, _: u64, _: &CStr, _: u32, _: u32, _: u32) -> io::Result<Entry> {
-        read_only()
-    }
-
-    fn mkdir(&self, _: &Context, _: u64, _: &CStr, _: u32, _: u32) -> io::Result<Entry> {
-        read_only()
-    }
-
-    fn unlink(&self, _: &Context, _: u64, _: &CStr) -> io::Result<()> {
-        read_only()
-    }
-
-    fn rmdir(&self, _: &Context, _: u64, _: &CStr) -> io::Result<()> {
-        read_only()
-    }
-
-    fn rename(&self, _: &Context, _: u64, _: &CStr, _: u64, _: &CStr, _: u32) -> io::Result<()> {
-        read_only()
-    }
-
-    fn link(&self, _: &Context, _: u64, _: u64, _: &CStr) -> io::Result<Entry> {
-        read_only()
-    }
-
     fn open(
         &self,
         _ctx: &Context,
         inode: u64,
-        flags: u32,
+        _flags: u32,
         _fuse_flags: u32,
     ) -> io::Result<(Option<u64>, OpenOptions, Option<u32>)> {
-        Ok((None, self.do_open(inode, flags)?, None))
-    }
-
-    fn create(
-        &self,
-        _: &Context,
-        _: u64,
-        _: &CStr,
-        _: CreateIn,
-    ) -> io::Result<(Entry, Option<u64>, OpenOptions, Option<u32>)> {
-        read_only()
+        // Opens for writing never get here: `ReadOnly` answers them.
+        Ok((None, self.do_open(inode)?, None))
     }
 
     fn read(
@@ -182,22 +130,6 @@ impl FileSystem for PuzzleFs {
         Ok(self.do_read(inode, w, size, offset)?)
     }
 
-    fn write(
-        &self,
-        _: &Context,
-        _: u64,
-        _: u64,
-        _: &mut dyn ZeroCopyReader,
-        _: u32,
-        _: u64,
-        _: Option<u64>,
-        _: bool,
-        _: u32,
-        _: u32,
-    ) -> io::Result<usize> {
-        read_only()
-    }
-
     fn flush(&self, _: &Context, inode: u64, _: u64, _: u64) -> io::Result<()> {
         self.node(inode)?;
         Ok(())
@@ -206,10 +138,6 @@ impl FileSystem for PuzzleFs {
     fn fsync(&self, _: &Context, inode: u64, _: bool, _: u64) -> io::Result<()> {
         self.node(inode)?;
         Ok(())
-    }
-
-    fn fallocate(&self, _: &Context, _: u64, _: u64, _: u32, _: u64, _: u64) -> io::Result<()> {
-        read_only()
     }
 
     fn release(
@@ -230,10 +158,6 @@ impl FileSystem for PuzzleFs {
         Ok(self.totals.statvfs())
     }
 
-    fn setxattr(&self, _: &Context, _: u64, _: &CStr, _: &[u8], _: u32) -> io::Result<()> {
-        read_only()
-    }
-
     fn getxattr(
         &self,
         _ctx: &Context,
@@ -250,10 +174,6 @@ impl FileSystem for PuzzleFs {
 
     fn listxattr(&self, _ctx: &Context, inode: u64, size: u32) -> io::Result<ListxattrReply> {
         Ok(xattr::list(&self.xattrs(inode)?.xattrs, size)?)
-    }
-
-    fn removexattr(&self, _: &Context, _: u64, _: &CStr) -> io::Result<()> {
-        read_only()
     }
 
     fn opendir(

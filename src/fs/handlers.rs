@@ -91,12 +91,8 @@ impl PuzzleFs {
         }
     }
 
-    pub(super) fn do_open(&self, inode: u64, flags: u32) -> Res<OpenOptions> {
+    pub(super) fn do_open(&self, inode: u64) -> Res<OpenOptions> {
         let (_, node) = self.node(inode)?;
-        let flags = flags as i32;
-        if flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0 {
-            return Err(OpError::ReadOnly);
-        }
         match node.data {
             NodeData::File(_) => {}
             NodeData::Dir(_) => return Err(OpError::IsADirectory),

@@ -16,7 +16,7 @@ use fuse_backend_rs::transport::{FuseChannel, FuseSession};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
-use super::{FsConfig, FsError, PuzzleFs};
+use super::{FsConfig, FsError, PuzzleFs, ReadOnly};
 use crate::reader::Image;
 
 /// File system name and subtype shown in `/proc/self/mountinfo` (`fuse.puzzlefs`).
@@ -69,7 +69,10 @@ fn serve(image: Arc<Image>, target: &Path, opts: &MountOptions) -> Result<(), Fs
         path: target.to_path_buf(),
         error,
     };
-    let server = Arc::new(Server::new(PuzzleFs::new(image, FsConfig::default())));
+    let server = Arc::new(Server::new(ReadOnly::new(PuzzleFs::new(
+        image,
+        FsConfig::default(),
+    ))));
     // Catch signals from before the mount exists; they are handled once every channel is up.
     let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP]).map_err(serve_err)?;
     let mut session = FuseSession::new(target, FSNAME, FSNAME, true).map_err(mount_err)?;
@@ -130,7 +133,7 @@ fn worker_count() -> usize {
 }
 
 /// Answers requests on one channel until the mount goes away or the session is woken.
-fn serve_channel(server: &Server<PuzzleFs>, mut channel: FuseChannel) {
+fn serve_channel(server: &Server<ReadOnly<PuzzleFs>>, mut channel: FuseChannel) {
     loop {
         match channel.get_request() {
             Ok(Some((reader, writer))) => {

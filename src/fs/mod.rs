@@ -1,8 +1,9 @@
 //! The read-only FUSE file system over an image, shared by `puzzlefs mount` and the daemon.
 //!
-//! [`PuzzleFs`] implements fuse-backend-rs's `FileSystem` and knows nothing about the
-//! transport: the vhost-user-fs daemon serves it to guests, and [`mount`] serves it on the
-//! host through `/dev/fuse`. Every failure becomes an errno in one place ([`reader_errno`]
+//! [`PuzzleFs`] implements the reading side of fuse-backend-rs's `FileSystem` and knows
+//! nothing about the transport; [`ReadOnly`] answers every write with `EROFS` (for it and for
+//! the daemon's pass-through). The vhost-user-fs daemon serves `ReadOnly<PuzzleFs>` to guests,
+//! and [`mount`] serves it on the host through `/dev/fuse`. Every failure becomes an errno in one place ([`reader_errno`]
 //! for reader errors): corrupt data is `EIO`, missing names `ENOENT`, missing xattrs
 //! `ENODATA`, and anything that would write `EROFS`.
 
@@ -14,6 +15,7 @@ mod error;
 mod filesystem;
 mod handlers;
 mod host_mount;
+mod readonly;
 mod seek;
 #[cfg(test)]
 mod tests;
@@ -24,3 +26,4 @@ pub use errno::reader_errno;
 pub use error::FsError;
 pub use filesystem::PuzzleFs;
 pub use host_mount::{mount, unmount, MountOptions};
+pub use readonly::ReadOnly;

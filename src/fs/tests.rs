@@ -13,7 +13,7 @@ use fuse_backend_rs::api::filesystem::{
 };
 use fuse_backend_rs::file_traits::FileReadWriteVolatile;
 
-use super::{CachePolicy, FsConfig, PuzzleFs};
+use super::{CachePolicy, FsConfig, PuzzleFs, ReadOnly};
 use crate::builder::{build, BuildOptions};
 use crate::oci::OciDir;
 use crate::reader::{Image, NodeData, OpenOptions as ImageOpen};
@@ -278,9 +278,9 @@ fn corrupt_blob_reads_fail_with_eio() {
 #[test]
 fn every_write_is_erofs() {
     let f = fixture();
-    let fs = puzzlefs(&f, CachePolicy::Always);
+    let fs = ReadOnly::new(puzzlefs(&f, CachePolicy::Always));
     let c = ctx();
-    let file = lookup(&fs, "small").inode;
+    let file = lookup(fs.inner(), "small").inode;
     let n = name("new");
     let st = fs.getattr(&c, file, None).unwrap().0;
     let args = CreateIn {

@@ -126,18 +126,17 @@ pub fn check(oci: &OciDir, tag: Option<&str>) -> Result<CheckReport, ReaderError
             verified.insert(b.digest, r);
         }
         for b in image.table().blobs() {
+            let stored = oci.blob_size(&b.digest);
             match listed.get(&b.digest) {
                 None => report.problems.push(format!(
                     "tag {t}: blob {} is used by files but not listed in the manifest",
                     b.digest
                 )),
-                Some(&size) if oci.blob_size(&b.digest).is_some_and(|s| s != size) => {
-                    report.problems.push(format!(
-                        "tag {t}: blob {} is {} bytes, the manifest says {size}",
-                        b.digest,
-                        oci.blob_size(&b.digest).unwrap_or(0)
-                    ))
-                }
+                Some(&size) if stored.is_some_and(|s| s != size) => report.problems.push(format!(
+                    "tag {t}: blob {} is {} bytes, the manifest says {size}",
+                    b.digest,
+                    stored.unwrap_or(0)
+                )),
                 _ => {}
             }
         }

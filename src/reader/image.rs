@@ -177,8 +177,9 @@ impl Image {
             if e.file_offset >= end {
                 break;
             }
-            let data = self.blob_data(&self.table.blobs()[e.blob as usize])?;
-            let piece = extent_slice(e, &data, self.table.blobs()[e.blob as usize].digest)?;
+            let blob = &self.table.blobs()[e.blob as usize];
+            let data = self.blob_data(blob)?;
+            let piece = extent_slice(e, &data, blob.digest)?;
             let from = offset.saturating_sub(e.file_offset) as usize;
             let to = (end.min(e.file_offset + e.len) - e.file_offset) as usize;
             sink(&piece[from..to])?;

@@ -253,8 +253,9 @@ fn set_mtime(p: &Path, sec: i64, nsec: i64) {
     .unwrap_or_else(|e| panic!("utimensat {}: {e}", p.display()));
 }
 
-fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
+/// Deterministic pseudo-random bytes (xorshift), distinct for every seed.
+pub fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     (0..n)
         .map(|_| {
             x ^= x << 13;
@@ -424,6 +425,31 @@ pub fn puzzlefs_fails(args: &[&OsStr]) -> String {
         String::from_utf8_lossy(&out.stdout)
     );
     String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// `puzzlefs build [-c] SRC OCI:TAG`; returns `OCI:TAG`.
+pub fn build_image(src: &Path, oci: &Path, tag: &str, compress: bool) -> String {
+    let target = format!("{}:{tag}", oci.display());
+    let mut args = vec![OsStr::new("build"), src.as_os_str(), OsStr::new(&target)];
+    if compress {
+        args.push(OsStr::new("-c"));
+    }
+    puzzlefs(&args);
+    target
+}
+
+/// Runs upstream `puzzlefs build ARGS...`; panics with its stderr if it fails.
+pub fn upstream_build(args: &[&OsStr]) {
+    let out = Command::new(upstream())
+        .arg("build")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "upstream build {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Upstream PuzzleFS binary: $UPSTREAM_PUZZLEFS or the CI install location.

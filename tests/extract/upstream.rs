@@ -4,9 +4,8 @@
 use std::ffi::OsStr;
 use std::fs;
 use std::path::Path;
-use std::process::Command;
 
-use crate::common::{assert_same_tree, corner_case_tree, upstream, Compare};
+use crate::common::{assert_same_tree, corner_case_tree, upstream_build, Compare};
 use crate::{extract, merged_usr_tree, s};
 
 /// Upstream keeps everything we compare except timestamps.
@@ -18,19 +17,6 @@ const UPSTREAM: Compare = Compare {
     dir_mtime: false,
     rdev: true,
 };
-
-fn upstream_build(args: &[&OsStr]) {
-    let out = Command::new(upstream())
-        .arg("build")
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "upstream build {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 #[test]
 fn upstream_images_plain_and_compressed_extract_identically() {

@@ -13,10 +13,10 @@ pub struct Image {
     pub digest: String,
 }
 
-/// Builds `tree` into `oci:tag` with our `puzzlefs build` (`-c`: zstd seekable chunks).
-pub fn build(tree: &Path, oci: &Path, tag: &str, compressed: bool) -> Image {
+/// Runs `bin build [-c] TREE OCI:TAG` and returns its stdout and the target.
+fn run_build(bin: &Path, tree: &Path, oci: &Path, tag: &str, compressed: bool) -> (String, String) {
     let target = format!("{}:{tag}", oci.display());
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_puzzlefs"));
+    let mut cmd = Command::new(bin);
     cmd.arg("build");
     if compressed {
         cmd.arg("-c");
@@ -24,31 +24,26 @@ pub fn build(tree: &Path, oci: &Path, tag: &str, compressed: bool) -> Image {
     let out = cmd.arg(tree).arg(&target).output().unwrap();
     assert!(
         out.status.success(),
-        "puzzlefs build {}: {}",
+        "{} build {}: {}",
+        bin.display(),
         tree.display(),
         String::from_utf8_lossy(&out.stderr)
     );
-    let digest = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    (String::from_utf8(out.stdout).unwrap(), target)
+}
+
+/// Builds `tree` into `oci:tag` with our `puzzlefs build` (`-c`: zstd seekable chunks).
+pub fn build(tree: &Path, oci: &Path, tag: &str, compressed: bool) -> Image {
+    let bin = Path::new(env!("CARGO_BIN_EXE_puzzlefs"));
+    let (stdout, target) = run_build(bin, tree, oci, tag, compressed);
+    let digest = stdout.trim().to_string();
     assert!(digest.starts_with("sha256:"), "build printed {digest:?}");
     Image { target, digest }
 }
 
 /// Builds `tree` into `oci:tag` with upstream PuzzleFS (`build -c` when `compressed`).
 pub fn build_upstream(tree: &Path, oci: &Path, tag: &str, compressed: bool) -> String {
-    let target = format!("{}:{tag}", oci.display());
-    let mut cmd = Command::new(crate::common::upstream());
-    cmd.arg("build");
-    if compressed {
-        cmd.arg("-c");
-    }
-    let out = cmd.arg(tree).arg(&target).output().unwrap();
-    assert!(
-        out.status.success(),
-        "upstream puzzlefs build {}: {}",
-        tree.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    target
+    run_build(&crate::common::upstream(), tree, oci, tag, compressed).1
 }
 
 /// Starts the daemon on `socket` serving `target` with `extra` flags, and waits until it

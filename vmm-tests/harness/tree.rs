@@ -8,6 +8,8 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
+use crate::common::pseudo_random;
+
 /// The guest shell snippet that prints the listing of the tree at `dir`.
 pub fn listing_script(dir: &str) -> String {
     format!(
@@ -115,19 +117,6 @@ pub fn assert_same(guest: &Listing, host: &Listing) {
     );
 }
 
-/// Deterministic pseudo-random bytes.
-pub fn bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
-
 /// A small tree with the usual corner cases: sizes around page boundaries, empty files and
 /// directories, symlinks (relative, absolute, dangling), a hard link, odd modes and owners,
 /// names with spaces and non-ASCII letters.
@@ -141,7 +130,7 @@ pub fn make_fixture(root: &Path) {
         .iter()
         .enumerate()
     {
-        w(&format!("sizes/f{size}"), &bytes(i as u64, *size));
+        w(&format!("sizes/f{size}"), &pseudo_random(*size, i as u64));
     }
     for d in 0..3 {
         for f in 0..12 {
@@ -182,7 +171,7 @@ pub fn make_big_files(root: &Path, count: usize, size: usize) -> BTreeMap<String
     fs::create_dir_all(root.join("big")).unwrap();
     (0..count)
         .map(|i| {
-            let data = bytes(1000 + i as u64, size);
+            let data = pseudo_random(size, 1000 + i as u64);
             let name = format!("f{i}");
             fs::write(root.join("big").join(&name), &data).unwrap();
             (name, hex::encode(Sha256::digest(&data)))

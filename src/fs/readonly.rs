@@ -14,6 +14,8 @@ use fuse_backend_rs::api::filesystem::{
     ZeroCopyWriter,
 };
 
+use super::errno::OpError;
+
 /// Read-only view of `F`.
 pub struct ReadOnly<F> {
     inner: F,
@@ -43,11 +45,11 @@ impl<F> ReadOnly<F> {
 }
 
 fn erofs<T>() -> io::Result<T> {
-    Err(io::Error::from_raw_os_error(libc::EROFS))
+    Err(OpError::ReadOnly.into())
 }
 
 /// Whether open(2) `flags` ask for any kind of write.
-pub(crate) fn wants_write(flags: u32) -> bool {
+fn wants_write(flags: u32) -> bool {
     let flags = flags as i32;
     flags & libc::O_ACCMODE != libc::O_RDONLY || flags & (libc::O_TRUNC | libc::O_APPEND) != 0
 }
