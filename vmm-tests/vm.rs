@@ -2,7 +2,9 @@
 //! `-t virtiofs`, and what it sees is compared with the host. Also the Kata launch styles and
 //! the daemon's life cycle (ready line, exit on disconnect, SIGTERM, bad command lines).
 //!
-//! Tests of PuzzleFS images served to guests are in `images` and `images_kata`.
+//! Tests of PuzzleFS images served to guests are in `images` and `images_kata`; the daemon's
+//! sandbox and seccomp filter, seen from the host while it serves, in `sandbox`. Every launch
+//! runs with the defaults (`--sandbox namespace --seccomp kill`) unless it says otherwise.
 //!
 //! Needs qemu-system-x86, busybox-static, cpio, gcc with a static libc, debootstrap and apt
 //! access to Debian's kernel package (scripts/guest-kernel.sh), and upstream PuzzleFS
@@ -13,6 +15,7 @@ mod common;
 mod harness;
 mod images;
 mod images_kata;
+mod sandbox;
 
 use std::collections::BTreeMap;
 use std::os::unix::net::UnixListener;

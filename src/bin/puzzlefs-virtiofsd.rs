@@ -1,10 +1,12 @@
-//! `puzzlefs-virtiofsd`: parse the command line, set up logging and signals, run the daemon.
-//! Errors become one line on stderr and a non-zero exit status.
+//! `puzzlefs-virtiofsd`: parse the command line, set up logging, start the (sandboxed) daemon,
+//! handle signals, serve. Errors become one line on stderr and a non-zero exit status.
 
 use std::io::Write;
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use pfs::daemon::{self, Command, Config, SocketSpec, SyslogLogger};
+use pfs::daemon::{self, Command, Config, DaemonError, Started, SyslogLogger};
 
 fn main() -> ExitCode {
     let config = match daemon::parse_args(std::env::args_os()) {
@@ -23,17 +25,8 @@ fn main() -> ExitCode {
         }
     };
     init_logging(&config);
-    if let Err(e) = stop_on_signals(&config) {
-        eprintln!("puzzlefs-virtiofsd: cannot install signal handlers: {e}");
-        return ExitCode::FAILURE;
-    }
-    let ready = || {
-        let mut err = std::io::stderr().lock();
-        let _ = writeln!(err, "{}", daemon::READY_LINE);
-        let _ = err.flush();
-    };
-    match daemon::run(&config, ready) {
-        Ok(()) => ExitCode::SUCCESS,
+    match run(&config) {
+        Ok(code) => code,
         Err(e) => {
             if config.syslog {
                 log::error!("{e}");
@@ -42,6 +35,31 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn run(config: &Config) -> Result<ExitCode, DaemonError> {
+    let daemon = match daemon::start(config)? {
+        Started::Supervisor(supervisor) => return Ok(exit_code(supervisor.wait()?)),
+        Started::Daemon(daemon) => daemon,
+    };
+    stop_on_signals(daemon.socket_file().map(PathBuf::from)).map_err(DaemonError::Workers)?;
+    let ready = || {
+        let mut err = std::io::stderr().lock();
+        let _ = writeln!(err, "{}", daemon::READY_LINE);
+        let _ = err.flush();
+    };
+    daemon.serve(ready)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The sandboxed daemon's status as ours: its exit code, or 128 + the signal that killed it.
+fn exit_code(status: std::process::ExitStatus) -> ExitCode {
+    let code = match (status.code(), status.signal()) {
+        (Some(code), _) => code,
+        (None, Some(sig)) => 128 + sig,
+        (None, None) => 1,
+    };
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
 
 fn init_logging(config: &Config) {
@@ -58,19 +76,15 @@ fn init_logging(config: &Config) {
 
 /// SIGTERM and SIGINT end the daemon at once with status 0: it holds no state worth saving
 /// (everything it serves is read-only), so the only cleanup is the socket file it created.
-fn stop_on_signals(config: &Config) -> std::io::Result<()> {
+fn stop_on_signals(socket_file: Option<PathBuf>) -> std::io::Result<()> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
-    let socket = match &config.socket {
-        SocketSpec::Path(p) => Some(p.clone()),
-        SocketSpec::Fd(_) => None,
-    };
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
             if let Some(sig) = signals.forever().next() {
                 log::info!("signal {sig}: stopping");
-                if let Some(p) = &socket {
+                if let Some(p) = &socket_file {
                     let _ = std::fs::remove_file(p);
                 }
                 std::process::exit(0);

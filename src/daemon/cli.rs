@@ -17,11 +17,12 @@
 //! - `--syslog`: log to syslog; `--log-level LEVEL` / `-o log_level=` / `-d`: verbosity.
 //! - `--readonly`: always true; writes get EROFS whatever the flags.
 //! - `--print-capabilities`: print the vhost-user capabilities JSON and exit.
+//! - `--sandbox namespace|chroot|none` (default namespace) and `--seccomp
+//!   kill|log|trap|none` (default kill): how the daemon confines itself (see `sandbox`).
 //!
 //! Accepted and ignored (logged at startup): `--announce-submounts` / `-o announce_submounts`
 //! (no submount crossing is announced yet), `--tag` (QEMU and cloud-hypervisor set the tag;
-//! we offer no CONFIG), `--sandbox namespace|chroot` and `--seccomp kill|log|trap` (sandboxing
-//! comes with issue 6; `none` is what runs), `-f`, `--socket-group`, `--rlimit-nofile`,
+//! we offer no CONFIG), `-f`, `--socket-group`, `--rlimit-nofile`,
 //! `--writeback`, `--no-readdirplus`, `--posix-acl`, and the `-o` options `flock`,
 //! `posix_lock`, `writeback`, `readdirplus`, `timeout`, `xattrmap`, `modcaps` (and `no_` forms).
 //! Anything else is an error.
@@ -33,7 +34,7 @@ use clap::{ArgAction, Parser};
 
 use super::config::{
     default_thread_pool_size, parse_cache, parse_digest, parse_image, parse_log_level, parse_o,
-    parse_sandbox, parse_seccomp, usage, Config, Sandbox, Seccomp, SocketSpec, Source,
+    parse_sandbox, parse_seccomp, usage, Config, SocketSpec, Source,
 };
 use super::DaemonError;
 use crate::fs::CachePolicy;
@@ -101,10 +102,10 @@ struct Args {
     /// announce_submounts, allow_direct_io...
     #[arg(short = 'o', value_name = "OPT[=VAL],...", action = ArgAction::Append)]
     options: Vec<String>,
-    /// Sandbox: none, namespace or chroot (only none is implemented yet).
+    /// Sandbox: namespace (default), chroot or none.
     #[arg(long, value_name = "MODE")]
     sandbox: Option<String>,
-    /// Seccomp action: none, kill, log or trap (only none is implemented yet).
+    /// Action on a forbidden system call: kill (default), log, trap or none.
     #[arg(long, value_name = "ACTION")]
     seccomp: Option<String>,
     /// Accepted for compatibility; the VMM sets the mount tag.
@@ -245,8 +246,8 @@ fn to_config(a: Args) -> Result<Config, DaemonError> {
         allow_direct_io: a.allow_direct_io || o.allow_direct_io.unwrap_or(false),
         syslog: a.syslog,
         log_level,
-        sandbox: sandbox.unwrap_or(Sandbox::None),
-        seccomp: seccomp.unwrap_or(Seccomp::None),
+        sandbox: sandbox.unwrap_or_default(),
+        seccomp: seccomp.unwrap_or_default(),
         ignored,
     })
 }

@@ -1,7 +1,7 @@
 //! Unit tests of the command line: every Kata launch form, `-o` lists, and errors.
 
 use super::*;
-use crate::daemon::config::ImageSource;
+use crate::daemon::config::{ImageSource, Sandbox, Seccomp};
 
 fn run(args: &[&str]) -> Config {
     let mut all = vec!["puzzlefs-virtiofsd"];
@@ -80,8 +80,8 @@ fn defaults() {
     assert_eq!(c.cache, CachePolicy::Auto);
     assert!(c.thread_pool_size >= 2);
     assert_eq!(c.log_level, log::LevelFilter::Info);
-    assert_eq!(c.sandbox, Sandbox::None);
-    assert_eq!(c.seccomp, Seccomp::None);
+    assert_eq!(c.sandbox, Sandbox::Namespace, "virtiofsd's default");
+    assert_eq!(c.seccomp, Seccomp::Kill, "virtiofsd's default");
     assert!(c.ignored.is_empty());
 }
 
@@ -168,6 +168,40 @@ fn unknown_flags_are_errors() {
     let m = err(&["--socket-path=/s", "--shared-dir=/d", "-z"]);
     assert!(m.contains("-z"), "{m}");
     assert!(err(&["--socket-path=/s", "--shared-dir=/d", "--cache"]).contains("--cache"));
+}
+
+#[test]
+fn every_sandbox_and_seccomp_value() {
+    let base = ["--socket-path=/s", "--image=/o:t"];
+    for (value, want) in [
+        ("none", Sandbox::None),
+        ("namespace", Sandbox::Namespace),
+        ("chroot", Sandbox::Chroot),
+    ] {
+        let c = run(&[&base[..], &["--sandbox", value]].concat());
+        assert_eq!(c.sandbox, want, "--sandbox {value}");
+        assert!(c.ignored.is_empty(), "--sandbox is honoured, not ignored");
+    }
+    for (value, want) in [
+        ("none", Seccomp::None),
+        ("kill", Seccomp::Kill),
+        ("log", Seccomp::Log),
+        ("trap", Seccomp::Trap),
+    ] {
+        let flag = format!("--seccomp={value}");
+        let c = run(&[base[0], base[1], &flag]);
+        assert_eq!(c.seccomp, want, "--seccomp {value}");
+    }
+    for bad in ["", "Namespace", "chroot ", "kill"] {
+        let e = err(&[&base[..], &["--sandbox", bad]].concat());
+        assert!(e.contains("none, namespace or chroot"), "{bad:?}: {e}");
+    }
+    for bad in ["", "KILL", "allow", "namespace"] {
+        let e = err(&[&base[..], &["--seccomp", bad]].concat());
+        assert!(e.contains("none, kill, log or trap"), "{bad:?}: {e}");
+    }
+    let e = err(&[&base[..], &["--sandbox=none", "--sandbox=chroot"]].concat());
+    assert!(e.contains("--sandbox"), "{e}");
 }
 
 #[test]

@@ -42,29 +42,30 @@ pub fn parse_cache(s: &str) -> Result<CachePolicy, DaemonError> {
     s.parse().map_err(usage)
 }
 
-/// `--sandbox`: accepted for Kata/virtiofsd compatibility; only `none` is implemented.
+/// `--sandbox`: how the daemon confines itself before serving (virtiofsd's modes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Sandbox {
-    /// No sandbox.
-    #[default]
+    /// No confinement.
     None,
-    /// virtiofsd's namespace sandbox (not implemented yet: runs as `none`).
+    /// The default: new user (when not root), pid, mount, net, IPC and UTS namespaces; the
+    /// served directory becomes the read-only root (pivot_root); capabilities dropped.
+    #[default]
     Namespace,
-    /// virtiofsd's chroot sandbox (not implemented yet: runs as `none`).
+    /// chroot into the served directory and drop capabilities; no namespaces.
     Chroot,
 }
 
-/// `--seccomp`: accepted for virtiofsd compatibility; only `none` is implemented.
+/// `--seccomp`: what happens on a system call outside the daemon's allow-list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Seccomp {
     /// No filter.
-    #[default]
     None,
-    /// Kill on a forbidden syscall (not implemented yet).
+    /// The default: the kernel kills the daemon.
+    #[default]
     Kill,
-    /// Log forbidden syscalls (not implemented yet).
+    /// The kernel logs the call (audit log) and lets it run.
     Log,
-    /// Trap forbidden syscalls (not implemented yet).
+    /// SIGSYS: the daemon reports the call's number on stderr and exits with status 159.
     Trap,
 }
 

@@ -9,9 +9,6 @@ pub enum DaemonError {
     /// The command line is wrong (unknown flag, bad value, missing socket...).
     #[error("{0}")]
     Usage(String),
-    /// `--image` was given but this build cannot serve images yet.
-    #[error("{0}")]
-    Unsupported(String),
     /// The shared directory cannot be served.
     #[error("cannot serve {path}: {source}")]
     SharedDir {
@@ -34,6 +31,9 @@ pub enum DaemonError {
     /// Worker threads or event fds could not be created.
     #[error("cannot start workers: {0}")]
     Workers(io::Error),
+    /// The daemon could not confine itself.
+    #[error(transparent)]
+    Sandbox(#[from] super::SandboxError),
     /// The vhost-user protocol layer failed.
     #[error("vhost-user: {0}")]
     VhostUser(String),

@@ -27,17 +27,40 @@ pub fn cache_timeout(cache: CachePolicy) -> Duration {
 
 /// Opens `dir` for serving, read-only.
 pub fn shared_dir(dir: &Path, config: &Config) -> Result<SharedDirFs, DaemonError> {
-    let err = |source: io::Error| DaemonError::SharedDir {
+    check_shared_dir(dir)?;
+    let fs = new_passthrough(dir, dir, config)?;
+    import(fs, dir)
+}
+
+fn at(dir: &Path) -> impl Fn(io::Error) -> DaemonError + '_ {
+    move |source| DaemonError::SharedDir {
         path: dir.to_path_buf(),
         source,
-    };
-    let meta = std::fs::metadata(dir).map_err(err)?;
-    if !meta.is_dir() {
-        return Err(err(io::Error::from_raw_os_error(libc::ENOTDIR)));
     }
-    let root = dir
+}
+
+/// Fails unless `dir` is a directory with a UTF-8 path (fuse-backend-rs wants a `String`).
+pub(crate) fn check_shared_dir(dir: &Path) -> Result<(), DaemonError> {
+    let meta = std::fs::metadata(dir).map_err(at(dir))?;
+    if !meta.is_dir() {
+        return Err(at(dir)(io::Error::from_raw_os_error(libc::ENOTDIR)));
+    }
+    dir.to_str()
+        .ok_or_else(|| at(dir)(io::Error::other("path is not valid UTF-8")))?;
+    Ok(())
+}
+
+/// The pass-through file system for `dir`, which [`import`] will open as `root` (its path
+/// once the sandbox is entered). This opens /proc/self/fd, so it must run while /proc is
+/// still reachable.
+pub(crate) fn new_passthrough(
+    dir: &Path,
+    root: &Path,
+    config: &Config,
+) -> Result<PassthroughFs<()>, DaemonError> {
+    let root = root
         .to_str()
-        .ok_or_else(|| err(io::Error::other("path is not valid UTF-8")))?;
+        .ok_or_else(|| at(dir)(io::Error::other("path is not valid UTF-8")))?;
     let timeout = cache_timeout(config.cache);
     let cfg = PtConfig {
         root_dir: root.to_string(),
@@ -55,9 +78,12 @@ pub fn shared_dir(dir: &Path, config: &Config) -> Result<SharedDirFs, DaemonErro
         do_import: true,
         ..PtConfig::default()
     };
-    let fs = PassthroughFs::<()>::new(cfg).map_err(err)?;
-    // Open the root now, so that a bad directory fails at startup rather than at FUSE_INIT.
-    fs.import().map_err(err)?;
+    PassthroughFs::<()>::new(cfg).map_err(at(dir))
+}
+
+/// Opens the root of `fs` (so a bad directory fails before FUSE_INIT) and wraps it read-only.
+pub(crate) fn import(fs: PassthroughFs<()>, dir: &Path) -> Result<SharedDirFs, DaemonError> {
+    fs.import().map_err(at(dir))?;
     // PassthroughFs asks for none of these; without MAX_PAGES a guest read is 128 KiB at most.
     let extra = FsOptions::ASYNC_READ | FsOptions::PARALLEL_DIROPS | FsOptions::MAX_PAGES;
     Ok(ReadOnly::new(fs).with_init_options(extra))

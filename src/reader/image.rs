@@ -137,6 +137,13 @@ impl Image {
         &self.oci
     }
 
+    /// Reads blobs from `root` from now on: the same OCI directory, reached by another path
+    /// (the daemon's sandbox makes it the root directory).
+    pub fn relocate(&mut self, root: &std::path::Path) -> Result<(), ReaderError> {
+        self.oci = OciDir::open(root)?;
+        Ok(())
+    }
+
     /// The chunk cache.
     pub fn cache(&self) -> &Arc<ChunkCache> {
         &self.cache

@@ -1,0 +1,121 @@
+//! Making one directory the whole visible file system: pivot_root into a private read-only
+//! bind mount of it (in the new mount namespace), or chroot into it.
+
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{mkdir, statvfs, Mode, StatVfsMountFlags};
+use rustix::mount::{
+    mount, mount_bind_recursive, mount_change, mount_remount, unmount, MountFlags,
+    MountPropagationFlags, UnmountFlags,
+};
+use rustix::process::{chdir, chroot, pivot_root};
+
+use super::SandboxError;
+
+/// Where a shared directory is inside the namespace sandbox.
+pub(super) const SHARED_DIR_INSIDE: &str = "/shared";
+
+fn at(dir: &Path) -> impl Fn(rustix::io::Errno) -> SandboxError + '_ {
+    move |e| SandboxError::Directory {
+        path: dir.to_path_buf(),
+        source: e.into(),
+    }
+}
+
+/// In the new mount namespace: makes a read-only bind mount of `dir` the root directory.
+pub(super) fn pivot_into(dir: &Path) -> Result<(), SandboxError> {
+    make_mounts_private()?;
+    bind_read_only(dir, dir)?;
+    pivot_to(dir)
+}
+
+/// For a shared directory: fuse-backend-rs reads extended attributes through
+/// `/proc/self/fd/N` paths, so the root is an empty read-only tmpfs holding a fresh /proc (of
+/// the new pid namespace: only the daemon shows) and a read-only bind mount of `dir` at
+/// [`SHARED_DIR_INSIDE`]. Returns that path.
+pub(super) fn pivot_into_with_proc(dir: &Path) -> Result<PathBuf, SandboxError> {
+    make_mounts_private()?;
+    // The new root is built on the host's /proc (hidden in this namespace only): it always
+    // exists and is never inside `dir`, so the recursive bind of `dir` cannot copy it.
+    let staging = Path::new("/proc");
+    let hardened = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
+    mount("tmpfs", staging, "tmpfs", hardened, c"mode=0755,size=16k").map_err(at(staging))?;
+    let shared = staging.join(SHARED_DIR_INSIDE.trim_start_matches('/'));
+    let proc = staging.join("proc");
+    for sub in [&shared, &proc] {
+        mkdir(sub, Mode::from_raw_mode(0o755)).map_err(at(sub))?;
+    }
+    bind_read_only(dir, &shared)?;
+    mount("proc", &proc, "proc", hardened, None).map_err(at(&proc))?;
+    mount_remount(staging, hardened | MountFlags::RDONLY, "").map_err(at(staging))?;
+    pivot_to(staging)?;
+    Ok(PathBuf::from(SHARED_DIR_INSIDE))
+}
+
+/// Stops mount events from flowing between this namespace and the host.
+fn make_mounts_private() -> Result<(), SandboxError> {
+    mount_change(
+        "/",
+        MountPropagationFlags::REC | MountPropagationFlags::PRIVATE,
+    )
+    .map_err(SandboxError::setup("make the mounts private"))
+}
+
+/// Bind-mounts `source` (and the mounts below it) on `target`, read-only.
+fn bind_read_only(source: &Path, target: &Path) -> Result<(), SandboxError> {
+    mount_bind_recursive(source, target).map_err(at(target))?;
+    // A remount must repeat the flags a user namespace may not clear (nosuid, nodev, noexec,
+    // atime), so start from what the mount has.
+    let kept = locked_flags(statvfs(target).map_err(at(target))?.f_flag);
+    mount_remount(target, MountFlags::BIND | MountFlags::RDONLY | kept, "").map_err(at(target))
+}
+
+/// Makes the mount at `dir` the root; the old root is detached, so nothing of the host file
+/// system stays reachable.
+fn pivot_to(dir: &Path) -> Result<(), SandboxError> {
+    chdir(dir).map_err(at(dir))?;
+    // The old root ends up stacked on the new one, at ".": detach it.
+    pivot_root(".", ".").map_err(SandboxError::setup("pivot_root"))?;
+    unmount(".", UnmountFlags::DETACH).map_err(SandboxError::setup("detach the old root"))?;
+    chdir("/").map_err(SandboxError::setup("chdir /"))
+}
+
+/// Without namespaces: chroot into `dir`.
+pub(super) fn chroot_into(dir: &Path) -> Result<(), SandboxError> {
+    chdir(dir).map_err(at(dir))?;
+    chroot(".").map_err(at(dir))?;
+    chdir("/").map_err(SandboxError::setup("chdir /"))
+}
+
+fn locked_flags(have: StatVfsMountFlags) -> MountFlags {
+    let pairs = [
+        (StatVfsMountFlags::NOSUID, MountFlags::NOSUID),
+        (StatVfsMountFlags::NODEV, MountFlags::NODEV),
+        (StatVfsMountFlags::NOEXEC, MountFlags::NOEXEC),
+        (StatVfsMountFlags::NOATIME, MountFlags::NOATIME),
+        (StatVfsMountFlags::NODIRATIME, MountFlags::NODIRATIME),
+        (StatVfsMountFlags::RELATIME, MountFlags::RELATIME),
+    ];
+    pairs
+        .iter()
+        .filter(|(v, _)| have.contains(*v))
+        .fold(MountFlags::empty(), |acc, (_, m)| acc | *m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remount_keeps_the_locked_flags_only() {
+        let have = StatVfsMountFlags::NOSUID
+            | StatVfsMountFlags::NODEV
+            | StatVfsMountFlags::RDONLY
+            | StatVfsMountFlags::SYNCHRONOUS;
+        assert_eq!(locked_flags(have), MountFlags::NOSUID | MountFlags::NODEV);
+        assert_eq!(
+            locked_flags(StatVfsMountFlags::empty()),
+            MountFlags::empty()
+        );
+    }
+}

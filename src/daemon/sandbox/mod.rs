@@ -1,0 +1,78 @@
+//! Confinement of the daemon before it serves a guest, as virtiofsd does it: new namespaces
+//! and pivot_root into the served directory (or a chroot), capabilities dropped, then a
+//! seccomp allow-list of the system calls serving needs.
+//!
+//! Order (driven by `daemon::start`): [`block_stop_signals`]; [`isolate`] (in namespace mode
+//! the process forks and the parent becomes a [`Supervisor`]); open what only the host file
+//! system has (the pass-through file system's /proc/self/fd); [`Jail::confine`];
+//! [`load_seccomp`]; start threads; [`unblock_stop_signals`] once handlers are in place.
+
+mod caps;
+mod error;
+mod jail;
+mod namespace;
+mod seccomp;
+mod supervisor;
+mod syscalls;
+
+use std::path::{Path, PathBuf};
+
+use rustix::thread::CapabilitySet;
+
+pub use error::SandboxError;
+pub use seccomp::TRAPPED_EXIT_STATUS;
+pub use supervisor::{block_stop_signals, unblock_stop_signals, Supervisor};
+pub(crate) use syscalls::Needs;
+
+use super::config::{Sandbox, Seccomp};
+
+/// What [`isolate`] made of this process.
+pub(crate) enum Isolated {
+    /// The parent of the daemon, outside its namespaces: only waits for it.
+    Supervisor(Supervisor),
+    /// The daemon: confine it with [`Jail::confine`].
+    Daemon(Jail),
+}
+
+/// Enters the namespaces of `mode` (namespace mode forks; the others do nothing yet).
+/// Must run before any thread is started.
+pub(crate) fn isolate(mode: Sandbox) -> Result<Isolated, SandboxError> {
+    if mode == Sandbox::Namespace {
+        if let namespace::Forked::Supervisor(s) = namespace::enter()? {
+            return Ok(Isolated::Supervisor(s));
+        }
+    }
+    Ok(Isolated::Daemon(Jail { mode }))
+}
+
+/// A daemon process about to be confined.
+pub(crate) struct Jail {
+    mode: Sandbox,
+}
+
+impl Jail {
+    /// Makes `dir` the root directory and drops every capability except, for a shared
+    /// directory (`passthrough`), those virtiofsd keeps. Returns the path `dir` now has: `/`,
+    /// or `/shared` for a shared directory in the namespace sandbox (whose root then also
+    /// holds the daemon's own /proc). Call before starting threads: capabilities are per
+    /// thread.
+    pub(crate) fn confine(self, dir: &Path, passthrough: bool) -> Result<PathBuf, SandboxError> {
+        let inside = match (self.mode, passthrough) {
+            (Sandbox::None, _) => return Ok(dir.to_path_buf()),
+            (Sandbox::Namespace, false) => jail::pivot_into(dir).map(|()| PathBuf::from("/"))?,
+            (Sandbox::Namespace, true) => jail::pivot_into_with_proc(dir)?,
+            (Sandbox::Chroot, _) => jail::chroot_into(dir).map(|()| PathBuf::from("/"))?,
+        };
+        caps::keep_only(if passthrough {
+            caps::PASSTHROUGH
+        } else {
+            CapabilitySet::empty()
+        })?;
+        Ok(inside)
+    }
+}
+
+/// Loads the seccomp allow-list with `action` for anything else, on every thread.
+pub(crate) fn load_seccomp(action: Seccomp, needs: Needs) -> Result<(), SandboxError> {
+    seccomp::load(action, needs)
+}

@@ -1,0 +1,199 @@
+//! The seccomp allow-list: every system call the daemon makes once it is confined, grouped by
+//! who needs it. Found with `strace -f` over the QEMU guest tests (plain and compressed images,
+//! shared directories, both Kata launch styles, with and without `--syslog`): the calls after
+//! the `seccomp()` call. A few calls sit on paths those runs do not take (signal delivery,
+//! xattrs, statfs, the `--sandbox none` exit); each is marked. Anything missing here kills the
+//! daemon under `--seccomp kill`: run with `--seccomp log` and read the audit log to find it.
+
+use seccompiler::{BackendError, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompRule};
+
+/// Which optional groups the daemon needs.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Needs {
+    /// Serving a shared directory through fuse-backend-rs's pass-through file system.
+    pub passthrough: bool,
+    /// Logging through syslog(3), which reconnects to /dev/log when it has no socket.
+    pub syslog: bool,
+    /// Removing the socket file at exit (`--sandbox none` with `--socket-path`).
+    pub unlink_socket: bool,
+}
+
+type Nr = libc::c_long;
+
+/// Rust's std and glibc, on every thread.
+const RUNTIME: &[Nr] = &[
+    // Memory (allocator, thread stacks).
+    libc::SYS_mmap,
+    libc::SYS_munmap,
+    libc::SYS_mprotect,
+    libc::SYS_madvise,
+    libc::SYS_mremap, // not seen: a large Vec growing in place
+    libc::SYS_brk,    // not seen: the main thread's malloc arena
+    // Threads: the worker pool and vhost-user-backend's queue threads start after the filter.
+    libc::SYS_clone3,
+    libc::SYS_clone, // not seen: glibc's fallback when clone3 is missing
+    libc::SYS_set_robust_list,
+    libc::SYS_rseq,
+    libc::SYS_sigaltstack,
+    libc::SYS_sched_getaffinity,
+    libc::SYS_gettid,
+    libc::SYS_futex,
+    libc::SYS_sched_yield,   // not seen: std's lock back-off
+    libc::SYS_getrandom,     // not seen: HashMap keys on a new thread
+    libc::SYS_clock_gettime, // not seen: log timestamps without the vDSO
+    libc::SYS_exit,
+    libc::SYS_exit_group,
+    // Signals: the SIGTERM/SIGINT thread, the trap handler.
+    libc::SYS_rt_sigaction,
+    libc::SYS_rt_sigprocmask,
+    libc::SYS_rt_sigreturn, // not seen: returning from any signal handler
+    libc::SYS_socketpair,   // signal-hook's self-pipe
+    libc::SYS_recvfrom,
+    libc::SYS_sendto,
+    // Logging to stderr; descriptors.
+    libc::SYS_write,
+    libc::SYS_read,
+    libc::SYS_close,
+    libc::SYS_fcntl,
+    libc::SYS_statx,
+];
+
+/// vhost-user: the front end's socket, guest memory, eventfds and the queue threads' epoll.
+const VHOST_USER: &[Nr] = &[
+    libc::SYS_accept4,
+    libc::SYS_recvmsg,
+    libc::SYS_sendmsg,
+    libc::SYS_eventfd2,
+    libc::SYS_epoll_create1,
+    libc::SYS_epoll_ctl,
+    #[cfg(target_arch = "x86_64")]
+    libc::SYS_epoll_wait,
+    libc::SYS_epoll_pwait, // not seen on x86_64: what glibc uses elsewhere
+];
+
+/// A PuzzleFS image: blobs are opened by path (inside the new root) when first read.
+const IMAGE: &[Nr] = &[libc::SYS_openat];
+
+/// fuse-backend-rs's pass-through file system over a shared directory.
+const PASSTHROUGH: &[Nr] = &[
+    libc::SYS_openat,
+    libc::SYS_newfstatat,
+    libc::SYS_readlinkat,
+    libc::SYS_getdents64,
+    libc::SYS_lseek,
+    libc::SYS_preadv,
+    libc::SYS_pread64,   // not seen: single-buffer reads
+    libc::SYS_dup,       // FLUSH
+    libc::SYS_umask,     // FUSE_INIT
+    libc::SYS_fstatfs,   // not seen: STATFS (df in the guest)
+    libc::SYS_getxattr,  // not seen: --xattr, by /proc/self/fd/N path
+    libc::SYS_listxattr, // not seen: --xattr
+];
+
+/// syslog(3) (`--syslog`): sends, and retries connecting to /dev/log while it has no socket.
+const SYSLOG: &[Nr] = &[libc::SYS_connect, libc::SYS_sendto, libc::SYS_getpid];
+
+/// Removing the socket file on exit: std's remove_file.
+const UNLINK: &[Nr] = &[
+    #[cfg(target_arch = "x86_64")]
+    libc::SYS_unlink,
+    libc::SYS_unlinkat,
+];
+
+/// Allowed system calls, each with the argument rules that allow it (none: any arguments).
+pub(super) fn allow_list(needs: Needs) -> Result<Vec<(i64, Vec<SeccompRule>)>, BackendError> {
+    let mut list: Vec<(i64, Vec<SeccompRule>)> = Vec::new();
+    let mut any = |calls: &[Nr]| {
+        for &nr in calls {
+            if !list.iter().any(|(have, _)| *have == nr) {
+                list.push((nr, Vec::new()));
+            }
+        }
+    };
+    any(RUNTIME);
+    any(VHOST_USER);
+    any(if needs.passthrough {
+        PASSTHROUGH
+    } else {
+        IMAGE
+    });
+    if needs.syslog {
+        any(SYSLOG);
+    }
+    if needs.unlink_socket {
+        any(UNLINK);
+    }
+    // prctl only to name threads (std does it for every named thread).
+    list.push((libc::SYS_prctl, vec![arg0_is(libc::PR_SET_NAME as u64)?]));
+    if needs.syslog {
+        list.push((libc::SYS_socket, vec![arg0_is(libc::AF_UNIX as u64)?]));
+    }
+    Ok(list)
+}
+
+fn arg0_is(value: u64) -> Result<SeccompRule, BackendError> {
+    let cond = SeccompCondition::new(0, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, value)?;
+    SeccompRule::new(vec![cond])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn allowed(needs: Needs) -> Vec<i64> {
+        allow_list(needs)
+            .unwrap()
+            .into_iter()
+            .map(|(nr, _)| nr)
+            .collect()
+    }
+
+    #[test]
+    fn groups_follow_the_needs() {
+        let image = Needs {
+            passthrough: false,
+            syslog: false,
+            unlink_socket: false,
+        };
+        let all = allowed(image);
+        assert!(all.contains(&libc::SYS_openat) && all.contains(&libc::SYS_accept4));
+        for absent in [libc::SYS_getdents64, libc::SYS_socket, libc::SYS_unlinkat] {
+            assert!(!all.contains(&absent), "{absent} allowed for an image");
+        }
+        let mut sorted = all.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), all.len(), "each call appears once");
+
+        let every = allowed(Needs {
+            passthrough: true,
+            syslog: true,
+            unlink_socket: true,
+        });
+        for present in [libc::SYS_getdents64, libc::SYS_socket, libc::SYS_unlinkat] {
+            assert!(every.contains(&present), "{present} missing");
+        }
+    }
+
+    #[test]
+    fn never_allowed() {
+        let every = allowed(Needs {
+            passthrough: true,
+            syslog: true,
+            unlink_socket: true,
+        });
+        for forbidden in [
+            libc::SYS_execve,
+            libc::SYS_ptrace,
+            libc::SYS_mount,
+            libc::SYS_unshare,
+            libc::SYS_chroot,
+            libc::SYS_mkdirat,
+            libc::SYS_renameat2,
+            libc::SYS_pwrite64,
+            libc::SYS_setxattr,
+        ] {
+            assert!(!every.contains(&forbidden), "{forbidden} allowed");
+        }
+    }
+}

@@ -1,0 +1,208 @@
+//! From a [`Config`] to a confined daemon ready to serve: open what is served (so a bad image
+//! or directory fails before the socket exists), create the socket, enter the sandbox, load
+//! the seccomp filter.
+
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+use std::sync::Arc;
+
+use vhost::vhost_user::Listener;
+
+use super::config::{Config, ImageSource, Sandbox, SocketSpec, Source};
+use super::passthrough::{check_shared_dir, import, new_passthrough, SharedDirFs};
+use super::sandbox::{self, Isolated, Needs, Supervisor};
+use super::serve::{listen, serve, ServeOptions};
+use super::DaemonError;
+use crate::fs::{FsConfig, PuzzleFs, ReadOnly};
+use crate::oci::OciDir;
+use crate::reader::{Image, OpenOptions};
+
+/// What [`start`] made of this process.
+pub enum Started {
+    /// The parent of a daemon sandboxed in new namespaces: call [`Supervising::wait`].
+    Supervisor(Supervising),
+    /// The daemon, confined: call [`Daemon::serve`].
+    Daemon(Box<Daemon>),
+}
+
+/// Opens what `config` names, creates the socket and enters the sandbox.
+///
+/// Must run before the process starts any thread. The stop signals (SIGTERM, SIGINT) are
+/// blocked from here until [`Daemon::serve`] begins, so install their handlers in between.
+pub fn start(config: &Config) -> Result<Started, DaemonError> {
+    log_ignored(config);
+    if config.xattr && config.sandbox == Sandbox::Chroot {
+        if let Source::SharedDir(_) = config.source {
+            // fuse-backend-rs reads xattrs through /proc/self/fd/N paths; a chroot has none.
+            return Err(DaemonError::Usage(
+                "--xattr of a shared directory needs /proc: use --sandbox namespace or none".into(),
+            ));
+        }
+    }
+    let opened = match &config.source {
+        Source::SharedDir(dir) => check_shared_dir(dir).map(|()| Opened::SharedDir(dir.clone())),
+        Source::Image(source) => open_image(source).map(|i| Opened::Image(Box::new(i))),
+    }?;
+    let sandboxed = config.sandbox != Sandbox::None;
+    let listener = if sandboxed {
+        // Unlinking it at exit is the supervisor's job: the daemon cannot reach the path.
+        listen_keeping_the_file(&config.socket)?
+    } else {
+        listen(&config.socket)?
+    };
+    let socket_file = match &config.socket {
+        SocketSpec::Path(p) => Some(p.clone()),
+        SocketSpec::Fd(_) => None,
+    };
+    sandbox::block_stop_signals()?;
+    let jail = match sandbox::isolate(config.sandbox)? {
+        Isolated::Supervisor(supervisor) => {
+            return Ok(Started::Supervisor(Supervising {
+                supervisor,
+                socket_file,
+            }));
+        }
+        Isolated::Daemon(jail) => jail,
+    };
+
+    let fs = match opened {
+        Opened::SharedDir(dir) => {
+            // A chroot leaves no /proc: open /proc/self/fd before. The namespace sandbox
+            // mounts its own /proc.
+            let early = match config.sandbox {
+                Sandbox::Chroot => Some(new_passthrough(&dir, Path::new("/"), config)?),
+                Sandbox::None | Sandbox::Namespace => None,
+            };
+            let root = jail.confine(&dir, true)?;
+            let fs = match early {
+                Some(fs) => fs,
+                None => new_passthrough(&dir, &root, config)?,
+            };
+            log::info!("serving {} read-only", dir.display());
+            Served::SharedDir(Box::new(import(fs, &dir)?))
+        }
+        Opened::Image(mut image) => {
+            let root = jail.confine(image.oci().path(), false)?;
+            image
+                .relocate(&root)
+                .map_err(|e| DaemonError::Image(e.to_string()))?;
+            log::info!("serving image {} read-only", image.manifest_digest());
+            let fs = PuzzleFs::new(Arc::new(*image), FsConfig::new(config.cache));
+            Served::Image(ReadOnly::new(fs))
+        }
+    };
+    let socket_file = socket_file.filter(|_| !sandboxed);
+    let needs = Needs {
+        passthrough: matches!(fs, Served::SharedDir(_)),
+        syslog: config.syslog,
+        unlink_socket: socket_file.is_some(),
+    };
+    sandbox::load_seccomp(config.seccomp, needs)?;
+    Ok(Started::Daemon(Box::new(Daemon {
+        fs,
+        listener,
+        opts: ServeOptions {
+            thread_pool_size: config.thread_pool_size,
+            ..ServeOptions::default()
+        },
+        socket_file,
+    })))
+}
+
+/// Opens (and, with `--digest`, pins) the image to serve.
+pub fn open_image(source: &ImageSource) -> Result<Image, DaemonError> {
+    let oci = OciDir::open(&source.oci_dir).map_err(|e| DaemonError::Image(e.to_string()))?;
+    let options = OpenOptions {
+        pin: source.digest,
+        ..OpenOptions::default()
+    };
+    Image::open(&oci, &source.tag, options).map_err(|e| DaemonError::Image(e.to_string()))
+}
+
+enum Opened {
+    SharedDir(PathBuf),
+    Image(Box<Image>),
+}
+
+enum Served {
+    SharedDir(Box<SharedDirFs>),
+    Image(ReadOnly<PuzzleFs>),
+}
+
+/// The parent of a sandboxed daemon.
+pub struct Supervising {
+    supervisor: Supervisor,
+    socket_file: Option<PathBuf>,
+}
+
+impl Supervising {
+    /// The daemon's process id.
+    pub fn daemon_pid(&self) -> u32 {
+        self.supervisor.child_pid()
+    }
+
+    /// Waits for the daemon, forwarding SIGTERM and SIGINT to it; then removes the socket
+    /// file it listened on and returns how the daemon ended.
+    pub fn wait(self) -> Result<ExitStatus, DaemonError> {
+        let status = self.supervisor.wait()?;
+        if let Some(path) = &self.socket_file {
+            let _ = std::fs::remove_file(path);
+        }
+        Ok(status)
+    }
+}
+
+/// A confined daemon, ready to serve.
+pub struct Daemon {
+    fs: Served,
+    listener: Listener,
+    opts: ServeOptions,
+    socket_file: Option<PathBuf>,
+}
+
+impl Daemon {
+    /// The socket file to remove if the process is stopped by a signal: `None` when the
+    /// daemon is sandboxed (it cannot reach the path; the supervisor removes it) or inherited
+    /// its socket.
+    pub fn socket_file(&self) -> Option<&Path> {
+        self.socket_file.as_deref()
+    }
+
+    /// Unblocks the stop signals, then serves one front end until it disconnects (see
+    /// [`serve`]); `on_ready` runs when the daemon waits for the connection.
+    pub fn serve(self, on_ready: impl FnOnce()) -> Result<(), DaemonError> {
+        sandbox::unblock_stop_signals()?;
+        match self.fs {
+            Served::SharedDir(fs) => serve(*fs, self.listener, &self.opts, on_ready),
+            Served::Image(fs) => serve(fs, self.listener, &self.opts, on_ready),
+        }
+    }
+}
+
+/// Like [`listen`], but the socket file is not removed when the listener is dropped.
+fn listen_keeping_the_file(spec: &SocketSpec) -> Result<Listener, DaemonError> {
+    let SocketSpec::Path(path) = spec else {
+        return listen(spec);
+    };
+    // A stale socket file from an earlier run would make bind fail.
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(DaemonError::socket(
+                format!("cannot replace {}", path.display()),
+                e,
+            ))
+        }
+    }
+    let listener = UnixListener::bind(path)
+        .map_err(|e| DaemonError::socket(format!("cannot listen on {}", path.display()), e))?;
+    Ok(Listener::from(listener))
+}
+
+fn log_ignored(config: &Config) {
+    for opt in &config.ignored {
+        log::info!("accepted for compatibility, no effect: {opt}");
+    }
+}
