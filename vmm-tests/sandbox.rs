@@ -194,6 +194,77 @@ fn sigterm_and_sigkill_of_the_supervisor_end_the_daemon() {
 }
 
 #[test]
+fn without_root_the_sandbox_starts_with_a_user_namespace() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let tree = tmp.path().join("tree");
+    std::fs::create_dir_all(&tree).unwrap();
+    std::fs::write(tree.join("f"), b"x").unwrap();
+    let oci = tmp.path().join("oci");
+    let img = image::build(&tree, &oci, "t", false);
+    let run = tmp.path().join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    let open_up = |p: &Path, mode| std::fs::set_permissions(p, PermissionsExt::from_mode(mode));
+    open_up(tmp.path(), 0o755).unwrap();
+    open_up(&run, 0o777).unwrap();
+    for entry in walk(&oci) {
+        let mode = if entry.is_dir() { 0o755 } else { 0o644 };
+        open_up(&entry, mode).unwrap();
+    }
+    let sock = run.join("vfs.sock");
+    let nobody = 65534;
+    let mut daemon = Daemon::spawn_as(nobody, &["--socket-path", s(&sock), "--image", &img.target]);
+    daemon.wait_for_line(READY_LINE, DAEMON_DEADLINE);
+    let served = only_child(daemon.pid());
+    let uid_map = std::fs::read_to_string(proc_path(served, "uid_map")).unwrap();
+    let uid_map: Vec<&str> = uid_map.split_whitespace().collect();
+    assert_eq!(
+        uid_map,
+        ["0", "65534", "1"],
+        "only the caller is mapped, as root"
+    );
+    assert!(same_file(&proc_path(served, "root"), &oci));
+    assert_every_thread_confined(served, "0000000000000000");
+    // SAFETY: kill(2) with a pid we started and still own (not yet reaped).
+    assert_eq!(unsafe { libc::kill(daemon.pid() as i32, libc::SIGTERM) }, 0);
+    assert!(daemon.wait_exit(DAEMON_DEADLINE).success());
+    wait_gone(served);
+    assert!(!sock.exists(), "socket file left behind");
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut all = vec![dir.to_path_buf()];
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            all.extend(walk(&path));
+        } else {
+            all.push(path);
+        }
+    }
+    all
+}
+
+#[test]
+fn seccomp_without_sandbox_starts_and_stops_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tree = tmp.path().join("tree");
+    std::fs::create_dir_all(&tree).unwrap();
+    std::fs::write(tree.join("f"), b"x").unwrap();
+    let img = image::build(&tree, &tmp.path().join("oci"), "t", false);
+    let sock = tmp.path().join("vfs.sock");
+    // Serving threads start under the filter, and the SIGTERM path removes the socket file.
+    let mut daemon = image::serve(&sock, &img.target, &["--sandbox=none"]);
+    let pid = daemon.pid();
+    assert_every_thread_confined(pid, &status_field(&proc_path(pid, "status"), "CapEff"));
+    // SAFETY: kill(2) with a pid we started and still own (not yet reaped).
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGTERM) }, 0);
+    let exit = daemon.wait_exit(DAEMON_DEADLINE);
+    assert!(exit.success(), "{exit}");
+    assert!(!sock.exists(), "socket file left behind");
+}
+
+#[test]
 fn chroot_sandbox_confines_without_namespaces() {
     let tmp = tempfile::tempdir().unwrap();
     let tree = tmp.path().join("tree");

@@ -44,6 +44,11 @@ pub fn start(config: &Config) -> Result<Started, DaemonError> {
         Source::SharedDir(dir) => check_shared_dir(dir).map(|()| Opened::SharedDir(dir.clone())),
         Source::Image(source) => open_image(source).map(|i| Opened::Image(Box::new(i))),
     }?;
+    // Before the filter: the default pool size reads /proc/self/cgroup.
+    let opts = ServeOptions {
+        thread_pool_size: config.thread_pool_size,
+        ..ServeOptions::default()
+    };
     let sandboxed = config.sandbox != Sandbox::None;
     let listener = if sandboxed {
         // Unlinking it at exit is the supervisor's job: the daemon cannot reach the path.
@@ -102,10 +107,7 @@ pub fn start(config: &Config) -> Result<Started, DaemonError> {
     Ok(Started::Daemon(Box::new(Daemon {
         fs,
         listener,
-        opts: ServeOptions {
-            thread_pool_size: config.thread_pool_size,
-            ..ServeOptions::default()
-        },
+        opts,
         socket_file,
     })))
 }

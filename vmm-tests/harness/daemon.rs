@@ -31,6 +31,13 @@ impl Daemon {
         Self::start(Command::new(binary()).args(args))
     }
 
+    /// Starts the daemon with `args` as user and group `id` (std drops the supplementary
+    /// groups when root changes uid).
+    pub fn spawn_as(id: u32, args: &[&str]) -> Daemon {
+        use std::os::unix::process::CommandExt;
+        Self::start(Command::new(binary()).args(args).uid(id).gid(id))
+    }
+
     /// Starts the daemon with `listener` as its fd 3, as Kata's Go runtime does.
     pub fn spawn_with_fd3(listener: &UnixListener, args: &[&str]) -> Daemon {
         let fd: RawFd = listener.as_raw_fd();
