@@ -122,6 +122,7 @@ fn chunk_errno(e: &ChunkError) -> i32 {
         | ChunkError::TooLarge { .. }
         | ChunkError::Zstd(_)
         | ChunkError::Io(_) => libc::EIO,
+        ChunkError::BadParams(_) => libc::EINVAL,
     }
 }
 
