@@ -66,7 +66,13 @@ fn check_order(r: &RunReport, queues: usize) {
                 ],
                 "{kinds:?}"
             );
-            ["SET_VRING_NUM", "SET_VRING_BASE", "SET_VRING_ADDR", "SET_VRING_KICK"].as_slice()
+            [
+                "SET_VRING_NUM",
+                "SET_VRING_BASE",
+                "SET_VRING_ADDR",
+                "SET_VRING_KICK",
+            ]
+            .as_slice()
         }
         Profile::CloudHypervisor => {
             assert_eq!(&kinds[..2], ["SET_OWNER", "GET_FEATURES"], "{kinds:?}");
@@ -190,12 +196,34 @@ fn hostile_requests_get_errors_and_the_daemon_serves_on() {
         for name in ["getattr-before-init", "read-before-init"] {
             assert_eq!(outcome(name), Outcome::Errno { errno: libc::EIO }, "{name}");
         }
-        for name in ["len-larger-than-chain", "len-smaller-than-header", "len-zero"] {
-            assert_eq!(outcome(name), Outcome::Errno { errno: libc::EINVAL }, "{name}");
+        for name in [
+            "len-larger-than-chain",
+            "len-smaller-than-header",
+            "len-zero",
+        ] {
+            assert_eq!(
+                outcome(name),
+                Outcome::Errno {
+                    errno: libc::EINVAL
+                },
+                "{name}"
+            );
         }
-        assert_eq!(outcome("unknown-opcode"), Outcome::Errno { errno: libc::ENOSYS });
-        assert_eq!(outcome("write-readonly"), Outcome::Errno { errno: libc::EROFS });
-        for name in ["getattr-unknown-inode", "lookup-unknown-parent", "read-unknown-inode"] {
+        assert_eq!(
+            outcome("unknown-opcode"),
+            Outcome::Errno {
+                errno: libc::ENOSYS
+            }
+        );
+        assert_eq!(
+            outcome("write-readonly"),
+            Outcome::Errno { errno: libc::EROFS }
+        );
+        for name in [
+            "getattr-unknown-inode",
+            "lookup-unknown-parent",
+            "read-unknown-inode",
+        ] {
             assert!(matches!(outcome(name), Outcome::Errno { .. }), "{name}");
         }
         // Descriptors the daemon cannot use come back empty (or, for a head past the table,
@@ -281,8 +309,5 @@ fn virtiofsd_reference_every_workload_profile_and_depth() {
     let socket = dir.path().join("vfs.sock");
     let _d = start_virtiofsd(&socket, tree());
     let err = run(&options(&socket, Profile::Qemu, 2, 1)).unwrap_err();
-    assert!(
-        matches!(err, FrontendError::Unsupported(_)),
-        "{err}"
-    );
+    assert!(matches!(err, FrontendError::Unsupported(_)), "{err}");
 }

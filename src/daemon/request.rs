@@ -162,7 +162,11 @@ fn handle<F: FileSystem + Sync>(fuse: &FuseServer<F>, mem: &GuestMem, chain: Cha
 /// Why a request must not reach the server, as an errno: a header length that disagrees
 /// with the chain (shorter than the header itself, or longer than what the guest supplied),
 /// or anything but INIT before INIT.
-fn refuse<F: FileSystem + Sync>(fuse: &FuseServer<F>, h: &InHeader, supplied: usize) -> Option<i32> {
+fn refuse<F: FileSystem + Sync>(
+    fuse: &FuseServer<F>,
+    h: &InHeader,
+    supplied: usize,
+) -> Option<i32> {
     let len = h.len as usize;
     if len < std::mem::size_of::<InHeader>() || len > supplied {
         return Some(libc::EINVAL);
@@ -200,5 +204,53 @@ fn error_code(e: &fuse_backend_rs::Error) -> i32 {
         | E::InvalidXattrSize(_)
         | E::InvalidMessage(_) => libc::EINVAL,
         _ => libc::EIO,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct NoFs;
+    impl FileSystem for NoFs {
+        type Inode = u64;
+        type Handle = u64;
+    }
+
+    fn header(opcode: Opcode, len: u32) -> InHeader {
+        InHeader {
+            len,
+            opcode: opcode as u32,
+            unique: 7,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn refuses_requests_before_init_and_lengths_that_disagree_with_the_chain() {
+        let fuse = FuseServer::new(NoFs);
+        assert_eq!(
+            refuse(&fuse, &header(Opcode::Getattr, 56), 56),
+            Some(libc::EIO)
+        );
+        assert_eq!(refuse(&fuse, &header(Opcode::Init, 56), 56), None);
+        assert_eq!(
+            refuse(&fuse, &header(Opcode::Init, 16), 56),
+            Some(libc::EINVAL)
+        );
+        assert_eq!(
+            refuse(&fuse, &header(Opcode::Init, 57), 56),
+            Some(libc::EINVAL)
+        );
+        fuse.initialized.store(true, Ordering::Release);
+        assert_eq!(refuse(&fuse, &header(Opcode::Getattr, 56), 56), None);
+        assert_eq!(
+            refuse(&fuse, &header(Opcode::Getattr, 0), 56),
+            Some(libc::EINVAL)
+        );
+        assert_eq!(
+            refuse(&fuse, &header(Opcode::Getattr, 4096), 56),
+            Some(libc::EINVAL)
+        );
     }
 }

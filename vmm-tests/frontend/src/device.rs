@@ -204,8 +204,13 @@ impl Device {
         }
         // Driver start.
         for i in 0..self.queues.len() {
-            let call = self.queues[i].call.try_clone().map_err(|e| FrontendError::io("dup", e))?;
-            self.msg(format!("SET_VRING_CALL {i}"), |f| f.set_vring_call(i, &call))?;
+            let call = self.queues[i]
+                .call
+                .try_clone()
+                .map_err(|e| FrontendError::io("dup", e))?;
+            self.msg(format!("SET_VRING_CALL {i}"), |f| {
+                f.set_vring_call(i, &call)
+            })?;
         }
         let acked = self.features;
         self.msg("SET_FEATURES", |f| f.set_features(acked))?;
@@ -217,11 +222,18 @@ impl Device {
         for i in 0..self.queues.len() {
             let (size, base) = (self.queues[i].size, self.queues[i].base());
             let config = self.queues[i].config(&self.ram);
-            let kick = self.queues[i].kick.try_clone().map_err(|e| FrontendError::io("dup", e))?;
+            let kick = self.queues[i]
+                .kick
+                .try_clone()
+                .map_err(|e| FrontendError::io("dup", e))?;
             self.msg(format!("SET_VRING_NUM {i}"), |f| f.set_vring_num(i, size))?;
             self.msg(format!("SET_VRING_BASE {i}"), |f| f.set_vring_base(i, base))?;
-            self.msg(format!("SET_VRING_ADDR {i}"), |f| f.set_vring_addr(i, &config))?;
-            self.msg(format!("SET_VRING_KICK {i}"), |f| f.set_vring_kick(i, &kick))?;
+            self.msg(format!("SET_VRING_ADDR {i}"), |f| {
+                f.set_vring_addr(i, &config)
+            })?;
+            self.msg(format!("SET_VRING_KICK {i}"), |f| {
+                f.set_vring_kick(i, &kick)
+            })?;
         }
         self.enable_all(true)?;
         // QEMU's guest sends its first request long after this; a reply-bearing message makes
@@ -249,13 +261,25 @@ impl Device {
         for i in 0..self.queues.len() {
             let (size, base) = (self.queues[i].size, self.queues[i].base());
             let config = self.queues[i].config(&self.ram);
-            let call = self.queues[i].call.try_clone().map_err(|e| FrontendError::io("dup", e))?;
-            let kick = self.queues[i].kick.try_clone().map_err(|e| FrontendError::io("dup", e))?;
+            let call = self.queues[i]
+                .call
+                .try_clone()
+                .map_err(|e| FrontendError::io("dup", e))?;
+            let kick = self.queues[i]
+                .kick
+                .try_clone()
+                .map_err(|e| FrontendError::io("dup", e))?;
             self.msg(format!("SET_VRING_NUM {i}"), |f| f.set_vring_num(i, size))?;
-            self.msg(format!("SET_VRING_ADDR {i}"), |f| f.set_vring_addr(i, &config))?;
+            self.msg(format!("SET_VRING_ADDR {i}"), |f| {
+                f.set_vring_addr(i, &config)
+            })?;
             self.msg(format!("SET_VRING_BASE {i}"), |f| f.set_vring_base(i, base))?;
-            self.msg(format!("SET_VRING_CALL {i}"), |f| f.set_vring_call(i, &call))?;
-            self.msg(format!("SET_VRING_KICK {i}"), |f| f.set_vring_kick(i, &kick))?;
+            self.msg(format!("SET_VRING_CALL {i}"), |f| {
+                f.set_vring_call(i, &call)
+            })?;
+            self.msg(format!("SET_VRING_KICK {i}"), |f| {
+                f.set_vring_kick(i, &kick)
+            })?;
         }
         self.enable_all(true)?;
         if !self.reply_ack() {

@@ -27,13 +27,21 @@ pub enum FrontendError {
     Memory(String),
     /// The back end answered a FUSE request with an error.
     #[error("{op} {what}: errno {errno} ({})", io::Error::from_raw_os_error(*.errno))]
-    Fuse { op: &'static str, what: String, errno: i32 },
+    Fuse {
+        op: &'static str,
+        what: String,
+        errno: i32,
+    },
     /// The back end's answer was malformed.
     #[error("bad reply to {op}: {why}")]
     BadReply { op: &'static str, why: String },
     /// No completion arrived in time: the back end hung, died, or dropped a request.
     #[error("no completion within {secs} s ({in_flight} requests in flight); back end {state}")]
-    Timeout { secs: u64, in_flight: usize, state: &'static str },
+    Timeout {
+        secs: u64,
+        in_flight: usize,
+        state: &'static str,
+    },
     /// `--verify` found differences between the served tree and the source tree.
     #[error("{count} differences from the source tree, first ones:\n{first}")]
     Mismatch { count: usize, first: String },

@@ -2,8 +2,8 @@
 //! the back end (every length checked, no panics on malformed replies).
 
 use fuse_backend_rs::abi::fuse_abi::{
-    BatchForgetIn, Dirent, EntryOut, ForgetIn, ForgetOne, FsOptions, GetattrIn, InHeader,
-    InitIn, InitOut, OpenIn, OpenOut, Opcode, OutHeader, ReadIn, ReleaseIn,
+    BatchForgetIn, Dirent, EntryOut, ForgetIn, ForgetOne, FsOptions, GetattrIn, InHeader, InitIn,
+    InitOut, Opcode, OpenIn, OpenOut, OutHeader, ReadIn, ReleaseIn,
 };
 use vm_memory::ByteValued;
 
@@ -245,4 +245,75 @@ pub fn parse_dirents(data: &[u8], plus: bool) -> Result<Vec<DirEntry>> {
         pos += name_end.next_multiple_of(8);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dirent(buf: &mut Vec<u8>, name: &[u8], off: u64) {
+        let d = Dirent {
+            ino: 5,
+            off,
+            namelen: name.len() as u32,
+            type_: 8,
+        };
+        buf.extend_from_slice(d.as_slice());
+        buf.extend_from_slice(name);
+        while !buf.len().is_multiple_of(8) {
+            buf.push(0);
+        }
+    }
+
+    #[test]
+    fn decodes_padded_entries() {
+        let mut buf = Vec::new();
+        dirent(&mut buf, b"a", 1);
+        dirent(&mut buf, b"longer-name", 2);
+        let got = parse_dirents(&buf, false).unwrap();
+        let names: Vec<&[u8]> = got.iter().map(|e| e.name.as_slice()).collect();
+        assert_eq!(names, [b"a".as_slice(), b"longer-name"]);
+        assert_eq!(got[1].off, 2);
+        assert_eq!(got[0].kind, 8);
+    }
+
+    #[test]
+    fn malformed_replies_are_errors_not_panics() {
+        let mut buf = Vec::new();
+        dirent(&mut buf, b"name", 1);
+        assert!(parse_dirents(&buf[..buf.len() - 8], false).is_err());
+        assert!(parse_dirents(&buf, true).is_err());
+        let mut lying = buf.clone();
+        lying[16..20].copy_from_slice(&1000u32.to_ne_bytes());
+        assert!(parse_dirents(&lying, false).is_err());
+        // Garbage of every length up to a few entries: never a panic.
+        let mut x = 0x1234_5678u32;
+        let garbage: Vec<u8> = (0..600)
+            .map(|_| {
+                x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                (x >> 16) as u8
+            })
+            .collect();
+        for len in 0..garbage.len() {
+            let _ = parse_dirents(&garbage[..len], false);
+            let _ = parse_dirents(&garbage[..len], true);
+        }
+        assert!(parse::<InitOut>("INIT", &[0u8; 10]).is_err());
+    }
+
+    #[test]
+    fn requests_carry_their_length_and_arguments() {
+        let r = lookup(1, b"etc");
+        let bytes = r.encode(42);
+        let h: InHeader = parse("test", &bytes).unwrap();
+        assert_eq!(h.len as usize, bytes.len());
+        assert_eq!(
+            (h.opcode, h.unique, h.nodeid),
+            (Opcode::Lookup as u32, 42, 1)
+        );
+        assert_eq!(&bytes[IN_HEADER_LEN..], b"etc\0");
+        let f = batch_forget(&[(3, 1), (4, 2)]);
+        assert!(f.reply_room.is_none());
+        assert_eq!(f.args.len(), 8 + 2 * 16);
+    }
 }

@@ -48,7 +48,9 @@ impl fmt::Display for Outcome {
                 std::io::Error::from_raw_os_error(*errno)
             ),
             Outcome::Success => write!(f, "success"),
-            Outcome::Empty { used_len } => write!(f, "completed, no reply (used length {used_len})"),
+            Outcome::Empty { used_len } => {
+                write!(f, "completed, no reply (used length {used_len})")
+            }
             Outcome::BadReply { why } => write!(f, "bad reply: {why}"),
             Outcome::Dropped => write!(f, "dropped (no completion)"),
             Outcome::Died => write!(f, "BACK END DIED"),
@@ -135,7 +137,12 @@ fn read_in(fh: u64, offset: u64, size: u32) -> Vec<u8> {
 }
 
 /// Sends one case and classifies the result.
-fn send(s: &mut Session, scratch: (GuestAddress, GuestAddress), case: &Case, wait: Duration) -> Result<Outcome> {
+fn send(
+    s: &mut Session,
+    scratch: (GuestAddress, GuestAddress),
+    case: &Case,
+    wait: Duration,
+) -> Result<Outcome> {
     let unique = case
         .parts
         .iter()
@@ -193,7 +200,14 @@ fn send(s: &mut Session, scratch: (GuestAddress, GuestAddress), case: &Case, wai
     wait_for(s, case.queue, u32::from(head), scratch.1, unique, wait)
 }
 
-fn wait_for(s: &mut Session, queue: usize, head: u32, out: GuestAddress, unique: u64, wait: Duration) -> Result<Outcome> {
+fn wait_for(
+    s: &mut Session,
+    queue: usize,
+    head: u32,
+    out: GuestAddress,
+    unique: u64,
+    wait: Duration,
+) -> Result<Outcome> {
     let deadline = Instant::now() + wait;
     let mem = s.dev.ram.mem().clone();
     loop {
@@ -209,7 +223,10 @@ fn wait_for(s: &mut Session, queue: usize, head: u32, out: GuestAddress, unique:
                 .map_err(|e| FrontendError::Memory(e.to_string()))?;
             if h.unique != unique || (h.len as usize) < OUT_HEADER_LEN {
                 return Ok(Outcome::BadReply {
-                    why: format!("header {{len {}, error {}, unique {}}}, used length {}", h.len, h.error, h.unique, used.len),
+                    why: format!(
+                        "header {{len {}, error {}, unique {}}}, used length {}",
+                        h.len, h.error, h.unique, used.len
+                    ),
                 });
             }
             return Ok(match h.error {
@@ -235,7 +252,10 @@ fn wait_for(s: &mut Session, queue: usize, head: u32, out: GuestAddress, unique:
 fn pre_init_cases(u: &mut impl FnMut() -> u64) -> Vec<Case> {
     vec![
         simple("getattr-before-init", encoded(&fuse::getattr(1), u())),
-        simple("read-before-init", encoded(&fuse::read(Opcode::Read, 1, 0, 0, 4096), u())),
+        simple(
+            "read-before-init",
+            encoded(&fuse::read(Opcode::Read, 1, 0, 0, 4096), u()),
+        ),
     ]
 }
 
@@ -265,24 +285,45 @@ fn post_init_cases(u: &mut impl FnMut() -> u64, t: &Targets, ram_end: u64) -> Ve
     let mut huge_name = vec![b'a'; 64 * 1024];
     huge_name.push(0);
     let mut v = vec![
-        simple("len-larger-than-chain", with_len(getattr(u()), 40 + 16 + 4096)),
+        simple(
+            "len-larger-than-chain",
+            with_len(getattr(u()), 40 + 16 + 4096),
+        ),
         simple("len-smaller-than-header", with_len(getattr(u()), 16)),
         simple("len-zero", with_len(getattr(u()), 0)),
         simple("unknown-opcode", header(9999, 1, u(), 40)),
         simple("opcode-zero", header(0, 1, u(), 40)),
         simple("init-again", encoded(&fuse::init(128 * 1024), u())),
-        simple("getattr-unknown-inode", encoded(&fuse::getattr(0xdead_beef_0000), u())),
+        simple(
+            "getattr-unknown-inode",
+            encoded(&fuse::getattr(0xdead_beef_0000), u()),
+        ),
         simple("getattr-inode-zero", encoded(&fuse::getattr(0), u())),
-        simple("getattr-no-args", header(Opcode::Getattr as u32, 1, u(), 40)),
-        simple("lookup-unknown-parent", encoded(&fuse::lookup(0xdead_beef_0000, b"x"), u())),
+        simple(
+            "getattr-no-args",
+            header(Opcode::Getattr as u32, 1, u(), 40),
+        ),
+        simple(
+            "lookup-unknown-parent",
+            encoded(&fuse::lookup(0xdead_beef_0000, b"x"), u()),
+        ),
         simple("lookup-no-nul", lookup_raw(u(), b"etc")),
         simple("lookup-huge-namelen", lookup_raw(u(), &huge_name)),
         simple("lookup-dotdot", encoded(&fuse::lookup(1, b".."), u())),
         simple("lookup-slash", encoded(&fuse::lookup(1, b"a/b"), u())),
         simple("read-4gib", read_req(u(), t.file, t.fh, 0, u32::MAX)),
-        simple("read-huge-offset", read_req(u(), t.file, t.fh, u64::MAX - 10, 4096)),
-        simple("read-unknown-fh", read_req(u(), t.file, 0xdead_beef, 0, 4096)),
-        simple("read-unknown-inode", read_req(u(), 0xdead_beef_0000, t.fh, 0, 4096)),
+        simple(
+            "read-huge-offset",
+            read_req(u(), t.file, t.fh, u64::MAX - 10, 4096),
+        ),
+        simple(
+            "read-unknown-fh",
+            read_req(u(), t.file, 0xdead_beef, 0, 4096),
+        ),
+        simple(
+            "read-unknown-inode",
+            read_req(u(), 0xdead_beef_0000, t.fh, 0, 4096),
+        ),
         simple("readdir-4gib", {
             let mut b = header(Opcode::Readdir as u32, 1, u(), 80);
             b.extend(read_in(t.dir_fh, 0, u32::MAX));
@@ -293,7 +334,10 @@ fn post_init_cases(u: &mut impl FnMut() -> u64, t: &Targets, ram_end: u64) -> Ve
             b.extend(read_in(0xdead_beef, 0, 4096));
             b
         }),
-        simple("release-unknown-fh", encoded(&fuse::release(t.file, 0xdead_beef, false), u())),
+        simple(
+            "release-unknown-fh",
+            encoded(&fuse::release(t.file, 0xdead_beef, false), u()),
+        ),
         simple("write-readonly", {
             let mut b = header(Opcode::Write as u32, t.file, u(), 40 + 40 + 4);
             b.extend(read_in(t.fh, 0, 4));
@@ -308,32 +352,103 @@ fn post_init_cases(u: &mut impl FnMut() -> u64, t: &Targets, ram_end: u64) -> Ve
         links,
     };
     v.extend([
-        chain("in-desc-outside-ram", vec![Part::InAt(ram_end + (1 << 30), 80), Part::Out(4096)], Links::Fine),
-        chain("in-desc-below-ram", vec![Part::InAt(0, 80), Part::Out(4096)], Links::Fine),
-        chain("in-desc-straddles-end", vec![Part::InAt(ram_end - 8, 64), Part::Out(4096)], Links::Fine),
-        chain("in-desc-huge-len", vec![Part::InAt(ram_end - (1 << 20), u32::MAX), Part::Out(4096)], Links::Fine),
-        chain("out-desc-outside-ram", vec![Part::In(getattr(u())), Part::OutAt(u64::MAX - 4095, 4096)], Links::Fine),
-        chain("zero-len-writable", vec![Part::In(getattr(u())), Part::Out(0)], Links::Fine),
+        chain(
+            "in-desc-outside-ram",
+            vec![Part::InAt(ram_end + (1 << 30), 80), Part::Out(4096)],
+            Links::Fine,
+        ),
+        chain(
+            "in-desc-below-ram",
+            vec![Part::InAt(0, 80), Part::Out(4096)],
+            Links::Fine,
+        ),
+        chain(
+            "in-desc-straddles-end",
+            vec![Part::InAt(ram_end - 8, 64), Part::Out(4096)],
+            Links::Fine,
+        ),
+        chain(
+            "in-desc-huge-len",
+            vec![Part::InAt(ram_end - (1 << 20), u32::MAX), Part::Out(4096)],
+            Links::Fine,
+        ),
+        chain(
+            "out-desc-outside-ram",
+            vec![Part::In(getattr(u())), Part::OutAt(u64::MAX - 4095, 4096)],
+            Links::Fine,
+        ),
+        chain(
+            "zero-len-writable",
+            vec![Part::In(getattr(u())), Part::Out(0)],
+            Links::Fine,
+        ),
         chain("no-writable", vec![Part::In(getattr(u()))], Links::Fine),
-        chain("writable-before-readable", vec![Part::Out(4096), Part::In(getattr(u()))], Links::Fine),
-        chain("short-writable", vec![Part::In(getattr(u())), Part::Out(8)], Links::Fine),
-        chain("desc-loop", vec![Part::In(getattr(u())), Part::Out(4096)], Links::Loop),
-        chain("next-past-table", vec![Part::In(getattr(u())), Part::Out(4096)], Links::PastTable),
-        chain("head-past-table", vec![Part::In(getattr(u()))], Links::BadHead),
-        chain("indirect-not-negotiated", vec![Part::Indirect, Part::Out(4096)], Links::Fine),
-        chain("header-split-over-descs", {
-            let b = getattr(u());
-            vec![Part::In(b[..20].to_vec()), Part::In(b[20..].to_vec()), Part::Out(4096)]
-        }, Links::Fine),
+        chain(
+            "writable-before-readable",
+            vec![Part::Out(4096), Part::In(getattr(u()))],
+            Links::Fine,
+        ),
+        chain(
+            "short-writable",
+            vec![Part::In(getattr(u())), Part::Out(8)],
+            Links::Fine,
+        ),
+        chain(
+            "desc-loop",
+            vec![Part::In(getattr(u())), Part::Out(4096)],
+            Links::Loop,
+        ),
+        chain(
+            "next-past-table",
+            vec![Part::In(getattr(u())), Part::Out(4096)],
+            Links::PastTable,
+        ),
+        chain(
+            "head-past-table",
+            vec![Part::In(getattr(u()))],
+            Links::BadHead,
+        ),
+        chain(
+            "indirect-not-negotiated",
+            vec![Part::Indirect, Part::Out(4096)],
+            Links::Fine,
+        ),
+        chain(
+            "header-split-over-descs",
+            {
+                let b = getattr(u());
+                vec![
+                    Part::In(b[..20].to_vec()),
+                    Part::In(b[20..].to_vec()),
+                    Part::Out(4096),
+                ]
+            },
+            Links::Fine,
+        ),
     ]);
     let mut forget = fuse::forget(0xdead_beef_0000, u64::MAX);
     forget.reply_room = None;
     let mut batch = fuse::batch_forget(&[(0xdead_beef_0000, 1)]);
     batch.args[..4].copy_from_slice(&1_000_000u32.to_ne_bytes());
     v.extend([
-        Case { name: "forget-unknown-inode", queue: HIPRIO, parts: vec![Part::In(encoded(&forget, u()))], links: Links::Fine },
-        Case { name: "batch-forget-count-overflow", queue: HIPRIO, parts: vec![Part::In(encoded(&batch, u()))], links: Links::Fine },
-        Case { name: "getattr-on-hiprio", queue: HIPRIO, parts: vec![Part::In(getattr(u())), Part::Out(4096)], links: Links::Fine },
+        Case {
+            name: "forget-unknown-inode",
+            queue: HIPRIO,
+            parts: vec![Part::In(encoded(&forget, u()))],
+            links: Links::Fine,
+        },
+        Case {
+            name: "batch-forget-count-overflow",
+            queue: HIPRIO,
+            parts: vec![Part::In(encoded(&batch, u()))],
+            links: Links::Fine,
+        },
+        Case {
+            name: "getattr-on-hiprio",
+            queue: HIPRIO,
+            parts: vec![Part::In(getattr(u())), Part::Out(4096)],
+            links: Links::Fine,
+        },
     ]);
     v
 }
@@ -351,9 +466,15 @@ pub fn before_init(s: &mut Session, wait: Duration, pid: Option<u32>) -> Result<
 }
 
 /// Runs the cases after INIT; `file` is a regular file's node id (looked up by the caller).
-pub fn after_init(s: &mut Session, file: u64, wait: Duration, pid: Option<u32>) -> Result<Vec<CaseResult>> {
+pub fn after_init(
+    s: &mut Session,
+    file: u64,
+    wait: Duration,
+    pid: Option<u32>,
+) -> Result<Vec<CaseResult>> {
     let scratch = alloc_scratch(s)?;
-    let open = crate::session::expect_ok("OPEN", "hostile target", s.call(fuse::open(file, false))?)?;
+    let open =
+        crate::session::expect_ok("OPEN", "hostile target", s.call(fuse::open(file, false))?)?;
     let fh = fuse::parse::<fuse_backend_rs::abi::fuse_abi::OpenOut>("OPEN", &open)?.fh;
     let open = crate::session::expect_ok("OPENDIR", "/", s.call(fuse::open(1, true))?)?;
     let dir_fh = fuse::parse::<fuse_backend_rs::abi::fuse_abi::OpenOut>("OPENDIR", &open)?.fh;
@@ -366,7 +487,11 @@ pub fn after_init(s: &mut Session, file: u64, wait: Duration, pid: Option<u32>) 
     let cases = post_init_cases(&mut u, &targets, s.dev.ram.end());
     let results = run_cases(s, scratch, cases, wait, pid)?;
     if !results.iter().any(|r| r.outcome == Outcome::Died) {
-        crate::session::expect_ok("RELEASE", "hostile target", s.call(fuse::release(file, fh, false))?)?;
+        crate::session::expect_ok(
+            "RELEASE",
+            "hostile target",
+            s.call(fuse::release(file, fh, false))?,
+        )?;
         crate::session::expect_ok("RELEASEDIR", "/", s.call(fuse::release(1, dir_fh, true))?)?;
     }
     Ok(results)

@@ -88,7 +88,9 @@ fn ram_size(o: &RunOptions, slots: usize, out_room: u32) -> u64 {
 /// inode, checks against `verify` (if given), and stops the device.
 pub fn run(o: &RunOptions) -> Result<RunReport> {
     if o.depth == 0 || o.depth > 4096 {
-        return Err(FrontendError::Usage("depth must be between 1 and 4096".into()));
+        return Err(FrontendError::Usage(
+            "depth must be between 1 and 4096".into(),
+        ));
     }
     let out_room = o.read_size.clamp(64 * 1024, 16 << 20);
     let slots = o.depth + 2;
@@ -138,8 +140,15 @@ pub fn run(o: &RunOptions) -> Result<RunReport> {
             .values()
             .find(|n| n.mode & libc::S_IFMT == libc::S_IFREG && n.size > 0)
             .map(|n| n.nodeid)
-            .ok_or_else(|| FrontendError::Usage("hostile: the tree has no non-empty file".into()))?;
-        hostile.extend(hostile::after_init(&mut s, target, o.hostile_wait, o.backend_pid)?);
+            .ok_or_else(|| {
+                FrontendError::Usage("hostile: the tree has no non-empty file".into())
+            })?;
+        hostile.extend(hostile::after_init(
+            &mut s,
+            target,
+            o.hostile_wait,
+            o.backend_pid,
+        )?);
     }
     let died = hostile.iter().any(|c| c.outcome == Outcome::Died);
     report.hostile = hostile;
@@ -149,9 +158,7 @@ pub fn run(o: &RunOptions) -> Result<RunReport> {
             let m = workload::run(&mut s, &mut ctx, *w, o.depth)?;
             let mut r = WorkloadReport::new(*w, o.depth, m);
             if let Some(pid) = o.backend_pid {
-                r.backend_cpu_s = cpu_before
-                    .zip(report::cpu_seconds(pid))
-                    .map(|(a, b)| b - a);
+                r.backend_cpu_s = cpu_before.zip(report::cpu_seconds(pid)).map(|(a, b)| b - a);
                 r.backend_peak_rss_kib = report::peak_rss_kib(pid);
             }
             report.workloads.push(r);
@@ -169,7 +176,13 @@ pub fn run(o: &RunOptions) -> Result<RunReport> {
     if !ctx.differences.is_empty() {
         return Err(FrontendError::Mismatch {
             count: ctx.differences.len(),
-            first: ctx.differences.iter().take(20).cloned().collect::<Vec<_>>().join("\n"),
+            first: ctx
+                .differences
+                .iter()
+                .take(20)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("\n"),
         });
     }
     Ok(report)

@@ -124,7 +124,15 @@ impl RunReport {
             let _ = writeln!(
                 s,
                 "{:<12} {:>5} {:>9} {:>10} {:>10} {:>9} {:>9} {:>9} {:>10}",
-                "workload", "depth", "ops", "ops/s", "MB/s", "p50 us", "p99 us", "cpu s", "peak KiB"
+                "workload",
+                "depth",
+                "ops",
+                "ops/s",
+                "MB/s",
+                "p50 us",
+                "p99 us",
+                "cpu s",
+                "peak KiB"
             );
         }
         for w in &self.workloads {

@@ -60,7 +60,9 @@ impl Session {
         let mut v = Vec::with_capacity(slots);
         for _ in 0..slots {
             let input = dev.ram.alloc(u64::from(IN_ROOM), 64)?;
-            let output = dev.ram.alloc(u64::from(out_room) + OUT_HEADER_LEN as u64, 64)?;
+            let output = dev
+                .ram
+                .alloc(u64::from(out_room) + OUT_HEADER_LEN as u64, 64)?;
             v.push(Slot { input, output });
         }
         Ok(Session {
@@ -248,8 +250,11 @@ impl Session {
             });
         }
         let mut data = vec![0u8; header.len as usize - OUT_HEADER_LEN];
-        mem.read_slice(&mut data, vm_memory::Address::unchecked_add(&out_addr, OUT_HEADER_LEN as u64))
-            .map_err(|e| FrontendError::Memory(e.to_string()))?;
+        mem.read_slice(
+            &mut data,
+            vm_memory::Address::unchecked_add(&out_addr, OUT_HEADER_LEN as u64),
+        )
+        .map_err(|e| FrontendError::Memory(e.to_string()))?;
         Ok(Reply::Answer {
             errno: -header.error,
             data,
@@ -327,12 +332,13 @@ pub fn expect_ok(op: &'static str, what: &str, reply: Reply) -> Result<Vec<u8>> 
 
 /// Read size the session uses: `wanted`, capped by what INIT negotiated.
 pub fn read_size(init: &InitOut, wanted: u32) -> u32 {
-    let by_pages = if init.flags & fuse_backend_rs::abi::fuse_abi::FsOptions::MAX_PAGES.bits() as u32 != 0
-        && init.max_pages > 0
-    {
-        u32::from(init.max_pages) * 4096
-    } else {
-        32 * 4096
-    };
+    let by_pages =
+        if init.flags & fuse_backend_rs::abi::fuse_abi::FsOptions::MAX_PAGES.bits() as u32 != 0
+            && init.max_pages > 0
+        {
+            u32::from(init.max_pages) * 4096
+        } else {
+            32 * 4096
+        };
     wanted.min(by_pages).max(4096)
 }

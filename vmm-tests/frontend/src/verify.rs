@@ -99,10 +99,7 @@ pub fn compare(ctx: &mut Ctx, root: &Path) {
     for (path, digest) in &ctx.digests {
         match sha256_of(&source_path(root, path)) {
             Ok(want) if &want == digest => {}
-            Ok(want) => diffs.push(format!(
-                "{}: sha256 {digest}, source {want}",
-                show(path)
-            )),
+            Ok(want) => diffs.push(format!("{}: sha256 {digest}, source {want}", show(path))),
             Err(e) => diffs.push(format!("{}: cannot read the source: {e}", show(path))),
         }
     }

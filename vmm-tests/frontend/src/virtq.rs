@@ -135,7 +135,11 @@ impl SplitQueue {
             if i + 1 < ids.len() {
                 flags |= DESC_F_NEXT;
             }
-            self.write_desc(mem, ids[i], Descriptor::new(b.addr.raw_value(), b.len, flags, next))?;
+            self.write_desc(
+                mem,
+                ids[i],
+                Descriptor::new(b.addr.raw_value(), b.len, flags, next),
+            )?;
         }
         let head = ids[0];
         self.chains.insert(head, ids);
@@ -170,8 +174,12 @@ impl SplitQueue {
             .map_err(mem_err)?;
         self.next_avail = self.next_avail.wrapping_add(1);
         // The entry must be visible before the index that publishes it.
-        mem.store(self.next_avail, self.avail.unchecked_add(2), Ordering::Release)
-            .map_err(mem_err)
+        mem.store(
+            self.next_avail,
+            self.avail.unchecked_add(2),
+            Ordering::Release,
+        )
+        .map_err(mem_err)
     }
 
     /// Kicks the device unless it said it does not need it.
@@ -206,5 +214,94 @@ impl SplitQueue {
         let known = ids.is_some();
         self.free.extend(ids.into_iter().flatten());
         Ok(Some(Used { id, len, known }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setup() -> (GuestRam, SplitQueue) {
+        let mut ram = GuestRam::new(1 << 20).unwrap();
+        let q = SplitQueue::new(&mut ram, 8).unwrap();
+        (ram, q)
+    }
+
+    #[test]
+    fn push_links_the_chain_and_pop_frees_it() {
+        let (mut ram, mut q) = setup();
+        let a = ram.alloc(64, 8).unwrap();
+        let b = ram.alloc(64, 8).unwrap();
+        let mem = ram.mem().clone();
+        let bufs = [
+            Buf {
+                addr: a,
+                len: 40,
+                writable: false,
+            },
+            Buf {
+                addr: b,
+                len: 64,
+                writable: true,
+            },
+        ];
+        let head = q.push(&mem, &bufs).unwrap();
+        assert_eq!(q.free(), 6);
+        let avail_idx: u16 = mem
+            .load(q.avail.unchecked_add(2), Ordering::Acquire)
+            .unwrap();
+        assert_eq!(avail_idx, 1);
+        let ring0: u16 = mem.read_obj(q.avail.unchecked_add(4)).unwrap();
+        assert_eq!(ring0, head);
+        let d0: Descriptor = mem
+            .read_obj(q.desc.unchecked_add(16 * u64::from(head)))
+            .unwrap();
+        assert_eq!(d0.addr(), a);
+        assert!(d0.has_next() && !d0.is_write_only());
+        let d1: Descriptor = mem
+            .read_obj(q.desc.unchecked_add(16 * u64::from(d0.next())))
+            .unwrap();
+        assert_eq!(d1.addr(), b);
+        assert!(!d1.has_next() && d1.is_write_only());
+
+        assert!(q.pop_used(&mem).unwrap().is_none());
+        // Play the device: one used entry for `head`, 24 bytes written.
+        mem.write_obj(u32::from(head), q.used.unchecked_add(4))
+            .unwrap();
+        mem.write_obj(24u32, q.used.unchecked_add(8)).unwrap();
+        mem.store(1u16, q.used.unchecked_add(2), Ordering::Release)
+            .unwrap();
+        let used = q.pop_used(&mem).unwrap().unwrap();
+        assert_eq!((used.id, used.len, used.known), (u32::from(head), 24, true));
+        assert_eq!(q.free(), 8);
+        assert_eq!(q.outstanding(), 0);
+    }
+
+    #[test]
+    fn kicks_only_when_the_device_wants_them() {
+        let (ram, mut q) = setup();
+        let mem = ram.mem().clone();
+        q.notify(&mem).unwrap();
+        assert_eq!(q.kick.read().unwrap(), 1);
+        mem.store(USED_F_NO_NOTIFY, q.used, Ordering::Release)
+            .unwrap();
+        q.notify(&mem).unwrap();
+        assert!(q.kick.read().is_err(), "no kick expected");
+        assert_eq!(q.kicks, 1);
+    }
+
+    #[test]
+    fn refuses_chains_longer_than_the_free_descriptors() {
+        let (mut ram, mut q) = setup();
+        let a = ram.alloc(64, 8).unwrap();
+        let mem = ram.mem().clone();
+        let buf = Buf {
+            addr: a,
+            len: 8,
+            writable: false,
+        };
+        assert!(q.push(&mem, &[buf; 9]).is_err());
+        assert!(q.push(&mem, &[]).is_err());
+        assert_eq!(q.free(), 8);
     }
 }

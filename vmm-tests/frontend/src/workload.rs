@@ -7,7 +7,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use fuse_backend_rs::abi::fuse_abi::{AttrOut, EntryOut, OpenOut, Opcode};
+use fuse_backend_rs::abi::fuse_abi::{AttrOut, EntryOut, Opcode, OpenOut};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -152,7 +152,8 @@ fn walk_reply(
     let plus = matches!(readdir, Opcode::Readdirplus);
     match op {
         WalkOp::OpenDir(path, ino) => {
-            let open: OpenOut = fuse::parse("OPENDIR", &expect_ok("OPENDIR", &show(&path), reply)?)?;
+            let open: OpenOut =
+                fuse::parse("OPENDIR", &expect_ok("OPENDIR", &show(&path), reply)?)?;
             let req = fuse::read(readdir, ino, open.fh, 0, DIR_BUF);
             ops.push_back((req, WalkOp::ReadDir(path, ino, open.fh)));
         }
@@ -167,7 +168,9 @@ fn walk_reply(
             for e in entries.iter().filter(|e| !e.is_dot()) {
                 let child = join(&path, &e.name);
                 match &e.entry {
-                    None => ops.push_back((fuse::lookup(ino, &e.name), WalkOp::Lookup(child, e.kind))),
+                    None => {
+                        ops.push_back((fuse::lookup(ino, &e.name), WalkOp::Lookup(child, e.kind)))
+                    }
                     Some(entry) if entry.nodeid != 0 => found(ctx, child, e.kind, entry, ops),
                     Some(_) => {}
                 }
@@ -179,9 +182,13 @@ fn walk_reply(
             expect_ok("RELEASEDIR", "", reply)?;
         }
         WalkOp::Lookup(path, kind) => {
-            let entry: EntryOut = fuse::parse("LOOKUP", &expect_ok("LOOKUP", &show(&path), reply)?)?;
+            let entry: EntryOut =
+                fuse::parse("LOOKUP", &expect_ok("LOOKUP", &show(&path), reply)?)?;
             *ctx.lookups.entry(entry.nodeid).or_default() += 1;
-            ops.push_back((fuse::getattr(entry.nodeid), WalkOp::GetAttr(path.clone(), kind)));
+            ops.push_back((
+                fuse::getattr(entry.nodeid),
+                WalkOp::GetAttr(path.clone(), kind),
+            ));
             ctx.tree.insert(
                 path,
                 Node {
@@ -193,7 +200,8 @@ fn walk_reply(
             );
         }
         WalkOp::GetAttr(path, kind) => {
-            let attr: AttrOut = fuse::parse("GETATTR", &expect_ok("GETATTR", &show(&path), reply)?)?;
+            let attr: AttrOut =
+                fuse::parse("GETATTR", &expect_ok("GETATTR", &show(&path), reply)?)?;
             check_kind(ctx, &path, kind, attr.attr.mode);
             let node = ctx.tree.get_mut(&path).expect("looked up before");
             node.mode = attr.attr.mode;
@@ -295,7 +303,8 @@ fn read_all(s: &mut Session, ctx: &mut Ctx, depth: usize) -> Result<Measured> {
         match op {
             ReadOp::Open(i) => {
                 let f = &mut files[i];
-                let open: OpenOut = fuse::parse("OPEN", &expect_ok("OPEN", &show(&f.path), reply)?)?;
+                let open: OpenOut =
+                    fuse::parse("OPEN", &expect_ok("OPEN", &show(&f.path), reply)?)?;
                 f.fh = open.fh;
                 f.left = f.size.div_ceil(rs);
                 if f.left == 0 {
@@ -373,7 +382,14 @@ fn random(s: &mut Session, ctx: &mut Ctx, depth: usize) -> Result<Measured> {
         let off = (next_random(&mut state) % blocks.max(1)) * u64::from(RANDOM_READ);
         let f = &files[i];
         let req = fuse::read(Opcode::Read, f.nodeid, f.fh, off, RANDOM_READ);
-        ops.push_back((req, ReadOp::Read { file: i, off, len: RANDOM_READ }));
+        ops.push_back((
+            req,
+            ReadOp::Read {
+                file: i,
+                off,
+                len: RANDOM_READ,
+            },
+        ));
     }
     let sources: Vec<Option<std::fs::File>> = files
         .iter()
@@ -407,7 +423,11 @@ fn random(s: &mut Session, ctx: &mut Ctx, depth: usize) -> Result<Measured> {
         Ok(())
     })?;
     for f in &files {
-        expect_ok("RELEASE", &show(&f.path), s.call(fuse::release(f.nodeid, f.fh, false))?)?;
+        expect_ok(
+            "RELEASE",
+            &show(&f.path),
+            s.call(fuse::release(f.nodeid, f.fh, false))?,
+        )?;
     }
     m.latencies_ns = lat;
     Ok(m)
