@@ -27,8 +27,9 @@ const SCRATCH_OUT: u32 = 64 * 1024;
 pub enum Outcome {
     /// A reply with this errno.
     Errno { errno: i32 },
-    /// A successful reply (fine for requests that are legal after all).
-    Success,
+    /// A successful reply of this many bytes (fine for requests that are legal after all,
+    /// e.g. a lookup answered with a negative entry).
+    Success { reply_len: u32 },
     /// The chain came back with nothing written.
     Empty { used_len: u32 },
     /// A reply whose header did not match the request.
@@ -47,7 +48,7 @@ impl fmt::Display for Outcome {
                 "errno {errno} ({})",
                 std::io::Error::from_raw_os_error(*errno)
             ),
-            Outcome::Success => write!(f, "success"),
+            Outcome::Success { reply_len } => write!(f, "success ({reply_len} bytes)"),
             Outcome::Empty { used_len } => {
                 write!(f, "completed, no reply (used length {used_len})")
             }
@@ -230,7 +231,7 @@ fn wait_for(
                 });
             }
             return Ok(match h.error {
-                0 => Outcome::Success,
+                0 => Outcome::Success { reply_len: h.len },
                 e => Outcome::Errno { errno: -e },
             });
         }
