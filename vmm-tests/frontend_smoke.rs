@@ -113,6 +113,8 @@ fn check_workloads(r: &RunReport) {
     for w in &r.workloads {
         assert!(w.ops > 0, "{w:?}");
     }
+    // Used-ring lengths are the bytes written (nydusd, for one, reports 0).
+    assert_eq!(r.zero_used_len_replies, 0);
     // Every entry of the tree was seen and every file's digest checked.
     let files = walkdir_files(tree());
     assert_eq!(r.verified_files, Some(files), "{r:?}");

@@ -132,6 +132,7 @@ pub fn run(o: &RunOptions) -> Result<RunReport> {
         verified_entries: None,
         verified_files: None,
         kicks: 0,
+        zero_used_len_replies: 0,
     };
     if o.hostile && init.is_some() {
         workload::run(&mut s, &mut ctx, Workload::Walk, o.depth)?;
@@ -172,6 +173,7 @@ pub fn run(o: &RunOptions) -> Result<RunReport> {
         s.dev.stop()?;
     }
     report.kicks = s.dev.queues.iter().map(|q| q.kicks).sum();
+    report.zero_used_len_replies = s.zero_used_len;
     report.messages = std::mem::take(&mut s.dev.messages);
     if !ctx.differences.is_empty() {
         return Err(FrontendError::Mismatch {

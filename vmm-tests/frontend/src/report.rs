@@ -44,6 +44,8 @@ pub struct RunReport {
     pub verified_entries: Option<usize>,
     pub verified_files: Option<usize>,
     pub kicks: u64,
+    /// Replies written although the used ring said 0 bytes (nydusd does this).
+    pub zero_used_len_replies: u64,
 }
 
 fn percentile(sorted: &[u64], p: f64) -> f64 {
@@ -157,6 +159,13 @@ impl RunReport {
             for c in &self.hostile {
                 let _ = writeln!(s, "  {:<28} {}", c.name, c.outcome);
             }
+        }
+        if self.zero_used_len_replies > 0 {
+            let _ = writeln!(
+                s,
+                "warning: {} replies came back with used length 0",
+                self.zero_used_len_replies
+            );
         }
         if let (Some(e), Some(f)) = (self.verified_entries, self.verified_files) {
             let _ = writeln!(s, "verified: {e} entries, {f} file digests, no differences");

@@ -38,6 +38,8 @@ struct InFlight<T> {
     started: Instant,
     tag: T,
     out_room: u32,
+    /// Whether the request had a device-writable buffer (all but FORGET).
+    replies: bool,
 }
 
 /// The FUSE session and the device under it.
@@ -51,6 +53,8 @@ pub struct Session {
     pub timeout: Duration,
     /// INIT's answer, once sent.
     pub init: Option<InitOut>,
+    /// Replies whose used-ring entry said 0 bytes although a reply was written.
+    pub zero_used_len: u64,
 }
 
 impl Session {
@@ -74,6 +78,7 @@ impl Session {
             next_queue: 0,
             timeout,
             init: None,
+            zero_used_len: 0,
         })
     }
 
@@ -143,6 +148,7 @@ impl Session {
                         started: Instant::now(),
                         tag,
                         out_room,
+                        replies: req.reply_room.is_some(),
                     },
                 );
                 kicked[queue] = true;
@@ -185,6 +191,9 @@ impl Session {
         let mem = self.dev.ram.mem().clone();
         mem.write_slice(&bytes, s.input)
             .map_err(|e| FrontendError::Memory(e.to_string()))?;
+        // A stale header from the slot's last use must not pass for this reply.
+        mem.write_slice(&[0u8; OUT_HEADER_LEN], s.output)
+            .map_err(|e| FrontendError::Memory(e.to_string()))?;
         let mut bufs = vec![Buf {
             addr: s.input,
             len: bytes.len() as u32,
@@ -226,8 +235,10 @@ impl Session {
         Ok(done)
     }
 
-    fn read_reply<T>(&self, f: &InFlight<T>, used_len: u32) -> Result<Reply> {
-        if used_len == 0 {
+    /// Decodes a completion. Like the Linux driver, trusts the reply header over the used
+    /// length: some back ends (nydusd) always report 0. Such completions are counted.
+    fn read_reply<T>(&mut self, f: &InFlight<T>, used_len: u32) -> Result<Reply> {
+        if !f.replies && used_len == 0 {
             return Ok(Reply::Empty { used_len });
         }
         let mem = self.dev.ram.mem();
@@ -235,11 +246,17 @@ impl Session {
         let header: OutHeader = mem
             .read_obj(out_addr)
             .map_err(|e| FrontendError::Memory(e.to_string()))?;
+        if used_len == 0 {
+            if header.unique != f.unique {
+                return Ok(Reply::Empty { used_len });
+            }
+            self.zero_used_len += 1;
+        }
         let room = OUT_HEADER_LEN as u32 + f.out_room;
         if header.unique != f.unique
             || (header.len as usize) < OUT_HEADER_LEN
             || header.len > room
-            || header.len > used_len
+            || (used_len != 0 && header.len > used_len)
         {
             return Err(FrontendError::BadReply {
                 op: "reply",

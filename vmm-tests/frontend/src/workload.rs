@@ -218,9 +218,10 @@ fn walk_reply(
     Ok(())
 }
 
-/// A directory entry's d_type must agree with the inode's mode.
+/// A directory entry's d_type must agree with the inode's mode (or be DT_UNKNOWN, 0, which
+/// is legal: nydusd sends it).
 fn check_kind(ctx: &mut Ctx, path: &[u8], kind: u32, mode: u32) {
-    if kind != (mode & libc::S_IFMT) >> 12 {
+    if kind != 0 && kind != (mode & libc::S_IFMT) >> 12 {
         ctx.differences.push(format!(
             "{}: directory entry type {kind}, inode mode {mode:o}",
             show(path)
