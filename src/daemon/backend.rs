@@ -6,7 +6,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use fuse_backend_rs::api::filesystem::FileSystem;
-use fuse_backend_rs::api::server::Server;
 use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
 use vhost_user_backend::{VhostUserBackend, VringT};
 use virtio_queue::QueueOwnedT;
@@ -17,7 +16,7 @@ use vmm_sys_util::event::{
 };
 
 use super::pool::WorkerPool;
-use super::request::{self, Chain, GuestMem, RingId, Vring};
+use super::request::{self, Chain, FuseServer, GuestMem, RingId, Vring};
 
 const VIRTIO_F_VERSION_1: u64 = 1 << 32;
 const VIRTIO_RING_F_INDIRECT_DESC: u64 = 1 << 28;
@@ -37,7 +36,7 @@ pub(crate) struct Geometry {
 
 /// The vhost-user-fs back end, generic over the file system it serves.
 pub(crate) struct FsBackend<F: FileSystem + Send + Sync + 'static> {
-    server: Arc<Server<F>>,
+    server: Arc<FuseServer<F>>,
     pool: WorkerPool,
     geometry: Geometry,
     event_idx: AtomicBool,
@@ -47,7 +46,7 @@ pub(crate) struct FsBackend<F: FileSystem + Send + Sync + 'static> {
 impl<F: FileSystem + Send + Sync + 'static> FsBackend<F> {
     pub(crate) fn new(fs: F, geometry: Geometry, workers: usize) -> io::Result<Self> {
         Ok(FsBackend {
-            server: Arc::new(Server::new(fs)),
+            server: Arc::new(FuseServer::new(fs)),
             pool: WorkerPool::new(workers)?,
             geometry,
             event_idx: AtomicBool::new(false),

@@ -2,6 +2,7 @@
 //! fuse-backend-rs server, and return the chain to the guest's used ring exactly once.
 
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use fuse_backend_rs::abi::fuse_abi::{InHeader, Opcode, OutHeader};
@@ -18,6 +19,23 @@ pub(crate) type GuestMem = GuestMemoryMmap<()>;
 pub(crate) type Vring = VringRwLock<GuestMemoryAtomic<GuestMem>>;
 /// A request popped from a virtqueue, holding the memory snapshot it points into.
 pub(crate) type Chain = DescriptorChain<Arc<GuestMem>>;
+
+/// The FUSE server plus the connection state it does not track itself.
+pub(crate) struct FuseServer<F: FileSystem + Sync> {
+    server: Server<F>,
+    /// Set once INIT succeeded. Before that every other request gets EIO, as libfuse does:
+    /// the file system must not be reached by a guest that skipped the handshake.
+    initialized: AtomicBool,
+}
+
+impl<F: FileSystem + Sync> FuseServer<F> {
+    pub(crate) fn new(fs: F) -> Self {
+        FuseServer {
+            server: Server::new(fs),
+            initialized: AtomicBool::new(false),
+        }
+    }
+}
 
 /// Puts a popped chain on the used ring when dropped, so that every request is answered once,
 /// even when serving it fails or panics.
@@ -75,7 +93,7 @@ pub(crate) fn complete(vring: &Vring, ring: RingId, head: u16, len: u32) {
 
 /// Serves one request and completes it. Runs on a worker thread (or inline for hiprio).
 pub(crate) fn serve<F: FileSystem + Sync>(
-    server: &Server<F>,
+    server: &FuseServer<F>,
     vring: Vring,
     ring: RingId,
     mem: Arc<GuestMem>,
@@ -91,7 +109,7 @@ pub(crate) fn serve<F: FileSystem + Sync>(
 }
 
 /// Returns the number of bytes written into the chain's device-writable buffers.
-fn handle<F: FileSystem + Sync>(server: &Server<F>, mem: &GuestMem, chain: Chain) -> u32 {
+fn handle<F: FileSystem + Sync>(fuse: &FuseServer<F>, mem: &GuestMem, chain: Chain) -> u32 {
     let reader = match Reader::from_descriptor_chain(mem, chain.clone()) {
         Ok(r) => r,
         Err(e) => {
@@ -114,13 +132,49 @@ fn handle<F: FileSystem + Sync>(server: &Server<F>, mem: &GuestMem, chain: Chain
         }
     };
     let spare = writer.clone();
-    match server.handle_message(reader, Writer::from(writer), None, None) {
-        Ok(n) => u32::try_from(n).unwrap_or(0),
+    if let Some(errno) = refuse(fuse, &header, reader.available_bytes()) {
+        log::debug!(
+            "request {} (opcode {}, len {}): refused with errno {errno}",
+            header.unique,
+            header.opcode,
+            header.len
+        );
+        return reply_error(spare, &header, errno);
+    }
+    let init = header.opcode == Opcode::Init as u32;
+    match fuse
+        .server
+        .handle_message(reader, Writer::from(writer), None, None)
+    {
+        Ok(n) => {
+            if init {
+                fuse.initialized.store(true, Ordering::Release);
+            }
+            u32::try_from(n).unwrap_or(0)
+        }
         Err(e) => {
             log::debug!("request {} (opcode {}): {e}", header.unique, header.opcode);
             reply_error(spare, &header, error_code(&e))
         }
     }
+}
+
+/// Why a request must not reach the server, as an errno: a header length that disagrees
+/// with the chain (shorter than the header itself, or longer than what the guest supplied),
+/// or anything but INIT before INIT.
+fn refuse<F: FileSystem + Sync>(
+    fuse: &FuseServer<F>,
+    h: &InHeader,
+    supplied: usize,
+) -> Option<i32> {
+    let len = h.len as usize;
+    if len < std::mem::size_of::<InHeader>() || len > supplied {
+        return Some(libc::EINVAL);
+    }
+    if h.opcode != Opcode::Init as u32 && !fuse.initialized.load(Ordering::Acquire) {
+        return Some(libc::EIO);
+    }
+    None
 }
 
 /// Answers a request the server could not decode, so that the guest's request completes.
@@ -150,5 +204,53 @@ fn error_code(e: &fuse_backend_rs::Error) -> i32 {
         | E::InvalidXattrSize(_)
         | E::InvalidMessage(_) => libc::EINVAL,
         _ => libc::EIO,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct NoFs;
+    impl FileSystem for NoFs {
+        type Inode = u64;
+        type Handle = u64;
+    }
+
+    fn header(opcode: Opcode, len: u32) -> InHeader {
+        InHeader {
+            len,
+            opcode: opcode as u32,
+            unique: 7,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn refuses_requests_before_init_and_lengths_that_disagree_with_the_chain() {
+        let fuse = FuseServer::new(NoFs);
+        assert_eq!(
+            refuse(&fuse, &header(Opcode::Getattr, 56), 56),
+            Some(libc::EIO)
+        );
+        assert_eq!(refuse(&fuse, &header(Opcode::Init, 56), 56), None);
+        assert_eq!(
+            refuse(&fuse, &header(Opcode::Init, 16), 56),
+            Some(libc::EINVAL)
+        );
+        assert_eq!(
+            refuse(&fuse, &header(Opcode::Init, 57), 56),
+            Some(libc::EINVAL)
+        );
+        fuse.initialized.store(true, Ordering::Release);
+        assert_eq!(refuse(&fuse, &header(Opcode::Getattr, 56), 56), None);
+        assert_eq!(
+            refuse(&fuse, &header(Opcode::Getattr, 0), 56),
+            Some(libc::EINVAL)
+        );
+        assert_eq!(
+            refuse(&fuse, &header(Opcode::Getattr, 4096), 56),
+            Some(libc::EINVAL)
+        );
     }
 }
