@@ -9,14 +9,17 @@
 //! happen in any order. `readonly` turns any file system read-only (EROFS for every write).
 
 mod backend;
+mod chunk_store;
 mod cli;
 mod config;
 mod error;
+mod image_fs;
 mod passthrough;
 mod pool;
 mod request;
 mod serve;
 mod syslog;
+mod triage;
 
 use std::sync::Arc;
 
@@ -26,13 +29,15 @@ pub use config::{
     Source,
 };
 pub use error::DaemonError;
+pub use image_fs::{ImageFs, CHUNK_STORE_BYTES};
 pub use passthrough::{cache_timeout, shared_dir, SharedDirFs};
 pub use serve::{listen, serve, ServeOptions};
 pub use syslog::SyslogLogger;
+pub use triage::Triage;
 
 use crate::fs::{FsConfig, PuzzleFs, ReadOnly};
 use crate::oci::OciDir;
-use crate::reader::{Image, OpenOptions};
+use crate::reader::{ChunkCache, Image, OpenOptions};
 
 /// The line Kata's runtime-rs waits for on stderr before connecting.
 pub const READY_LINE: &str = "Waiting for vhost-user socket connection";
@@ -56,7 +61,9 @@ pub fn run(config: &Config, on_ready: impl FnOnce()) -> Result<(), DaemonError> 
         Source::Image(source) => {
             let image = open_image(source)?;
             log::info!("serving image {} read-only", image.manifest_digest());
-            let fs = ReadOnly::new(PuzzleFs::new(image, FsConfig::new(config.cache)));
+            let fs = PuzzleFs::new(image, FsConfig::new(config.cache));
+            let fs = ImageFs::new(fs, CHUNK_STORE_BYTES).map_err(DaemonError::Workers)?;
+            let fs = ReadOnly::new(fs);
             serve(fs, listen(&config.socket)?, &opts, on_ready)
         }
     }
@@ -67,6 +74,8 @@ pub fn open_image(source: &ImageSource) -> Result<Arc<Image>, DaemonError> {
     let oci = OciDir::open(&source.oci_dir).map_err(|e| DaemonError::Image(e.to_string()))?;
     let options = OpenOptions {
         pin: source.digest,
+        // Verified chunks live in ImageFs's chunk store, outside the heap.
+        cache: Some(Arc::new(ChunkCache::new(0))),
         ..OpenOptions::default()
     };
     let image =

@@ -52,6 +52,11 @@ impl WorkerPool {
         })
     }
 
+    /// Whether jobs run on the submitting thread (a pool of no threads).
+    pub(crate) fn is_inline(&self) -> bool {
+        self.inline
+    }
+
     /// Runs `job` on a worker (or right here when the pool has no threads or is closed).
     pub(crate) fn submit(&self, job: Job) {
         if self.inline {

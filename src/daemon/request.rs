@@ -2,6 +2,7 @@
 //! fuse-backend-rs server, and return the chain to the guest's used ring exactly once.
 
 use std::io::Write;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -21,19 +22,28 @@ pub(crate) type Vring = VringRwLock<GuestMemoryAtomic<GuestMem>>;
 pub(crate) type Chain = DescriptorChain<Arc<GuestMem>>;
 
 /// The FUSE server plus the connection state it does not track itself.
-pub(crate) struct FuseServer<F: FileSystem + Sync> {
-    server: Server<F>,
+pub(crate) struct FuseServer<F: FileSystem + Send + Sync> {
+    server: Server<Arc<F>>,
+    /// The same file system, for the queue threads' triage.
+    fs: Arc<F>,
     /// Set once INIT succeeded. Before that every other request gets EIO, as libfuse does:
     /// the file system must not be reached by a guest that skipped the handshake.
     initialized: AtomicBool,
 }
 
-impl<F: FileSystem + Sync> FuseServer<F> {
+impl<F: FileSystem + Send + Sync> FuseServer<F> {
     pub(crate) fn new(fs: F) -> Self {
+        let fs = Arc::new(fs);
         FuseServer {
-            server: Server::new(fs),
+            server: Server::new(fs.clone()),
+            fs,
             initialized: AtomicBool::new(false),
         }
+    }
+
+    /// The file system served.
+    pub(crate) fn fs(&self) -> &F {
+        &self.fs
     }
 }
 
@@ -63,22 +73,36 @@ pub(crate) fn ring_id(q: &impl QueueT) -> RingId {
 }
 
 /// Adds `head` to the used ring and signals the guest when it asked to be told.
+pub(crate) fn complete(vring: &Vring, ring: RingId, head: u16, len: u32) {
+    complete_all(vring, ring, &[(head, len)]);
+}
+
+/// Adds every `(head, len)` to the used ring, then signals the guest once if it asked to be
+/// told (one call-eventfd write for the whole batch).
 ///
 /// The vring write lock covers `add_used` and `needs_notification` together: with
 /// EVENT_IDX, the notification decision depends on how many entries were added since the last
-/// decision, so both must see the same ring state. Completions from several workers therefore
+/// decision, so both must see the same ring state. Completions from several threads therefore
 /// serialize here (for a few hundred nanoseconds), in whatever order they finish.
-pub(crate) fn complete(vring: &Vring, ring: RingId, head: u16, len: u32) {
-    let mut state = vring.get_mut();
-    if !state.get_queue().ready() || ring_id(state.get_queue()) != ring {
-        // The front end stopped the ring (GET_VRING_BASE) while this request was in flight,
-        // or has set it up anew since: the driver was reset and the answer has nowhere to go.
-        log::debug!("dropping completion of descriptor {head}: queue stopped or reset");
+pub(crate) fn complete_all(vring: &Vring, ring: RingId, done: &[(u16, u32)]) {
+    if done.is_empty() {
         return;
     }
-    if let Err(e) = state.add_used(head, len) {
-        log::error!("cannot return descriptor {head} to the guest: {e}");
+    let mut state = vring.get_mut();
+    if !state.get_queue().ready() || ring_id(state.get_queue()) != ring {
+        // The front end stopped the ring (GET_VRING_BASE) while these requests were in
+        // flight, or has set it up anew since: the driver was reset and the answers have
+        // nowhere to go.
+        log::debug!(
+            "dropping {} completion(s): queue stopped or reset",
+            done.len()
+        );
         return;
+    }
+    for &(head, len) in done {
+        if let Err(e) = state.add_used(head, len) {
+            log::error!("cannot return descriptor {head} to the guest: {e}");
+        }
     }
     let notify = state.needs_notification().unwrap_or_else(|e| {
         log::warn!("cannot read the guest's used_event: {e}");
@@ -91,8 +115,8 @@ pub(crate) fn complete(vring: &Vring, ring: RingId, head: u16, len: u32) {
     }
 }
 
-/// Serves one request and completes it. Runs on a worker thread (or inline for hiprio).
-pub(crate) fn serve<F: FileSystem + Sync>(
+/// Serves one request on a worker thread and completes it.
+pub(crate) fn serve<F: FileSystem + Send + Sync>(
     server: &FuseServer<F>,
     vring: Vring,
     ring: RingId,
@@ -108,8 +132,24 @@ pub(crate) fn serve<F: FileSystem + Sync>(
     done.len = handle(server, &mem, chain);
 }
 
+/// Serves one request on the queue thread and returns its `(head, used length)` for the
+/// caller to complete with its batch. A panic is caught (and answered with an empty
+/// completion) so that the queue thread goes on serving.
+pub(crate) fn serve_here<F: FileSystem + Send + Sync>(
+    server: &FuseServer<F>,
+    mem: &GuestMem,
+    chain: Chain,
+) -> (u16, u32) {
+    let head = chain.head_index();
+    let len = catch_unwind(AssertUnwindSafe(|| handle(server, mem, chain))).unwrap_or_else(|_| {
+        log::error!("request in descriptor {head} panicked");
+        0
+    });
+    (head, len)
+}
+
 /// Returns the number of bytes written into the chain's device-writable buffers.
-fn handle<F: FileSystem + Sync>(fuse: &FuseServer<F>, mem: &GuestMem, chain: Chain) -> u32 {
+fn handle<F: FileSystem + Send + Sync>(fuse: &FuseServer<F>, mem: &GuestMem, chain: Chain) -> u32 {
     let reader = match Reader::from_descriptor_chain(mem, chain.clone()) {
         Ok(r) => r,
         Err(e) => {
@@ -162,7 +202,7 @@ fn handle<F: FileSystem + Sync>(fuse: &FuseServer<F>, mem: &GuestMem, chain: Cha
 /// Why a request must not reach the server, as an errno: a header length that disagrees
 /// with the chain (shorter than the header itself, or longer than what the guest supplied),
 /// or anything but INIT before INIT.
-fn refuse<F: FileSystem + Sync>(
+fn refuse<F: FileSystem + Send + Sync>(
     fuse: &FuseServer<F>,
     h: &InHeader,
     supplied: usize,
