@@ -4,9 +4,10 @@
 //! Layout: [`cli`](parse_args) turns a Kata/virtiofsd command line into a [`Config`];
 //! [`run`] opens what the config names and calls [`serve`], which is generic over any
 //! fuse-backend-rs `FileSystem`. Inside, `backend` wires vhost-user-backend (one epoll thread
-//! per virtqueue: queue 0 hiprio, then the request queues), `pool` runs requests on worker
-//! threads, and `request` decodes, answers and completes one descriptor chain; completions
-//! happen in any order. `readonly` turns any file system read-only (EROFS for every write).
+//! per virtqueue: queue 0 hiprio, then the request queues); a queue thread serves the
+//! requests `triage` calls quick itself and hands the others to `pool`'s worker threads;
+//! `request` decodes, answers and completes one descriptor chain; completions happen in any
+//! order. Images are served by `image_fs`, whose file reads go through `chunk_store`.
 
 mod backend;
 mod chunk_store;

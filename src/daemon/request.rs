@@ -12,7 +12,7 @@ use fuse_backend_rs::api::server::Server;
 use fuse_backend_rs::transport::{Reader, VirtioFsWriter, Writer};
 use vhost_user_backend::{VringRwLock, VringT};
 use virtio_queue::{DescriptorChain, QueueT};
-use vm_memory::{ByteValued, GuestMemoryAtomic, GuestMemoryMmap};
+use vm_memory::{ByteValued, Bytes, GuestMemoryAtomic, GuestMemoryMmap};
 
 /// Guest memory as the daemon maps it (no dirty-page logging).
 pub(crate) type GuestMem = GuestMemoryMmap<()>;
@@ -157,13 +157,15 @@ fn handle<F: FileSystem + Send + Sync>(fuse: &FuseServer<F>, mem: &GuestMem, cha
             return 0;
         }
     };
-    let header: InHeader = match reader.clone().read_obj() {
+    let header = match peek_header(mem, &chain).map_or_else(|| reader.clone().read_obj(), Ok) {
         Ok(h) => h,
         Err(e) => {
             log::warn!("request too short for a FUSE header: {e}");
             return 0;
         }
     };
+    // Kept to answer with an error when the server fails: cheaper than cloning the writer.
+    let spare_chain = chain.clone();
     let writer = match VirtioFsWriter::new(mem, chain) {
         Ok(w) => w,
         Err(e) => {
@@ -171,7 +173,7 @@ fn handle<F: FileSystem + Send + Sync>(fuse: &FuseServer<F>, mem: &GuestMem, cha
             return 0;
         }
     };
-    let spare = writer.clone();
+    let spare = || VirtioFsWriter::new(mem, spare_chain).ok();
     if let Some(errno) = refuse(fuse, &header, reader.available_bytes()) {
         log::debug!(
             "request {} (opcode {}, len {}): refused with errno {errno}",
@@ -179,7 +181,7 @@ fn handle<F: FileSystem + Send + Sync>(fuse: &FuseServer<F>, mem: &GuestMem, cha
             header.opcode,
             header.len
         );
-        return reply_error(spare, &header, errno);
+        return spare().map_or(0, |w| reply_error(w, &header, errno));
     }
     let init = header.opcode == Opcode::Init as u32;
     match fuse
@@ -194,9 +196,19 @@ fn handle<F: FileSystem + Send + Sync>(fuse: &FuseServer<F>, mem: &GuestMem, cha
         }
         Err(e) => {
             log::debug!("request {} (opcode {}): {e}", header.unique, header.opcode);
-            reply_error(spare, &header, error_code(&e))
+            spare().map_or(0, |w| reply_error(w, &header, error_code(&e)))
         }
     }
+}
+
+/// The FUSE header, when the chain's first descriptor holds all of it (as every driver
+/// sends it); None means: decode it the long way.
+pub(crate) fn peek_header(mem: &GuestMem, chain: &Chain) -> Option<InHeader> {
+    let desc = chain.clone().next()?;
+    if desc.is_write_only() || (desc.len() as usize) < std::mem::size_of::<InHeader>() {
+        return None;
+    }
+    mem.read_obj(desc.addr()).ok()
 }
 
 /// Why a request must not reach the server, as an errno: a header length that disagrees

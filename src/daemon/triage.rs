@@ -6,7 +6,7 @@ use vm_memory::{Bytes, GuestMemory};
 
 use super::image_fs::ImageFs;
 use super::passthrough::SharedDirFs;
-use super::request::{Chain, GuestMem};
+use super::request::{peek_header, Chain, GuestMem};
 use crate::fs::ReadOnly;
 
 /// Tells the queue threads which requests are quick for a file system.
@@ -43,19 +43,16 @@ impl Triage for ReadOnly<ImageFs> {
 /// header (or READ arguments) is split across descriptors goes to the workers, which decode
 /// anything.
 pub(crate) fn is_quick(fs: &impl Triage, mem: &GuestMem, chain: &Chain) -> bool {
-    let Some(desc) = chain.clone().next() else {
-        return false;
-    };
-    let header_len = std::mem::size_of::<InHeader>();
-    if desc.is_write_only() || (desc.len() as usize) < header_len {
-        return false;
-    }
-    let Ok(header) = mem.read_obj::<InHeader>(desc.addr()) else {
+    let Some(header) = peek_header(mem, chain) else {
         return false;
     };
     if header.opcode != Opcode::Read as u32 {
         return fs.is_quick(header.opcode, header.nodeid, None);
     }
+    let Some(desc) = chain.clone().next() else {
+        return false;
+    };
+    let header_len = std::mem::size_of::<InHeader>();
     if (desc.len() as usize) < header_len + std::mem::size_of::<ReadIn>() {
         return false;
     }
