@@ -14,4 +14,8 @@ if [ -n "$missing" ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $missing >&2
 fi
 "$here/scripts/install-upstream.sh" >/dev/null
-cargo build --release --manifest-path "$here/Cargo.toml" >&2
+# virtiofsd 1.14, the reference daemon the front-end tests compare with.
+if ! /opt/virtiofsd/bin/virtiofsd --version 2>/dev/null | grep -q "^virtiofsd 1\.14\."; then
+    cargo install virtiofsd --version 1.14.0 --locked --root /opt/virtiofsd >&2
+fi
+cargo build --release --workspace --manifest-path "$here/Cargo.toml" >&2

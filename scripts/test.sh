@@ -1,12 +1,13 @@
 #!/bin/sh
 # Runs every check and test on a fresh machine: formatting, lints, unit and integration tests
-# (real FUSE mounts, upstream PuzzleFS interop, real QEMU guests). Needs root.
+# (real FUSE mounts, upstream PuzzleFS interop, real QEMU guests, the native vhost-user front
+# end against our daemon and virtiofsd) for the whole workspace. Needs root.
 set -eu
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
 scripts/setup.sh
 cargo fmt --check
-cargo clippy --all-targets -- -D warnings
+cargo clippy --workspace --all-targets -- -D warnings
 UPSTREAM_PUZZLEFS=$(scripts/install-upstream.sh) \
 PFS_DEBIAN_TREE=$(scripts/debootstrap-tree.sh bookworm) \
-    cargo test --release -- --test-threads=2
+    cargo test --release --workspace -- --test-threads=2

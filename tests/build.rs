@@ -12,6 +12,24 @@ fn s(p: &Path) -> &OsStr {
     p.as_os_str()
 }
 
+/// Every file of a layout gets the mode a plain new file gets here (0644 under umask 022),
+/// so other users and tools (skopeo, a registry) can read what was published.
+fn assert_layout_files_are_public(oci: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let probe = oci.with_extension("probe");
+    fs::write(&probe, b"").unwrap();
+    let expected = fs::metadata(&probe).unwrap().permissions().mode() & 0o777;
+    fs::remove_file(&probe).unwrap();
+    let mut files = vec![oci.join("index.json"), oci.join("oci-layout")];
+    for e in fs::read_dir(oci.join("blobs/sha256")).unwrap() {
+        files.push(e.unwrap().path());
+    }
+    for f in files {
+        let mode = fs::metadata(&f).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, expected, "{} has mode {mode:o}", f.display());
+    }
+}
+
 #[test]
 fn builds_are_reproducible_and_readable() {
     let tmp = tempfile::tempdir().unwrap();
@@ -29,6 +47,7 @@ fn builds_are_reproducible_and_readable() {
             let out = puzzlefs(&args);
             digests.push(String::from_utf8(out.stdout).unwrap().trim().to_string());
             puzzlefs(&[OsStr::new("check"), s(&oci)]);
+            assert_layout_files_are_public(&oci);
         }
         assert_eq!(
             digests[0], digests[1],
@@ -215,6 +234,23 @@ fn bad_input_is_one_clear_line_and_changes_nothing() {
         err.contains("no image tagged") && err.contains("good"),
         "{err}"
     );
+    for (flag, value) in [
+        ("--chunk-size", "1000"),
+        ("--chunk-size", "8M"),
+        ("--chunk-size", "x"),
+        ("--level", "23"),
+        ("--frame-size", "0"),
+    ] {
+        let err = puzzlefs_fails(&[
+            OsStr::new("build"),
+            OsStr::new("-c"),
+            OsStr::new(flag),
+            OsStr::new(value),
+            s(&src),
+            OsStr::new(&t("z")),
+        ]);
+        assert!(err.contains(flag) && err.contains(value), "{err}");
+    }
     let err = puzzlefs_fails(&[OsStr::new("inspect"), s(&src)]);
     assert!(err.contains("not an OCI image layout"), "{err}");
     assert!(common::diff(&before, &common::snapshot(&oci), common::Compare::ALL).is_empty());
@@ -240,4 +276,59 @@ fn bad_input_is_one_clear_line_and_changes_nothing() {
         OsStr::new("/d/f"),
     ]);
     assert!(err.contains(name), "{err}");
+}
+
+#[test]
+fn chunk_size_and_compression_choices_are_recorded_and_honoured() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    corner_case_tree(&src);
+    let chunk_layers = |oci: &Path, extra: &[&str]| {
+        let target = format!("{}:t", oci.display());
+        let mut args: Vec<&OsStr> = vec![OsStr::new("build")];
+        args.extend(extra.iter().map(OsStr::new));
+        args.extend([s(&src), OsStr::new(&target)]);
+        puzzlefs(&args);
+        let dir = pfs::oci::OciDir::open(oci).unwrap();
+        let image = pfs::reader::Image::open(&dir, "t", Default::default()).unwrap();
+        let layers: Vec<u64> = image
+            .manifest()
+            .layers
+            .iter()
+            .filter(|d| d.media_type == pfs::oci::MEDIA_TYPE_FILEDATA)
+            .map(|d| d.size)
+            .collect();
+        (image.chunking().cloned().unwrap(), layers)
+    };
+    let (default, default_layers) = chunk_layers(&tmp.path().join("default"), &[]);
+    assert_eq!(
+        (default.min_size, default.avg_size, default.max_size),
+        (16 << 10, 64 << 10, 256 << 10)
+    );
+    let (small, small_layers) = chunk_layers(&tmp.path().join("small"), &["--chunk-size", "4K"]);
+    assert_eq!(
+        (small.min_size, small.avg_size, small.max_size),
+        (1 << 10, 4 << 10, 16 << 10)
+    );
+    assert!(
+        small_layers.iter().all(|&n| n <= 16 << 10),
+        "{small_layers:?}"
+    );
+    assert!(small_layers.len() > 4 * default_layers.len());
+
+    let (zstd, _) = chunk_layers(
+        &tmp.path().join("zstd"),
+        &[
+            "-c",
+            "--level",
+            "9",
+            "--frame-size",
+            "64K",
+            "--chunk-size",
+            "1M",
+        ],
+    );
+    assert_eq!(zstd.avg_size, 1 << 20);
+    assert_eq!((zstd.zstd_level, zstd.zstd_frame_size), (9, 64 << 10));
+    puzzlefs(&[OsStr::new("check"), s(&tmp.path().join("zstd"))]);
 }

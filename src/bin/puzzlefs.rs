@@ -9,6 +9,7 @@ use anyhow::{bail, Result};
 use clap::{Args, Parser, Subcommand};
 
 use pfs::builder::{build, BuildOptions, Progress, ZstdOptions};
+use pfs::chunk::ChunkParams;
 use pfs::format::{human_bytes, Digest};
 use pfs::oci::OciDir;
 use pfs::reader::{Image, OpenOptions};
@@ -81,12 +82,17 @@ struct BuildArgs {
     /// Reuse unchanged files of this tag in the same OCI directory.
     #[arg(short, long, alias = "base-layer")]
     base: Option<String>,
-    /// zstd level with --compress.
-    #[arg(long, default_value_t = 3, requires = "compress")]
+    /// zstd level with --compress (1-22; higher is smaller and slower).
+    #[arg(long, default_value_t = 3, requires = "compress",
+          value_parser = clap::value_parser!(i32).range(1..=22))]
     level: i32,
-    /// Uncompressed bytes per zstd frame with --compress.
-    #[arg(long, default_value_t = pfs::chunk::DEFAULT_FRAME_SIZE, requires = "compress")]
+    /// Uncompressed bytes per zstd frame with --compress (4K to 16M; K and M suffixes).
+    #[arg(long, default_value = "256K", requires = "compress", value_parser = parse_frame_size)]
     frame_size: u32,
+    /// Average chunk size: a power of two from 4K to 4M (K and M suffixes); chunks range
+    /// from a quarter to four times it. The default, 64K, is upstream's.
+    #[arg(long, default_value = "64K", value_parser = parse_chunk_size)]
+    chunk_size: ChunkParams,
     /// Worker threads (default: all cores).
     #[arg(short = 'j', long)]
     threads: Option<usize>,
@@ -124,6 +130,33 @@ struct MountArgs {
     /// Let other users access the mount (needs user_allow_other or root).
     #[arg(long)]
     allow_other: bool,
+}
+
+/// Parses a byte count with an optional K or M (binary) suffix.
+fn parse_size(s: &str) -> std::result::Result<u32, String> {
+    let (digits, shift) = match s.as_bytes().last() {
+        Some(b'K' | b'k') => (&s[..s.len() - 1], 10),
+        Some(b'M' | b'm') => (&s[..s.len() - 1], 20),
+        _ => (s, 0),
+    };
+    digits
+        .parse::<u32>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+        .ok_or_else(|| format!("{s:?} is not a size (bytes, or a number with K or M)"))
+}
+
+fn parse_frame_size(s: &str) -> std::result::Result<u32, String> {
+    let n = parse_size(s)?;
+    if (4 << 10..=16 << 20).contains(&n) {
+        Ok(n)
+    } else {
+        Err(format!("{n} bytes is outside 4K to 16M"))
+    }
+}
+
+fn parse_chunk_size(s: &str) -> std::result::Result<ChunkParams, String> {
+    ChunkParams::with_average(parse_size(s)?).map_err(|e| e.to_string())
 }
 
 fn split_target(s: &str) -> Result<(PathBuf, String)> {
@@ -200,11 +233,11 @@ fn cmd_build(a: BuildArgs) -> Result<()> {
             frame_size: a.frame_size,
             level: a.level,
         }),
+        params: a.chunk_size,
         base: a.base.as_deref(),
         threads: a.threads.unwrap_or(BuildOptions::default().threads),
         progress: Some(&progress),
         cancel: Some(&cancel),
-        ..Default::default()
     };
     let report = build(&a.rootfs, &oci, &tag, &opts);
     if let Some(bar) = &bar {

@@ -130,6 +130,7 @@ pub fn build(
     opts: &BuildOptions<'_>,
 ) -> Result<BuildReport, BuildError> {
     validate_tag(tag)?;
+    opts.params.validate()?;
     let start = Instant::now();
     let cancelled = || opts.cancel.is_some_and(|c| c.load(Ordering::Relaxed));
     let base = opts

@@ -14,6 +14,9 @@ pub enum ChunkError {
         /// The limit.
         limit: u64,
     },
+    /// Chunking or compression parameters out of range.
+    #[error("bad chunking parameters: {0}")]
+    BadParams(String),
     /// zstd failed.
     #[error("zstd: {0}")]
     Zstd(std::io::Error),

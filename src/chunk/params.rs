@@ -4,6 +4,7 @@ use std::io::Read;
 
 use fastcdc::v2020::StreamCDC;
 
+use super::ChunkError;
 use crate::format::Chunking;
 
 /// Name recorded in images for the chunker (FastCDC 2020 as implemented by `fastcdc` 3.0.0).
@@ -32,6 +33,50 @@ impl Default for ChunkParams {
 }
 
 impl ChunkParams {
+    /// Smallest average chunk size accepted.
+    pub const MIN_AVERAGE: u32 = 4 << 10;
+    /// Largest average chunk size accepted (FastCDC's limit).
+    pub const MAX_AVERAGE: u32 = 4 << 20;
+
+    /// Parameters scaled from an average size as upstream's are: min = avg / 4, max = avg * 4.
+    /// The average must be a power of two within [`Self::MIN_AVERAGE`, `Self::MAX_AVERAGE`].
+    pub fn with_average(avg: u32) -> Result<Self, ChunkError> {
+        if !avg.is_power_of_two() || !(Self::MIN_AVERAGE..=Self::MAX_AVERAGE).contains(&avg) {
+            return Err(ChunkError::BadParams(format!(
+                "average chunk size {avg} is not a power of two from {} to {} bytes",
+                Self::MIN_AVERAGE,
+                Self::MAX_AVERAGE
+            )));
+        }
+        let params = ChunkParams {
+            min: avg / 4,
+            avg,
+            max: avg * 4,
+        };
+        params.validate()?;
+        Ok(params)
+    }
+
+    /// Checks the bounds FastCDC accepts (it panics outside them) and min <= avg <= max.
+    pub fn validate(&self) -> Result<(), ChunkError> {
+        use fastcdc::v2020::{
+            AVERAGE_MAX, AVERAGE_MIN, MAXIMUM_MAX, MAXIMUM_MIN, MINIMUM_MAX, MINIMUM_MIN,
+        };
+        let ok = (MINIMUM_MIN..=MINIMUM_MAX).contains(&self.min)
+            && (AVERAGE_MIN..=AVERAGE_MAX).contains(&self.avg)
+            && (MAXIMUM_MIN..=MAXIMUM_MAX).contains(&self.max)
+            && self.min <= self.avg
+            && self.avg <= self.max;
+        if ok {
+            Ok(())
+        } else {
+            Err(ChunkError::BadParams(format!(
+                "chunk sizes {}/{}/{} are outside FastCDC's bounds",
+                self.min, self.avg, self.max
+            )))
+        }
+    }
+
     /// The record stored in image metadata.
     pub fn record(&self, compression: Option<(u32, i32)>) -> Chunking {
         let (frame, level) = compression.unwrap_or((0, 0));
@@ -96,5 +141,24 @@ mod tests {
             assert!(c.len() >= p.min as usize && c.len() <= p.max as usize);
         }
         assert!(chunks.len() > 5);
+    }
+
+    #[test]
+    fn average_scales_the_bounds_and_rejects_bad_sizes() {
+        assert_eq!(
+            ChunkParams::with_average(64 << 10).unwrap(),
+            ChunkParams::default()
+        );
+        let big = ChunkParams::with_average(ChunkParams::MAX_AVERAGE).unwrap();
+        assert_eq!((big.min, big.max), (1 << 20, 16 << 20));
+        for bad in [0, 1000, 2 << 10, 8 << 20, (64 << 10) + 1] {
+            assert!(ChunkParams::with_average(bad).is_err(), "{bad} accepted");
+        }
+        let inverted = ChunkParams {
+            min: 256 << 10,
+            avg: 64 << 10,
+            max: 16 << 10,
+        };
+        assert!(inverted.validate().is_err());
     }
 }

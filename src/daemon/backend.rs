@@ -1,12 +1,12 @@
 //! The vhost-user-fs device: queue 0 (hiprio) plus N request queues, each watched by its own
-//! vhost-user-backend epoll thread that pops descriptor chains and hands them to the workers.
+//! vhost-user-backend epoll thread that pops descriptor chains, serves the quick ones itself
+//! and hands the others to the workers.
 
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use fuse_backend_rs::api::filesystem::FileSystem;
-use fuse_backend_rs::api::server::Server;
 use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
 use vhost_user_backend::{VhostUserBackend, VringT};
 use virtio_queue::QueueOwnedT;
@@ -17,11 +17,15 @@ use vmm_sys_util::event::{
 };
 
 use super::pool::WorkerPool;
-use super::request::{self, Chain, GuestMem, RingId, Vring};
+use super::request::{self, Chain, FuseServer, GuestMem, RingId, Vring};
+use super::triage::{self, Triage};
 
 const VIRTIO_F_VERSION_1: u64 = 1 << 32;
 const VIRTIO_RING_F_INDIRECT_DESC: u64 = 1 << 28;
 const VIRTIO_RING_F_EVENT_IDX: u64 = 1 << 29;
+
+/// Most requests served on a queue thread before their completions are published.
+const BATCH: usize = 16;
 
 /// Index of the high-priority queue (FORGET, INTERRUPT), per the virtio-fs spec.
 const HIPRIO_QUEUE: usize = 0;
@@ -36,18 +40,18 @@ pub(crate) struct Geometry {
 }
 
 /// The vhost-user-fs back end, generic over the file system it serves.
-pub(crate) struct FsBackend<F: FileSystem + Send + Sync + 'static> {
-    server: Arc<Server<F>>,
+pub(crate) struct FsBackend<F: FileSystem + Triage + Send + Sync + 'static> {
+    server: Arc<FuseServer<F>>,
     pool: WorkerPool,
     geometry: Geometry,
     event_idx: AtomicBool,
     mem: Mutex<Option<GuestMemoryAtomic<GuestMem>>>,
 }
 
-impl<F: FileSystem + Send + Sync + 'static> FsBackend<F> {
+impl<F: FileSystem + Triage + Send + Sync + 'static> FsBackend<F> {
     pub(crate) fn new(fs: F, geometry: Geometry, workers: usize) -> io::Result<Self> {
         Ok(FsBackend {
-            server: Arc::new(Server::new(fs)),
+            server: Arc::new(FuseServer::new(fs)),
             pool: WorkerPool::new(workers)?,
             geometry,
             event_idx: AtomicBool::new(false),
@@ -74,53 +78,56 @@ impl<F: FileSystem + Send + Sync + 'static> FsBackend<F> {
     /// `enable_notification` then re-reads the avail index (publishing `avail_event` first
     /// with EVENT_IDX), so a request added while draining is either popped by the next round
     /// or kicks again. Nothing is lost between the last pop and the re-arm.
+    ///
+    /// Quick requests (see [`Triage`]) are served right here and completed in batches of up
+    /// to [`BATCH`], one guest notification per batch; the others go to the workers.
     fn drain(&self, queue: usize, vring: &Vring) -> io::Result<()> {
         let mem = self.memory()?;
+        let mut done = Vec::with_capacity(BATCH);
         loop {
             let (ring, chains): (RingId, Vec<Chain>) = {
                 let mut state = vring.get_mut();
                 state.disable_notification().map_err(io::Error::other)?;
                 let q = state.get_queue_mut();
                 let ring = request::ring_id(q);
-                let mut chains = Vec::new();
-                let mut iter = q.iter(mem.clone()).map_err(io::Error::other)?;
-                for chain in iter.by_ref() {
-                    chains.push(chain);
-                }
+                let chains = q.iter(mem.clone()).map_err(io::Error::other)?.collect();
                 (ring, chains)
             };
             for chain in chains {
-                self.dispatch(queue, vring, ring, &mem, chain);
+                if self.serves_here(queue, &mem, &chain) {
+                    done.push(request::serve_here(&self.server, &mem, chain));
+                    if done.len() == BATCH {
+                        request::complete_all(vring, ring, &done);
+                        done.clear();
+                    }
+                } else {
+                    let server = self.server.clone();
+                    let vring = vring.clone();
+                    let mem = mem.clone();
+                    self.pool.submit(Box::new(move || {
+                        request::serve(&server, vring, ring, mem, chain);
+                    }));
+                }
             }
+            request::complete_all(vring, ring, &done);
+            done.clear();
             if !vring.enable_notification().map_err(io::Error::other)? {
                 return Ok(());
             }
         }
     }
 
-    fn dispatch(
-        &self,
-        queue: usize,
-        vring: &Vring,
-        ring: RingId,
-        mem: &Arc<GuestMem>,
-        chain: Chain,
-    ) {
-        if queue == HIPRIO_QUEUE {
-            // FORGET and friends are cheap and need no reply: serve them in order, here.
-            request::serve(&self.server, vring.clone(), ring, mem.clone(), chain);
-            return;
-        }
-        let server = self.server.clone();
-        let vring = vring.clone();
-        let mem = mem.clone();
-        self.pool.submit(Box::new(move || {
-            request::serve(&server, vring, ring, mem, chain);
-        }));
+    /// Whether the queue thread serves `chain` itself: hiprio requests (FORGET and friends,
+    /// cheap and answered in order), everything when there are no workers, and requests that
+    /// cannot wait on I/O.
+    fn serves_here(&self, queue: usize, mem: &GuestMem, chain: &Chain) -> bool {
+        queue == HIPRIO_QUEUE
+            || self.pool.is_inline()
+            || triage::is_quick(self.server.fs(), mem, chain)
     }
 }
 
-impl<F: FileSystem + Send + Sync + 'static> VhostUserBackend for FsBackend<F> {
+impl<F: FileSystem + Triage + Send + Sync + 'static> VhostUserBackend for FsBackend<F> {
     type Bitmap = ();
     type Vring = Vring;
 
@@ -206,6 +213,11 @@ mod tests {
     impl FileSystem for NoFs {
         type Inode = u64;
         type Handle = u64;
+    }
+    impl Triage for NoFs {
+        fn is_quick(&self, _: u32, _: u64, _: Option<(u64, u32)>) -> bool {
+            true
+        }
     }
 
     #[test]

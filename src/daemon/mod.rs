@@ -6,13 +6,17 @@
 //! (namespaces or chroot, capabilities, seccomp); [`Daemon::serve`] then calls [`serve`], which
 //! is generic over any fuse-backend-rs `FileSystem`. Inside, `backend` wires
 //! vhost-user-backend (one epoll thread per virtqueue: queue 0 hiprio, then the request
-//! queues), `pool` runs requests on worker threads, and `request` decodes, answers and
-//! completes one descriptor chain; completions happen in any order.
+//! queues); a queue thread serves the requests `triage` calls quick itself and hands the
+//! others to `pool`'s worker threads; `request` decodes, answers and completes one descriptor
+//! chain; completions happen in any order. Images are served by `image_fs`, whose file reads
+//! go through `chunk_store`.
 
 mod backend;
+mod chunk_store;
 mod cli;
 mod config;
 mod error;
+mod image_fs;
 mod passthrough;
 mod pool;
 mod request;
@@ -20,6 +24,7 @@ mod sandbox;
 mod serve;
 mod start;
 mod syslog;
+mod triage;
 
 pub use cli::{parse_args, Command, MAX_THREAD_POOL_SIZE};
 pub use config::{
@@ -27,11 +32,13 @@ pub use config::{
     Source,
 };
 pub use error::DaemonError;
+pub use image_fs::{ImageFs, CHUNK_STORE_BYTES};
 pub use passthrough::{cache_timeout, shared_dir, SharedDirFs};
 pub use sandbox::{SandboxError, TRAPPED_EXIT_STATUS};
 pub use serve::{listen, serve, ServeOptions};
 pub use start::{open_image, start, Daemon, Started, Supervising};
 pub use syslog::SyslogLogger;
+pub use triage::Triage;
 
 /// The line Kata's runtime-rs waits for on stderr before connecting.
 pub const READY_LINE: &str = "Waiting for vhost-user socket connection";

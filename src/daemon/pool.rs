@@ -1,5 +1,5 @@
-//! A fixed pool of request workers fed through one FIFO: queue threads only pop descriptor
-//! chains and hand them here, so a slow request never holds up the queue or other requests.
+//! A fixed pool of request workers fed through one FIFO: queue threads hand here the requests
+//! that may wait on I/O, so a slow request never holds up the queue or other requests.
 
 use std::collections::VecDeque;
 use std::io;
@@ -50,6 +50,11 @@ impl WorkerPool {
             shared,
             threads: Mutex::new(threads),
         })
+    }
+
+    /// Whether jobs run on the submitting thread (a pool of no threads).
+    pub(crate) fn is_inline(&self) -> bool {
+        self.inline
     }
 
     /// Runs `job` on a worker (or right here when the pool has no threads or is closed).

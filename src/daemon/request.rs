@@ -2,6 +2,8 @@
 //! fuse-backend-rs server, and return the chain to the guest's used ring exactly once.
 
 use std::io::Write;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use fuse_backend_rs::abi::fuse_abi::{InHeader, Opcode, OutHeader};
@@ -10,7 +12,7 @@ use fuse_backend_rs::api::server::Server;
 use fuse_backend_rs::transport::{Reader, VirtioFsWriter, Writer};
 use vhost_user_backend::{VringRwLock, VringT};
 use virtio_queue::{DescriptorChain, QueueT};
-use vm_memory::{ByteValued, GuestMemoryAtomic, GuestMemoryMmap};
+use vm_memory::{ByteValued, Bytes, GuestMemoryAtomic, GuestMemoryMmap};
 
 /// Guest memory as the daemon maps it (no dirty-page logging).
 pub(crate) type GuestMem = GuestMemoryMmap<()>;
@@ -18,6 +20,32 @@ pub(crate) type GuestMem = GuestMemoryMmap<()>;
 pub(crate) type Vring = VringRwLock<GuestMemoryAtomic<GuestMem>>;
 /// A request popped from a virtqueue, holding the memory snapshot it points into.
 pub(crate) type Chain = DescriptorChain<Arc<GuestMem>>;
+
+/// The FUSE server plus the connection state it does not track itself.
+pub(crate) struct FuseServer<F: FileSystem + Send + Sync> {
+    server: Server<Arc<F>>,
+    /// The same file system, for the queue threads' triage.
+    fs: Arc<F>,
+    /// Set once INIT succeeded. Before that every other request gets EIO, as libfuse does:
+    /// the file system must not be reached by a guest that skipped the handshake.
+    initialized: AtomicBool,
+}
+
+impl<F: FileSystem + Send + Sync> FuseServer<F> {
+    pub(crate) fn new(fs: F) -> Self {
+        let fs = Arc::new(fs);
+        FuseServer {
+            server: Server::new(fs.clone()),
+            fs,
+            initialized: AtomicBool::new(false),
+        }
+    }
+
+    /// The file system served.
+    pub(crate) fn fs(&self) -> &F {
+        &self.fs
+    }
+}
 
 /// Puts a popped chain on the used ring when dropped, so that every request is answered once,
 /// even when serving it fails or panics.
@@ -45,22 +73,36 @@ pub(crate) fn ring_id(q: &impl QueueT) -> RingId {
 }
 
 /// Adds `head` to the used ring and signals the guest when it asked to be told.
+pub(crate) fn complete(vring: &Vring, ring: RingId, head: u16, len: u32) {
+    complete_all(vring, ring, &[(head, len)]);
+}
+
+/// Adds every `(head, len)` to the used ring, then signals the guest once if it asked to be
+/// told (one call-eventfd write for the whole batch).
 ///
 /// The vring write lock covers `add_used` and `needs_notification` together: with
 /// EVENT_IDX, the notification decision depends on how many entries were added since the last
-/// decision, so both must see the same ring state. Completions from several workers therefore
+/// decision, so both must see the same ring state. Completions from several threads therefore
 /// serialize here (for a few hundred nanoseconds), in whatever order they finish.
-pub(crate) fn complete(vring: &Vring, ring: RingId, head: u16, len: u32) {
-    let mut state = vring.get_mut();
-    if !state.get_queue().ready() || ring_id(state.get_queue()) != ring {
-        // The front end stopped the ring (GET_VRING_BASE) while this request was in flight,
-        // or has set it up anew since: the driver was reset and the answer has nowhere to go.
-        log::debug!("dropping completion of descriptor {head}: queue stopped or reset");
+pub(crate) fn complete_all(vring: &Vring, ring: RingId, done: &[(u16, u32)]) {
+    if done.is_empty() {
         return;
     }
-    if let Err(e) = state.add_used(head, len) {
-        log::error!("cannot return descriptor {head} to the guest: {e}");
+    let mut state = vring.get_mut();
+    if !state.get_queue().ready() || ring_id(state.get_queue()) != ring {
+        // The front end stopped the ring (GET_VRING_BASE) while these requests were in
+        // flight, or has set it up anew since: the driver was reset and the answers have
+        // nowhere to go.
+        log::debug!(
+            "dropping {} completion(s): queue stopped or reset",
+            done.len()
+        );
         return;
+    }
+    for &(head, len) in done {
+        if let Err(e) = state.add_used(head, len) {
+            log::error!("cannot return descriptor {head} to the guest: {e}");
+        }
     }
     let notify = state.needs_notification().unwrap_or_else(|e| {
         log::warn!("cannot read the guest's used_event: {e}");
@@ -73,9 +115,9 @@ pub(crate) fn complete(vring: &Vring, ring: RingId, head: u16, len: u32) {
     }
 }
 
-/// Serves one request and completes it. Runs on a worker thread (or inline for hiprio).
-pub(crate) fn serve<F: FileSystem + Sync>(
-    server: &Server<F>,
+/// Serves one request on a worker thread and completes it.
+pub(crate) fn serve<F: FileSystem + Send + Sync>(
+    server: &FuseServer<F>,
     vring: Vring,
     ring: RingId,
     mem: Arc<GuestMem>,
@@ -90,8 +132,24 @@ pub(crate) fn serve<F: FileSystem + Sync>(
     done.len = handle(server, &mem, chain);
 }
 
+/// Serves one request on the queue thread and returns its `(head, used length)` for the
+/// caller to complete with its batch. A panic is caught (and answered with an empty
+/// completion) so that the queue thread goes on serving.
+pub(crate) fn serve_here<F: FileSystem + Send + Sync>(
+    server: &FuseServer<F>,
+    mem: &GuestMem,
+    chain: Chain,
+) -> (u16, u32) {
+    let head = chain.head_index();
+    let len = catch_unwind(AssertUnwindSafe(|| handle(server, mem, chain))).unwrap_or_else(|_| {
+        log::error!("request in descriptor {head} panicked");
+        0
+    });
+    (head, len)
+}
+
 /// Returns the number of bytes written into the chain's device-writable buffers.
-fn handle<F: FileSystem + Sync>(server: &Server<F>, mem: &GuestMem, chain: Chain) -> u32 {
+fn handle<F: FileSystem + Send + Sync>(fuse: &FuseServer<F>, mem: &GuestMem, chain: Chain) -> u32 {
     let reader = match Reader::from_descriptor_chain(mem, chain.clone()) {
         Ok(r) => r,
         Err(e) => {
@@ -99,13 +157,15 @@ fn handle<F: FileSystem + Sync>(server: &Server<F>, mem: &GuestMem, chain: Chain
             return 0;
         }
     };
-    let header: InHeader = match reader.clone().read_obj() {
+    let header = match peek_header(mem, &chain).map_or_else(|| reader.clone().read_obj(), Ok) {
         Ok(h) => h,
         Err(e) => {
             log::warn!("request too short for a FUSE header: {e}");
             return 0;
         }
     };
+    // Kept to answer with an error when the server fails: cheaper than cloning the writer.
+    let spare_chain = chain.clone();
     let writer = match VirtioFsWriter::new(mem, chain) {
         Ok(w) => w,
         Err(e) => {
@@ -113,14 +173,60 @@ fn handle<F: FileSystem + Sync>(server: &Server<F>, mem: &GuestMem, chain: Chain
             return 0;
         }
     };
-    let spare = writer.clone();
-    match server.handle_message(reader, Writer::from(writer), None, None) {
-        Ok(n) => u32::try_from(n).unwrap_or(0),
+    let spare = || VirtioFsWriter::new(mem, spare_chain).ok();
+    if let Some(errno) = refuse(fuse, &header, reader.available_bytes()) {
+        log::debug!(
+            "request {} (opcode {}, len {}): refused with errno {errno}",
+            header.unique,
+            header.opcode,
+            header.len
+        );
+        return spare().map_or(0, |w| reply_error(w, &header, errno));
+    }
+    let init = header.opcode == Opcode::Init as u32;
+    match fuse
+        .server
+        .handle_message(reader, Writer::from(writer), None, None)
+    {
+        Ok(n) => {
+            if init {
+                fuse.initialized.store(true, Ordering::Release);
+            }
+            u32::try_from(n).unwrap_or(0)
+        }
         Err(e) => {
             log::debug!("request {} (opcode {}): {e}", header.unique, header.opcode);
-            reply_error(spare, &header, error_code(&e))
+            spare().map_or(0, |w| reply_error(w, &header, error_code(&e)))
         }
     }
+}
+
+/// The FUSE header, when the chain's first descriptor holds all of it (as every driver
+/// sends it); None means: decode it the long way.
+pub(crate) fn peek_header(mem: &GuestMem, chain: &Chain) -> Option<InHeader> {
+    let desc = chain.clone().next()?;
+    if desc.is_write_only() || (desc.len() as usize) < std::mem::size_of::<InHeader>() {
+        return None;
+    }
+    mem.read_obj(desc.addr()).ok()
+}
+
+/// Why a request must not reach the server, as an errno: a header length that disagrees
+/// with the chain (shorter than the header itself, or longer than what the guest supplied),
+/// or anything but INIT before INIT.
+fn refuse<F: FileSystem + Send + Sync>(
+    fuse: &FuseServer<F>,
+    h: &InHeader,
+    supplied: usize,
+) -> Option<i32> {
+    let len = h.len as usize;
+    if len < std::mem::size_of::<InHeader>() || len > supplied {
+        return Some(libc::EINVAL);
+    }
+    if h.opcode != Opcode::Init as u32 && !fuse.initialized.load(Ordering::Acquire) {
+        return Some(libc::EIO);
+    }
+    None
 }
 
 /// Answers a request the server could not decode, so that the guest's request completes.
@@ -150,5 +256,53 @@ fn error_code(e: &fuse_backend_rs::Error) -> i32 {
         | E::InvalidXattrSize(_)
         | E::InvalidMessage(_) => libc::EINVAL,
         _ => libc::EIO,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct NoFs;
+    impl FileSystem for NoFs {
+        type Inode = u64;
+        type Handle = u64;
+    }
+
+    fn header(opcode: Opcode, len: u32) -> InHeader {
+        InHeader {
+            len,
+            opcode: opcode as u32,
+            unique: 7,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn refuses_requests_before_init_and_lengths_that_disagree_with_the_chain() {
+        let fuse = FuseServer::new(NoFs);
+        assert_eq!(
+            refuse(&fuse, &header(Opcode::Getattr, 56), 56),
+            Some(libc::EIO)
+        );
+        assert_eq!(refuse(&fuse, &header(Opcode::Init, 56), 56), None);
+        assert_eq!(
+            refuse(&fuse, &header(Opcode::Init, 16), 56),
+            Some(libc::EINVAL)
+        );
+        assert_eq!(
+            refuse(&fuse, &header(Opcode::Init, 57), 56),
+            Some(libc::EINVAL)
+        );
+        fuse.initialized.store(true, Ordering::Release);
+        assert_eq!(refuse(&fuse, &header(Opcode::Getattr, 56), 56), None);
+        assert_eq!(
+            refuse(&fuse, &header(Opcode::Getattr, 0), 56),
+            Some(libc::EINVAL)
+        );
+        assert_eq!(
+            refuse(&fuse, &header(Opcode::Getattr, 4096), 56),
+            Some(libc::EINVAL)
+        );
     }
 }

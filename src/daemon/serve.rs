@@ -12,6 +12,7 @@ use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 
 use super::backend::{FsBackend, Geometry};
 use super::config::{default_thread_pool_size, SocketSpec};
+use super::triage::Triage;
 use super::DaemonError;
 
 /// How the device is set up.
@@ -115,7 +116,7 @@ pub fn serve<F>(
     on_ready: impl FnOnce(),
 ) -> Result<(), DaemonError>
 where
-    F: FileSystem + Send + Sync + 'static,
+    F: FileSystem + Triage + Send + Sync + 'static,
 {
     if opts.request_queues == 0 || opts.request_queues > 63 {
         return Err(DaemonError::Usage(format!(

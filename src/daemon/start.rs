@@ -10,13 +10,14 @@ use std::sync::Arc;
 use vhost::vhost_user::Listener;
 
 use super::config::{Config, ImageSource, Sandbox, SocketSpec, Source};
+use super::image_fs::{ImageFs, CHUNK_STORE_BYTES};
 use super::passthrough::{check_shared_dir, import, new_passthrough, SharedDirFs};
 use super::sandbox::{self, Isolated, Needs, Supervisor};
 use super::serve::{listen, serve, ServeOptions};
 use super::DaemonError;
 use crate::fs::{FsConfig, PuzzleFs, ReadOnly};
 use crate::oci::OciDir;
-use crate::reader::{Image, OpenOptions};
+use crate::reader::{ChunkCache, Image, OpenOptions};
 
 /// What [`start`] made of this process.
 pub enum Started {
@@ -71,6 +72,7 @@ pub fn start(config: &Config) -> Result<Started, DaemonError> {
         Isolated::Daemon(jail) => jail,
     };
 
+    let mut chunk_store_fd = None;
     let fs = match opened {
         Opened::SharedDir(dir) => {
             // A chroot leaves no /proc: open /proc/self/fd before. The namespace sandbox
@@ -94,7 +96,9 @@ pub fn start(config: &Config) -> Result<Started, DaemonError> {
                 .map_err(|e| DaemonError::Image(e.to_string()))?;
             log::info!("serving image {} read-only", image.manifest_digest());
             let fs = PuzzleFs::new(Arc::new(*image), FsConfig::new(config.cache));
-            Served::Image(ReadOnly::new(fs))
+            let fs = ImageFs::new(fs, CHUNK_STORE_BYTES).map_err(DaemonError::Workers)?;
+            chunk_store_fd = Some(fs.store_fd());
+            Served::Image(Box::new(ReadOnly::new(fs)))
         }
     };
     let socket_file = socket_file.filter(|_| !sandboxed);
@@ -102,6 +106,7 @@ pub fn start(config: &Config) -> Result<Started, DaemonError> {
         passthrough: matches!(fs, Served::SharedDir(_)),
         syslog: config.syslog,
         unlink_socket: socket_file.is_some(),
+        chunk_store_fd,
     };
     sandbox::load_seccomp(config.seccomp, needs)?;
     Ok(Started::Daemon(Box::new(Daemon {
@@ -117,6 +122,8 @@ pub fn open_image(source: &ImageSource) -> Result<Image, DaemonError> {
     let oci = OciDir::open(&source.oci_dir).map_err(|e| DaemonError::Image(e.to_string()))?;
     let options = OpenOptions {
         pin: source.digest,
+        // Verified chunks live in ImageFs's chunk store, outside the heap.
+        cache: Some(Arc::new(ChunkCache::new(0))),
         ..OpenOptions::default()
     };
     Image::open(&oci, &source.tag, options).map_err(|e| DaemonError::Image(e.to_string()))
@@ -129,7 +136,7 @@ enum Opened {
 
 enum Served {
     SharedDir(Box<SharedDirFs>),
-    Image(ReadOnly<PuzzleFs>),
+    Image(Box<ReadOnly<ImageFs>>),
 }
 
 /// The parent of a sandboxed daemon.
@@ -177,7 +184,7 @@ impl Daemon {
         sandbox::unblock_stop_signals()?;
         match self.fs {
             Served::SharedDir(fs) => serve(*fs, self.listener, &self.opts, on_ready),
-            Served::Image(fs) => serve(fs, self.listener, &self.opts, on_ready),
+            Served::Image(fs) => serve(*fs, self.listener, &self.opts, on_ready),
         }
     }
 }

@@ -18,6 +18,8 @@ pub(crate) enum OpError {
     UnknownInode,
     /// No entry of that name.
     NotFound,
+    /// A name longer than NAME_MAX (255 bytes), which no image holds.
+    NameTooLong,
     /// The operation needs a directory.
     NotADirectory,
     /// The operation does not work on a directory.
@@ -58,6 +60,7 @@ impl OpError {
             OpError::Reply(e) => e.raw_os_error().unwrap_or(libc::EIO),
             OpError::UnknownInode => libc::EBADF,
             OpError::NotFound => libc::ENOENT,
+            OpError::NameTooLong => libc::ENAMETOOLONG,
             OpError::NotADirectory => libc::ENOTDIR,
             OpError::IsADirectory => libc::EISDIR,
             OpError::Invalid => libc::EINVAL,
@@ -122,6 +125,7 @@ fn chunk_errno(e: &ChunkError) -> i32 {
         | ChunkError::TooLarge { .. }
         | ChunkError::Zstd(_)
         | ChunkError::Io(_) => libc::EIO,
+        ChunkError::BadParams(_) => libc::EINVAL,
     }
 }
 
@@ -221,6 +225,7 @@ mod tests {
         let cases = [
             (OpError::UnknownInode, libc::EBADF),
             (OpError::NotFound, libc::ENOENT),
+            (OpError::NameTooLong, libc::ENAMETOOLONG),
             (OpError::NotADirectory, libc::ENOTDIR),
             (OpError::IsADirectory, libc::EISDIR),
             (OpError::Invalid, libc::EINVAL),

@@ -9,7 +9,7 @@ use super::attr::{dtype, stat};
 use super::config::CachePolicy;
 use super::errno::{corrupt_blob, OpError};
 use super::{dir, PuzzleFs};
-use crate::reader::{Node, NodeData, NodeId};
+use crate::reader::{Node, NodeData, NodeId, NAME_MAX};
 
 pub(super) type Res<T> = Result<T, OpError>;
 
@@ -37,6 +37,9 @@ impl PuzzleFs {
         let (dir, node) = self.node(parent)?;
         if !matches!(node.data, NodeData::Dir(_)) {
             return Err(OpError::NotADirectory);
+        }
+        if name.to_bytes().len() > NAME_MAX {
+            return Err(OpError::NameTooLong);
         }
         let found = match name.to_bytes() {
             b"." => Some(dir),

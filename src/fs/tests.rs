@@ -171,6 +171,12 @@ fn lookup_getattr_and_unknown_inodes() {
         fs.lookup(&ctx(), ROOT_ID, &name("..")).unwrap().inode,
         ROOT_ID
     );
+    // Names no image can hold are refused rather than looked up.
+    let long = "x".repeat(256);
+    assert_eq!(
+        errno(fs.lookup(&ctx(), ROOT_ID, &name(&long))),
+        libc::ENAMETOOLONG
+    );
     // Missing names: a cacheable negative entry, or ENOENT without caching.
     let neg = fs.lookup(&ctx(), ROOT_ID, &name("missing")).unwrap();
     assert_eq!((neg.inode, neg.entry_timeout), (0, super::LONG_TIMEOUT));

@@ -8,6 +8,13 @@ use super::types::{empty_config, validate_tag, Descriptor, ImageIndex, ImageMani
 use super::{OciError, ANNOTATION_REF_NAME, MEDIA_TYPE_MANIFEST};
 use crate::format::Digest;
 
+/// Mode of the files a layout holds: readable by all (less the umask), like any published
+/// content; temporary files would otherwise keep their private 0600.
+pub(super) fn public_file() -> fs::Permissions {
+    use std::os::unix::fs::PermissionsExt;
+    fs::Permissions::from_mode(0o644)
+}
+
 /// Largest manifest or index accepted (registries use the same bound).
 pub const MAX_MANIFEST_BYTES: u64 = 4 << 20;
 const MAX_INDEX_BYTES: u64 = 64 << 20;
@@ -117,6 +124,7 @@ impl OciDir {
         let blobs = self.root.join("blobs/sha256");
         let mut tmp = tempfile::Builder::new()
             .prefix(".tmp-blob-")
+            .permissions(public_file())
             .tempfile_in(&blobs)
             .map_err(|e| OciError::io(&blobs, e))?;
         tmp.write_all(data)
@@ -295,6 +303,7 @@ impl OciDir {
     fn atomic_write(&self, name: &str, data: &[u8]) -> Result<(), OciError> {
         let mut tmp = tempfile::Builder::new()
             .prefix(&format!(".tmp-{name}-"))
+            .permissions(public_file())
             .tempfile_in(&self.root)
             .map_err(|e| OciError::io(&self.root, e))?;
         tmp.write_all(data)

@@ -8,8 +8,10 @@
 use std::collections::HashSet;
 use std::fs;
 use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::sync::Mutex;
 
+use super::dir::public_file;
 use super::{Descriptor, ImageManifest, OciDir, OciError};
 use crate::format::Digest;
 
@@ -49,7 +51,12 @@ impl<'a> Staging<'a> {
             return Ok(false);
         }
         let path = self.dir.path().join(digest.hex());
-        let mut f = fs::File::create_new(&path).map_err(|e| OciError::io(&path, e))?;
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(public_file().mode())
+            .open(&path)
+            .map_err(|e| OciError::io(&path, e))?;
         f.write_all(data).map_err(|e| OciError::io(&path, e))?;
         Ok(true)
     }

@@ -9,5 +9,5 @@ mod walk;
 pub use cache::{ChunkCache, DEFAULT_CACHE_BYTES};
 pub use error::ReaderError;
 pub use image::{BlobInfo, Image, OpenOptions, MAX_BLOB_BYTES, MAX_METADATA_BYTES};
-pub use table::{Entry, Extent, InodeTable, Node, NodeData, NodeId, ROOT};
+pub use table::{Entry, Extent, InodeTable, Node, NodeData, NodeId, NAME_MAX, ROOT};
 pub use walk::{Walk, WalkItem};

@@ -16,7 +16,8 @@ pub type NodeId = u32;
 /// The root directory's node.
 pub const ROOT: NodeId = 0;
 
-const NAME_MAX: usize = 255;
+/// Longest entry name an image may hold, in bytes.
+pub const NAME_MAX: usize = 255;
 const SYMLINK_MAX: usize = 4095;
 const XATTR_NAME_MAX: usize = 255;
 const XATTR_VALUE_MAX: usize = 65536;

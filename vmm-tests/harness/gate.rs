@@ -1,6 +1,7 @@
 //! A file system wrapper for proving that one stuck request does not hold up the others:
 //! reads of the file named `slow` wait until the guest looks up `release`; until a slow read
 //! has started, lookups of `slow-started` answer ENOENT. Everything else is passed through.
+//! Its `Triage` sends reads to the workers and serves the rest on the queue threads.
 
 use std::ffi::CStr;
 use std::io;
@@ -49,6 +50,15 @@ impl<F> Gate<F> {
             }
             released = self.cond.wait_timeout(released, left).unwrap().0;
         }
+    }
+}
+
+/// Reads go to the daemon's workers (a slow one must not hold up the rest); everything else
+/// is served on the queue thread, so the test also covers requests served there while a read
+/// is stuck in a worker.
+impl<F> pfs::daemon::Triage for Gate<F> {
+    fn is_quick(&self, opcode: u32, _: u64, _: Option<(u64, u32)>) -> bool {
+        opcode != fuse_backend_rs::abi::fuse_abi::Opcode::Read as u32
     }
 }
 

@@ -143,6 +143,7 @@ mod tests {
             passthrough: false,
             syslog: false,
             unlink_socket: false,
+            chunk_store_fd: None,
         };
         let program = compile(mismatch_action(action).unwrap(), needs).unwrap();
         let (mut out, err) = std::io::pipe().unwrap();
@@ -197,6 +198,7 @@ mod tests {
                     passthrough,
                     syslog,
                     unlink_socket: syslog,
+                    chunk_store_fd: (!passthrough).then_some(7),
                 };
                 let program = compile(SeccompAction::KillProcess, needs).unwrap();
                 assert!(!program.is_empty());

@@ -16,6 +16,9 @@ pub(crate) struct Needs {
     pub syslog: bool,
     /// Removing the socket file at exit (`--sandbox none` with `--socket-path`).
     pub unlink_socket: bool,
+    /// The image's chunk store (a memfd): the only file the daemon may write, and it reads
+    /// from it with preadv.
+    pub chunk_store_fd: Option<i32>,
 }
 
 type Nr = libc::c_long;
@@ -71,8 +74,9 @@ const VHOST_USER: &[Nr] = &[
     libc::SYS_epoll_pwait, // not seen on x86_64: what glibc uses elsewhere
 ];
 
-/// A PuzzleFS image: blobs are opened by path (inside the new root) when first read.
-const IMAGE: &[Nr] = &[libc::SYS_openat];
+/// A PuzzleFS image: blobs are opened by path (inside the new root) when first read; chunks
+/// are copied out of the chunk store with preadv (pwrite64 is allowed on the store alone).
+const IMAGE: &[Nr] = &[libc::SYS_openat, libc::SYS_preadv, libc::SYS_pread64];
 
 /// fuse-backend-rs's pass-through file system over a shared directory.
 const PASSTHROUGH: &[Nr] = &[
@@ -128,6 +132,9 @@ pub(super) fn allow_list(needs: Needs) -> Result<Vec<(i64, Vec<SeccompRule>)>, B
     if needs.syslog {
         list.push((libc::SYS_socket, vec![arg0_is(libc::AF_UNIX as u64)?]));
     }
+    if let Some(fd) = needs.chunk_store_fd {
+        list.push((libc::SYS_pwrite64, vec![arg0_is(fd as u64)?]));
+    }
     Ok(list)
 }
 
@@ -154,6 +161,7 @@ mod tests {
             passthrough: false,
             syslog: false,
             unlink_socket: false,
+            chunk_store_fd: None,
         };
         let all = allowed(image);
         assert!(all.contains(&libc::SYS_openat) && all.contains(&libc::SYS_accept4));
@@ -169,9 +177,33 @@ mod tests {
             passthrough: true,
             syslog: true,
             unlink_socket: true,
+            chunk_store_fd: None,
         });
         for present in [libc::SYS_getdents64, libc::SYS_socket, libc::SYS_unlinkat] {
             assert!(every.contains(&present), "{present} missing");
+        }
+    }
+
+    #[test]
+    fn only_the_chunk_store_may_be_written() {
+        let list = allow_list(Needs {
+            passthrough: false,
+            syslog: false,
+            unlink_socket: false,
+            chunk_store_fd: Some(9),
+        })
+        .unwrap();
+        let rules: Vec<_> = list
+            .iter()
+            .filter(|(nr, _)| *nr == libc::SYS_pwrite64)
+            .map(|(_, rules)| rules.len())
+            .collect();
+        assert_eq!(rules, [1], "pwrite64 allowed once, with its fd rule");
+        for absent in [libc::SYS_pwritev, libc::SYS_ftruncate] {
+            assert!(
+                !list.iter().any(|(nr, _)| *nr == absent),
+                "{absent} allowed"
+            );
         }
     }
 
@@ -181,6 +213,7 @@ mod tests {
             passthrough: true,
             syslog: true,
             unlink_socket: true,
+            chunk_store_fd: None,
         });
         for forbidden in [
             libc::SYS_execve,

@@ -1,0 +1,39 @@
+#!/bin/sh
+# The whole benchmark suite in one go, every contender in the same run on the same Debian trees:
+# builds, unified size of successive versions, whole-tree reads through FUSE, and the
+# vhost-user-fs daemons driven by virtiofs-frontend. Writes the tables to
+# scripts/bench-results/RESULTS.md and the ratios as a chart to scripts/bench-results/performance.svg
+# (or to OUT_DIR). Takes about half an hour on 2 cores with RUNS=3.
+#   scripts/bench.sh [RUNS] [OUT_DIR]
+set -eu
+here=$(cd "$(dirname "$0")/.." && pwd)
+runs=${1:-3}
+out=${2:-$here/scripts/bench-results}
+mkdir -p "$out"
+BENCH_RATIOS=$(mktemp)
+export BENCH_RATIOS
+trap 'rm -f "$BENCH_RATIOS" "$out/RESULTS.md.tmp"' EXIT
+cpu=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
+{
+    echo "Measured $(date -u '+%Y-%m-%d %H:%M UTC') on $(nproc) cores ($cpu), Linux $(uname -r),"
+    echo "with \`scripts/bench.sh $runs\`. Ratios: above 1 means ours is faster or smaller."
+    echo
+    echo "### Building an image (Debian bookworm minbase)"
+    echo
+    "$here/scripts/bench-build.sh" "" "$runs"
+    echo
+    echo "### Unified size of four successive versions"
+    echo
+    "$here/scripts/bench-versions.sh"
+    echo
+    echo "### Whole-tree read through a host FUSE mount"
+    echo
+    "$here/scripts/bench-mount.sh" "" "$runs"
+    echo
+    echo "### vhost-user-fs daemons (virtiofs-frontend, bookworm + python3 + git)"
+    echo
+    "$here/scripts/bench-vhost.sh" "" "$runs"
+} >"$out/RESULTS.md.tmp"
+mv "$out/RESULTS.md.tmp" "$out/RESULTS.md"
+"$here/scripts/bench-chart.py" <"$BENCH_RATIOS" >"$out/performance.svg"
+echo "wrote $out/RESULTS.md and $out/performance.svg" >&2

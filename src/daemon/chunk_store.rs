@@ -1,0 +1,267 @@
+//! Verified chunk contents kept outside the heap, in a private memfd, so that a warm read is
+//! one `preadv` from the memfd straight into guest memory.
+//!
+//! Only chunks whose digest the reader verified (and that it decompressed) are stored, and
+//! nothing but this process can reach the memfd (it has no path and is close-on-exec), so
+//! what is read back is what was verified. The memfd is a ring of `budget` bytes: chunks are
+//! written at a moving head and the oldest ones are evicted when it wraps (first in, first
+//! out). A reader pins the chunk it copies from; a pinned chunk is never overwritten (a chunk
+//! that would need its space is then served without being stored).
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::sync::{Mutex, MutexGuard};
+
+use crate::format::Digest;
+
+struct Slot {
+    offset: u64,
+    len: u64,
+    /// Readers copying from the slot right now.
+    pins: u32,
+    /// The contents are written (a slot being filled is neither read nor evicted).
+    ready: bool,
+}
+
+#[derive(Default)]
+struct Index {
+    slots: HashMap<Digest, Slot>,
+    /// Slot offsets to digests, to find what a new chunk's range overlaps.
+    by_offset: BTreeMap<u64, Digest>,
+    head: u64,
+}
+
+/// A bounded, memfd-backed store of verified chunks, keyed by digest.
+pub(crate) struct ChunkStore {
+    file: File,
+    budget: u64,
+    index: Mutex<Index>,
+}
+
+/// A stored chunk that stays in place until dropped.
+pub(crate) struct Pinned<'a> {
+    store: &'a ChunkStore,
+    digest: Digest,
+    offset: u64,
+    len: u64,
+}
+
+impl Pinned<'_> {
+    /// The file holding the chunk.
+    pub(crate) fn file(&self) -> &File {
+        &self.store.file
+    }
+
+    /// Where the chunk starts in [`Self::file`].
+    pub(crate) fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// The chunk's length.
+    pub(crate) fn len(&self) -> u64 {
+        self.len
+    }
+}
+
+impl Drop for Pinned<'_> {
+    fn drop(&mut self) {
+        if let Some(slot) = self.store.lock().slots.get_mut(&self.digest) {
+            slot.pins -= 1;
+        }
+    }
+}
+
+impl ChunkStore {
+    /// The memfd's descriptor.
+    pub(crate) fn fd(&self) -> std::os::unix::io::RawFd {
+        use std::os::unix::io::AsRawFd;
+        self.file.as_raw_fd()
+    }
+
+    /// A store of at most `budget` bytes. Its pages are only allocated as chunks arrive.
+    pub(crate) fn new(budget: u64) -> io::Result<ChunkStore> {
+        let fd = rustix::fs::memfd_create("pfs-chunks", rustix::fs::MemfdFlags::CLOEXEC)?;
+        let file = File::from(fd);
+        file.set_len(budget)?;
+        Ok(ChunkStore {
+            file,
+            budget,
+            index: Mutex::new(Index::default()),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Index> {
+        // Every update leaves the index consistent before anything can panic.
+        self.index.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether `digest` is stored and readable.
+    pub(crate) fn contains(&self, digest: &Digest) -> bool {
+        self.lock().slots.get(digest).is_some_and(|s| s.ready)
+    }
+
+    /// The stored chunk `digest`, pinned, if present.
+    pub(crate) fn pin(&self, digest: &Digest) -> Option<Pinned<'_>> {
+        let mut index = self.lock();
+        let slot = index.slots.get_mut(digest).filter(|s| s.ready)?;
+        slot.pins += 1;
+        Some(Pinned {
+            store: self,
+            digest: *digest,
+            offset: slot.offset,
+            len: slot.len,
+        })
+    }
+
+    /// Stores `data` (the verified contents of chunk `digest`). Returns false when it was not
+    /// stored: too big, empty, or its space is in use by readers.
+    pub(crate) fn insert(&self, digest: &Digest, data: &[u8]) -> bool {
+        let len = data.len() as u64;
+        let offset = {
+            let mut index = self.lock();
+            if index.slots.contains_key(digest) {
+                return true;
+            }
+            if len == 0 || len > self.budget {
+                return false;
+            }
+            let mut start = index.head;
+            if start + len > self.budget {
+                start = 0;
+            }
+            if !index.evict(start, start + len) {
+                return false;
+            }
+            index.slots.insert(
+                *digest,
+                Slot {
+                    offset: start,
+                    len,
+                    pins: 0,
+                    ready: false,
+                },
+            );
+            index.by_offset.insert(start, *digest);
+            index.head = start + len;
+            start
+        };
+        let written = self.file.write_all_at(data, offset);
+        let mut index = self.lock();
+        match written {
+            Ok(()) => {
+                if let Some(slot) = index.slots.get_mut(digest) {
+                    slot.ready = true;
+                }
+                true
+            }
+            Err(e) => {
+                log::warn!("chunk store: cannot write {len} bytes: {e}");
+                index.slots.remove(digest);
+                index.by_offset.remove(&offset);
+                false
+            }
+        }
+    }
+
+    /// (chunks, bytes) stored.
+    #[cfg(test)]
+    fn usage(&self) -> (usize, u64) {
+        let index = self.lock();
+        (index.slots.len(), index.slots.values().map(|s| s.len).sum())
+    }
+}
+
+impl Index {
+    /// Removes every slot overlapping `[start, end)`, unless one of them is pinned or being
+    /// filled: then nothing is removed and the answer is false.
+    fn evict(&mut self, start: u64, end: u64) -> bool {
+        let overlapping: Vec<(u64, Digest)> = self
+            .by_offset
+            .range(..end)
+            .rev()
+            .map(|(o, d)| (*o, *d))
+            .take_while(|(_, d)| {
+                let s = &self.slots[d];
+                s.offset + s.len > start
+            })
+            .collect();
+        if overlapping.iter().any(|(_, d)| {
+            let s = &self.slots[d];
+            s.pins > 0 || !s.ready
+        }) {
+            return false;
+        }
+        for (offset, digest) in overlapping {
+            self.by_offset.remove(&offset);
+            self.slots.remove(&digest);
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(p: &Pinned<'_>) -> Vec<u8> {
+        let mut buf = vec![0; p.len() as usize];
+        p.file().read_exact_at(&mut buf, p.offset()).unwrap();
+        buf
+    }
+
+    #[test]
+    fn stores_and_reads_back() {
+        let store = ChunkStore::new(1000).unwrap();
+        let d = Digest::of(b"a");
+        assert!(!store.contains(&d));
+        assert!(store.pin(&d).is_none());
+        assert!(store.insert(&d, &[7; 300]));
+        assert!(store.contains(&d));
+        let p = store.pin(&d).unwrap();
+        assert_eq!(read(&p), vec![7; 300]);
+        assert!(
+            !store.insert(&Digest::of(b"big"), &[1; 1001]),
+            "over budget"
+        );
+        assert!(!store.insert(&Digest::of(b"empty"), &[]));
+    }
+
+    #[test]
+    fn wraps_around_evicting_the_oldest() {
+        let store = ChunkStore::new(1000).unwrap();
+        let keys: Vec<Digest> = (0..5u8).map(|i| Digest::of(&[i])).collect();
+        for (i, k) in keys.iter().enumerate() {
+            assert!(store.insert(k, &[i as u8; 400]));
+        }
+        // 0 and 1 filled [0, 800); 2 wrapped to 0 and evicted 0; 3 took [400, 800) evicting
+        // 1; 4 wrapped again and evicted 2.
+        assert!(!store.contains(&keys[0]));
+        assert!(!store.contains(&keys[1]));
+        assert!(!store.contains(&keys[2]));
+        assert_eq!(read(&store.pin(&keys[3]).unwrap()), vec![3; 400]);
+        assert_eq!(read(&store.pin(&keys[4]).unwrap()), vec![4; 400]);
+        let (chunks, bytes) = store.usage();
+        assert_eq!((chunks, bytes), (2, 800));
+    }
+
+    #[test]
+    fn pinned_chunks_are_never_overwritten() {
+        let store = ChunkStore::new(1000).unwrap();
+        let a = Digest::of(b"a");
+        let b = Digest::of(b"b");
+        let c = Digest::of(b"c");
+        assert!(store.insert(&a, &[1; 600]));
+        let pinned = store.pin(&a).unwrap();
+        assert!(store.insert(&b, &[2; 300]));
+        // c must wrap to 0, over the pinned a: refused, a intact.
+        assert!(!store.insert(&c, &[3; 500]));
+        assert_eq!(read(&pinned), vec![1; 600]);
+        drop(pinned);
+        assert!(store.insert(&c, &[3; 500]));
+        assert!(!store.contains(&a));
+        assert_eq!(read(&store.pin(&c).unwrap()), vec![3; 500]);
+        assert_eq!(read(&store.pin(&b).unwrap()), vec![2; 300]);
+    }
+}

@@ -1,0 +1,333 @@
+//! [`ImageFs`]: the daemon's image file system, [`PuzzleFs`] with file reads served from a
+//! [`ChunkStore`]: a chunk is read, verified and decompressed once, then every read of it is
+//! one copy from the store into guest memory.
+
+use std::collections::HashSet;
+use std::ffi::CStr;
+use std::fs::File;
+use std::io;
+use std::mem::ManuallyDrop;
+use std::os::unix::io::{AsRawFd, FromRawFd};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fuse_backend_rs::abi::fuse_abi::{stat64, statvfs64};
+use fuse_backend_rs::api::filesystem::{
+    Context, DirEntry, Entry, FileSystem, FsOptions, GetxattrReply, ListxattrReply, OpenOptions,
+    ZeroCopyWriter,
+};
+
+use super::chunk_store::ChunkStore;
+use crate::format::Digest;
+use crate::fs::{reader_errno, PuzzleFs};
+use crate::reader::{BlobInfo, Extent, Image, NodeData};
+
+/// Largest store of verified chunks a daemon keeps (only what guests read is allocated).
+pub const CHUNK_STORE_BYTES: u64 = 512 << 20;
+
+/// [`PuzzleFs`] whose file reads go through a [`ChunkStore`]; everything else is PuzzleFs's.
+pub struct ImageFs {
+    fs: PuzzleFs,
+    store: ChunkStore,
+    /// Blobs whose load failed, logged once each.
+    reported: Mutex<HashSet<Digest>>,
+}
+
+impl ImageFs {
+    /// Serves `fs`, keeping at most `store_bytes` of verified chunks in a private memfd.
+    pub fn new(fs: PuzzleFs, store_bytes: u64) -> io::Result<ImageFs> {
+        Ok(ImageFs {
+            fs,
+            store: ChunkStore::new(store_bytes)?,
+            reported: Mutex::new(HashSet::new()),
+        })
+    }
+
+    /// The chunk store's memfd (the seccomp filter lets the daemon write to it alone).
+    pub fn store_fd(&self) -> std::os::unix::io::RawFd {
+        self.store.fd()
+    }
+
+    fn image(&self) -> &Arc<Image> {
+        self.fs.image()
+    }
+
+    /// A regular file's extents, or None for anything else (PuzzleFs answers those).
+    fn extents(&self, inode: u64) -> Option<&[Extent]> {
+        let node = self.image().table().get(inode.checked_sub(1)?)?;
+        match &node.data {
+            NodeData::File(extents) => Some(extents),
+            _ => None,
+        }
+    }
+
+    /// Whether every chunk a read of `size` bytes at `offset` of `inode` needs is stored, so
+    /// that serving it cannot block on loading one.
+    pub fn read_is_stored(&self, inode: u64, offset: u64, size: u32) -> bool {
+        let Some(extents) = self.extents(inode) else {
+            return true;
+        };
+        let blobs = self.image().table().blobs();
+        pieces(extents, offset, u64::from(size))
+            .all(|(e, _, _)| self.store.contains(&blobs[e.blob as usize].digest))
+    }
+
+    /// Copies `[start, stop)` of `blob`'s contents into `w`, from the store or else by loading
+    /// (and verifying) the chunk and storing it.
+    fn copy(
+        &self,
+        blob: &BlobInfo,
+        start: u64,
+        stop: u64,
+        w: &mut dyn ZeroCopyWriter,
+    ) -> io::Result<()> {
+        if let Some(pinned) = self.store.pin(&blob.digest) {
+            if stop > pinned.len() {
+                return Err(self.short_blob(blob, pinned.len(), stop));
+            }
+            // SAFETY: the store's memfd stays open while `pinned` borrows the store, and
+            // ManuallyDrop keeps this File from closing it; positional reads (preadv) do not
+            // touch the shared file offset, so other threads using the fd are unaffected.
+            let mut file =
+                ManuallyDrop::new(unsafe { File::from_raw_fd(pinned.file().as_raw_fd()) });
+            return w.write_all_from(&mut *file, (stop - start) as usize, pinned.offset() + start);
+        }
+        let data = self.image().blob_data(blob).map_err(|e| {
+            let first = self
+                .reported
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(blob.digest);
+            if first {
+                log::error!("{e}; reads that need this blob fail");
+            }
+            io::Error::from_raw_os_error(reader_errno(&e))
+        })?;
+        if stop > data.len() as u64 {
+            return Err(self.short_blob(blob, data.len() as u64, stop));
+        }
+        self.store.insert(&blob.digest, &data);
+        w.write_all(&data[start as usize..stop as usize])
+    }
+
+    fn short_blob(&self, blob: &BlobInfo, size: u64, end: u64) -> io::Error {
+        log::error!(
+            "blob {} holds {size} bytes, a file extent ends at {end}",
+            blob.digest
+        );
+        io::Error::from_raw_os_error(libc::EIO)
+    }
+}
+
+/// The extents a read of `len` bytes at `offset` touches, each with the range it needs in
+/// the extent's blob.
+fn pieces(extents: &[Extent], offset: u64, len: u64) -> impl Iterator<Item = (&Extent, u64, u64)> {
+    let end = offset.saturating_add(len);
+    let first = extents.partition_point(|e| e.file_offset + e.len <= offset);
+    extents[first..]
+        .iter()
+        .take_while(move |e| e.file_offset < end)
+        .map(move |e| {
+            let from = offset.saturating_sub(e.file_offset);
+            let to = end.min(e.file_offset + e.len) - e.file_offset;
+            (e, e.blob_offset + from, e.blob_offset + to)
+        })
+}
+
+#[allow(clippy::too_many_arguments)]
+impl FileSystem for ImageFs {
+    type Inode = u64;
+    type Handle = u64;
+
+    fn read(
+        &self,
+        ctx: &Context,
+        inode: u64,
+        handle: u64,
+        w: &mut dyn ZeroCopyWriter,
+        size: u32,
+        offset: u64,
+        lock_owner: Option<u64>,
+        flags: u32,
+    ) -> io::Result<usize> {
+        let Some(extents) = self.extents(inode) else {
+            return self
+                .fs
+                .read(ctx, inode, handle, w, size, offset, lock_owner, flags);
+        };
+        let len = (size as usize).min(w.available_bytes()) as u64;
+        let blobs = self.image().table().blobs();
+        let mut done = 0;
+        for (e, start, stop) in pieces(extents, offset, len) {
+            self.copy(&blobs[e.blob as usize], start, stop, w)?;
+            done += (stop - start) as usize;
+        }
+        Ok(done)
+    }
+
+    fn init(&self, capable: FsOptions) -> io::Result<FsOptions> {
+        self.fs.init(capable)
+    }
+
+    fn lookup(&self, ctx: &Context, parent: u64, name: &CStr) -> io::Result<Entry> {
+        self.fs.lookup(ctx, parent, name)
+    }
+
+    fn forget(&self, ctx: &Context, inode: u64, count: u64) {
+        self.fs.forget(ctx, inode, count)
+    }
+
+    fn batch_forget(&self, ctx: &Context, requests: Vec<(u64, u64)>) {
+        self.fs.batch_forget(ctx, requests)
+    }
+
+    fn getattr(
+        &self,
+        ctx: &Context,
+        inode: u64,
+        handle: Option<u64>,
+    ) -> io::Result<(stat64, Duration)> {
+        self.fs.getattr(ctx, inode, handle)
+    }
+
+    fn readlink(&self, ctx: &Context, inode: u64) -> io::Result<Vec<u8>> {
+        self.fs.readlink(ctx, inode)
+    }
+
+    fn open(
+        &self,
+        ctx: &Context,
+        inode: u64,
+        flags: u32,
+        fuse_flags: u32,
+    ) -> io::Result<(Option<u64>, OpenOptions, Option<u32>)> {
+        self.fs.open(ctx, inode, flags, fuse_flags)
+    }
+
+    fn flush(&self, ctx: &Context, inode: u64, handle: u64, owner: u64) -> io::Result<()> {
+        self.fs.flush(ctx, inode, handle, owner)
+    }
+
+    fn fsync(&self, ctx: &Context, inode: u64, datasync: bool, handle: u64) -> io::Result<()> {
+        self.fs.fsync(ctx, inode, datasync, handle)
+    }
+
+    fn release(
+        &self,
+        ctx: &Context,
+        inode: u64,
+        flags: u32,
+        handle: u64,
+        flush: bool,
+        flock_release: bool,
+        lock_owner: Option<u64>,
+    ) -> io::Result<()> {
+        self.fs
+            .release(ctx, inode, flags, handle, flush, flock_release, lock_owner)
+    }
+
+    fn statfs(&self, ctx: &Context, inode: u64) -> io::Result<statvfs64> {
+        self.fs.statfs(ctx, inode)
+    }
+
+    fn getxattr(
+        &self,
+        ctx: &Context,
+        inode: u64,
+        name: &CStr,
+        size: u32,
+    ) -> io::Result<GetxattrReply> {
+        self.fs.getxattr(ctx, inode, name, size)
+    }
+
+    fn listxattr(&self, ctx: &Context, inode: u64, size: u32) -> io::Result<ListxattrReply> {
+        self.fs.listxattr(ctx, inode, size)
+    }
+
+    fn opendir(
+        &self,
+        ctx: &Context,
+        inode: u64,
+        flags: u32,
+    ) -> io::Result<(Option<u64>, OpenOptions)> {
+        self.fs.opendir(ctx, inode, flags)
+    }
+
+    fn readdir(
+        &self,
+        ctx: &Context,
+        inode: u64,
+        handle: u64,
+        size: u32,
+        offset: u64,
+        add_entry: &mut dyn FnMut(DirEntry) -> io::Result<usize>,
+    ) -> io::Result<()> {
+        self.fs.readdir(ctx, inode, handle, size, offset, add_entry)
+    }
+
+    fn readdirplus(
+        &self,
+        ctx: &Context,
+        inode: u64,
+        handle: u64,
+        size: u32,
+        offset: u64,
+        add_entry: &mut dyn FnMut(DirEntry, Entry) -> io::Result<usize>,
+    ) -> io::Result<()> {
+        self.fs
+            .readdirplus(ctx, inode, handle, size, offset, add_entry)
+    }
+
+    fn fsyncdir(&self, ctx: &Context, inode: u64, datasync: bool, handle: u64) -> io::Result<()> {
+        self.fs.fsyncdir(ctx, inode, datasync, handle)
+    }
+
+    fn releasedir(&self, ctx: &Context, inode: u64, flags: u32, handle: u64) -> io::Result<()> {
+        self.fs.releasedir(ctx, inode, flags, handle)
+    }
+
+    fn access(&self, ctx: &Context, inode: u64, mask: u32) -> io::Result<()> {
+        self.fs.access(ctx, inode, mask)
+    }
+
+    fn lseek(
+        &self,
+        ctx: &Context,
+        inode: u64,
+        handle: u64,
+        offset: u64,
+        whence: u32,
+    ) -> io::Result<u64> {
+        self.fs.lseek(ctx, inode, handle, offset, whence)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn extent(file_offset: u64, len: u64, blob: u32, blob_offset: u64) -> Extent {
+        Extent {
+            file_offset,
+            len,
+            blob,
+            blob_offset,
+        }
+    }
+
+    #[test]
+    fn pieces_clip_reads_to_extents() {
+        let extents = [
+            extent(0, 100, 0, 50),
+            extent(100, 100, 1, 0),
+            extent(200, 10, 2, 7),
+        ];
+        let got: Vec<(u32, u64, u64)> = pieces(&extents, 90, 115)
+            .map(|(e, a, b)| (e.blob, a, b))
+            .collect();
+        assert_eq!(got, vec![(0, 140, 150), (1, 0, 100), (2, 7, 12)]);
+        assert_eq!(pieces(&extents, 210, 10).count(), 0, "past the end");
+        assert_eq!(pieces(&extents, 0, 0).count(), 0, "empty read");
+        assert_eq!(pieces(&extents, u64::MAX - 1, 10).count(), 0);
+    }
+}

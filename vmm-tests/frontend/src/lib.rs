@@ -1,0 +1,191 @@
+//! A native vhost-user-fs front end: speaks vhost-user to any virtio-fs back end as QEMU or
+//! cloud-hypervisor does, shares guest RAM from a memfd, and drives FUSE traffic through real
+//! split virtqueues to load, check and attack the back end.
+
+mod device;
+mod error;
+mod fuse;
+mod hostile;
+mod memory;
+mod report;
+mod session;
+mod verify;
+mod virtq;
+mod workload;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use device::{Device, DeviceConfig, Profile};
+pub use error::{FrontendError, Result};
+pub use hostile::{CaseResult, Outcome};
+pub use memory::GuestRam;
+pub use report::{RunReport, WorkloadReport};
+pub use workload::Workload;
+
+use session::{Session, IN_ROOM};
+use workload::Ctx;
+
+/// Everything a run needs.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub socket: PathBuf,
+    pub profile: Profile,
+    pub request_queues: usize,
+    pub queue_size: u16,
+    /// Requests in flight at once, over all request queues.
+    pub depth: usize,
+    pub workloads: Vec<Workload>,
+    pub verify: Option<PathBuf>,
+    /// Bytes per READ in `read` (capped by what INIT negotiated).
+    pub read_size: u32,
+    pub random_reads: usize,
+    pub seed: u64,
+    pub backend_pid: Option<u32>,
+    pub hostile: bool,
+    /// How long a hostile case may take before it counts as dropped.
+    pub hostile_wait: Duration,
+    /// How long to wait for any completion before giving up on the back end.
+    pub timeout: Duration,
+}
+
+impl RunOptions {
+    /// Defaults for `socket`: QEMU profile, one request queue of 1024, depth 1, every
+    /// workload, 128 KiB reads.
+    pub fn new(socket: impl Into<PathBuf>) -> RunOptions {
+        RunOptions {
+            socket: socket.into(),
+            profile: Profile::Qemu,
+            request_queues: 1,
+            queue_size: 1024,
+            depth: 1,
+            workloads: vec![
+                Workload::Walk,
+                Workload::Readdirplus,
+                Workload::Read,
+                Workload::Random,
+            ],
+            verify: None,
+            read_size: 128 * 1024,
+            random_reads: 2000,
+            seed: 1,
+            backend_pid: None,
+            hostile: false,
+            hostile_wait: Duration::from_secs(1),
+            timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+fn ram_size(o: &RunOptions, slots: usize, out_room: u32) -> u64 {
+    let per_queue = 26 * u64::from(o.queue_size) + 4 * 4096;
+    let queues = (1 + o.request_queues as u64) * per_queue;
+    let per_slot = u64::from(IN_ROOM) + u64::from(out_room) + 4096;
+    queues + slots as u64 * per_slot + (4 << 20)
+}
+
+/// Connects, negotiates, runs the hostile cases (if asked) and the workloads, forgets every
+/// inode, checks against `verify` (if given), and stops the device.
+pub fn run(o: &RunOptions) -> Result<RunReport> {
+    if o.depth == 0 || o.depth > 4096 {
+        return Err(FrontendError::Usage(
+            "depth must be between 1 and 4096".into(),
+        ));
+    }
+    let out_room = o.read_size.clamp(64 * 1024, 16 << 20);
+    let slots = o.depth + 2;
+    let ram = GuestRam::new(ram_size(o, slots, out_room))?;
+    let cfg = DeviceConfig {
+        profile: o.profile,
+        request_queues: o.request_queues,
+        queue_size: o.queue_size,
+    };
+    let dev = Device::start(&o.socket, &cfg, ram)?;
+    let mut s = Session::new(dev, slots, out_room, o.timeout)?;
+    let mut hostile = Vec::new();
+    if o.hostile {
+        hostile.extend(hostile::before_init(&mut s, o.hostile_wait, o.backend_pid)?);
+    }
+    let init = if hostile.iter().any(|c| c.outcome == Outcome::Died) {
+        None
+    } else {
+        Some(s.init(o.read_size)?)
+    };
+    let read_size = init.map_or(o.read_size, |i| session::read_size(&i, o.read_size));
+    let mut ctx = Ctx {
+        verify: o.verify.clone(),
+        read_size,
+        random_reads: o.random_reads,
+        seed: o.seed,
+        ..Default::default()
+    };
+    let mut report = RunReport {
+        profile: o.profile,
+        request_queues: o.request_queues,
+        queue_size: o.queue_size,
+        messages: Vec::new(),
+        fuse_minor: init.map_or(0, |i| i.minor),
+        max_pages: init.map_or(0, |i| i.max_pages),
+        read_size,
+        workloads: Vec::new(),
+        hostile: Vec::new(),
+        verified_entries: None,
+        verified_files: None,
+        kicks: 0,
+        zero_used_len_replies: 0,
+    };
+    if o.hostile && init.is_some() {
+        workload::run(&mut s, &mut ctx, Workload::Walk, o.depth)?;
+        let target = ctx
+            .tree
+            .values()
+            .find(|n| n.mode & libc::S_IFMT == libc::S_IFREG && n.size > 0)
+            .map(|n| n.nodeid)
+            .ok_or_else(|| {
+                FrontendError::Usage("hostile: the tree has no non-empty file".into())
+            })?;
+        hostile.extend(hostile::after_init(
+            &mut s,
+            target,
+            o.hostile_wait,
+            o.backend_pid,
+        )?);
+    }
+    let died = hostile.iter().any(|c| c.outcome == Outcome::Died);
+    report.hostile = hostile;
+    if !died {
+        for w in &o.workloads {
+            let cpu_before = o.backend_pid.and_then(report::cpu_seconds);
+            let m = workload::run(&mut s, &mut ctx, *w, o.depth)?;
+            let mut r = WorkloadReport::new(*w, o.depth, m);
+            if let Some(pid) = o.backend_pid {
+                r.backend_cpu_s = cpu_before.zip(report::cpu_seconds(pid)).map(|(a, b)| b - a);
+                r.backend_peak_rss_kib = report::peak_rss_kib(pid);
+            }
+            report.workloads.push(r);
+        }
+        workload::forget_all(&mut s, &mut ctx)?;
+        if let Some(dir) = &o.verify {
+            verify::compare(&mut ctx, dir);
+            report.verified_entries = Some(ctx.tree.len());
+            report.verified_files = Some(ctx.digests.len());
+        }
+        s.dev.stop()?;
+    }
+    report.kicks = s.dev.queues.iter().map(|q| q.kicks).sum();
+    report.zero_used_len_replies = s.zero_used_len;
+    report.messages = std::mem::take(&mut s.dev.messages);
+    if !ctx.differences.is_empty() {
+        return Err(FrontendError::Mismatch {
+            count: ctx.differences.len(),
+            first: ctx
+                .differences
+                .iter()
+                .take(20)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("\n"),
+        });
+    }
+    Ok(report)
+}

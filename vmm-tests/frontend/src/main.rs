@@ -1,0 +1,102 @@
+//! `virtiofs-frontend`: command-line wrapper around the library; prints a table or JSON.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use virtiofs_frontend::{run, Outcome, Profile, RunOptions, Workload};
+
+/// Drive a vhost-user-fs back end as a VMM and a guest would: load, check, attack.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// The back end's vhost-user socket.
+    #[arg(long)]
+    socket: PathBuf,
+    /// Whose vhost-user message sequence to follow.
+    #[arg(long, value_enum, default_value = "qemu")]
+    profile: Profile,
+    /// Request queues (the hiprio queue comes on top).
+    #[arg(long, default_value_t = 1)]
+    queues: usize,
+    /// Entries per virtqueue.
+    #[arg(long, default_value_t = 1024)]
+    queue_size: u16,
+    /// Requests in flight at once, spread over the request queues.
+    #[arg(long, default_value_t = 1)]
+    depth: usize,
+    /// Workloads to run, in order (comma-separated); default: all.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    workload: Vec<Workload>,
+    /// Compare the served tree and file contents with this directory.
+    #[arg(long)]
+    verify: Option<PathBuf>,
+    /// Bytes per READ for `read` (capped by INIT's max_pages).
+    #[arg(long, default_value_t = 128 * 1024)]
+    read_size: u32,
+    /// Reads done by `random`.
+    #[arg(long, default_value_t = 2000)]
+    random_reads: usize,
+    /// Seed of `random`'s offsets.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Back end process, for its CPU time and peak RSS.
+    #[arg(long)]
+    backend_pid: Option<u32>,
+    /// Send malformed requests first, then the workloads.
+    #[arg(long)]
+    hostile: bool,
+    /// Milliseconds a hostile case may take before it counts as dropped.
+    #[arg(long, default_value_t = 1000)]
+    hostile_wait_ms: u64,
+    /// Seconds to wait for a completion before giving up.
+    #[arg(long, default_value_t = 60)]
+    timeout: u64,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    let a = Args::parse();
+    let mut o = RunOptions::new(&a.socket);
+    o.profile = a.profile;
+    o.request_queues = a.queues;
+    o.queue_size = a.queue_size;
+    o.depth = a.depth;
+    if !a.workload.is_empty() {
+        o.workloads = a.workload;
+    }
+    o.verify = a.verify;
+    o.read_size = a.read_size;
+    o.random_reads = a.random_reads;
+    o.seed = a.seed;
+    o.backend_pid = a.backend_pid;
+    o.hostile = a.hostile;
+    o.hostile_wait = Duration::from_millis(a.hostile_wait_ms);
+    o.timeout = Duration::from_secs(a.timeout);
+    let report = match run(&o) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("virtiofs-frontend: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if a.json {
+        match serde_json::to_string_pretty(&report) {
+            Ok(s) => println!("{s}"),
+            Err(e) => {
+                eprintln!("virtiofs-frontend: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        print!("{}", report.table());
+    }
+    if report.hostile.iter().any(|c| c.outcome == Outcome::Died) {
+        eprintln!("virtiofs-frontend: the back end died during the hostile cases");
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,175 @@
+//! Results: per-workload throughput and latency, the back end's CPU time and peak memory from
+//! /proc, printed as a table or JSON.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::hostile::CaseResult;
+use crate::workload::{Measured, Workload};
+
+/// One workload's numbers.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkloadReport {
+    pub workload: Workload,
+    pub depth: usize,
+    pub ops: u64,
+    pub bytes: u64,
+    pub seconds: f64,
+    pub ops_per_s: f64,
+    pub mb_per_s: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    /// Back end utime+stime spent during this workload (with `--backend-pid`).
+    pub backend_cpu_s: Option<f64>,
+    /// Back end VmHWM after this workload, KiB (with `--backend-pid`).
+    pub backend_peak_rss_kib: Option<u64>,
+}
+
+/// Everything a run produced.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub profile: crate::device::Profile,
+    pub request_queues: usize,
+    pub queue_size: u16,
+    /// vhost-user messages sent, in order.
+    pub messages: Vec<String>,
+    /// FUSE INIT: negotiated minor version, max_pages, max_write.
+    pub fuse_minor: u32,
+    pub max_pages: u16,
+    pub read_size: u32,
+    pub workloads: Vec<WorkloadReport>,
+    pub hostile: Vec<CaseResult>,
+    /// Entries and files checked by `--verify` (None without it).
+    pub verified_entries: Option<usize>,
+    pub verified_files: Option<usize>,
+    pub kicks: u64,
+    /// Replies written although the used ring said 0 bytes (nydusd does this).
+    pub zero_used_len_replies: u64,
+}
+
+fn percentile(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i] as f64 / 1000.0
+}
+
+impl WorkloadReport {
+    pub fn new(w: Workload, depth: usize, mut m: Measured) -> WorkloadReport {
+        m.latencies_ns.sort_unstable();
+        let secs = m.elapsed.as_secs_f64().max(1e-9);
+        WorkloadReport {
+            workload: w,
+            depth,
+            ops: m.ops,
+            bytes: m.bytes,
+            seconds: secs,
+            ops_per_s: m.ops as f64 / secs,
+            mb_per_s: m.bytes as f64 / secs / 1e6,
+            p50_us: percentile(&m.latencies_ns, 0.50),
+            p99_us: percentile(&m.latencies_ns, 0.99),
+            backend_cpu_s: None,
+            backend_peak_rss_kib: None,
+        }
+    }
+}
+
+/// utime+stime of `pid` in seconds (fields 14 and 15 of /proc/PID/stat).
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: fields start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    // SAFETY: sysconf only reads a configuration value.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    Some((utime + stime) as f64 / hz)
+}
+
+/// VmHWM of `pid` in KiB.
+pub fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Whether `pid` is still running (not gone, not a zombie).
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rfind(')')
+            .and_then(|i| stat.get(i + 2..i + 3))
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
+
+impl RunReport {
+    /// The human table.
+    pub fn table(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "profile {:?}, {} request queue(s) of {}, FUSE 7.{}, read size {} KiB, {} vhost-user messages, {} kicks",
+            self.profile,
+            self.request_queues,
+            self.queue_size,
+            self.fuse_minor,
+            self.read_size / 1024,
+            self.messages.len(),
+            self.kicks
+        );
+        if !self.workloads.is_empty() {
+            let _ = writeln!(
+                s,
+                "{:<12} {:>5} {:>9} {:>10} {:>10} {:>9} {:>9} {:>9} {:>10}",
+                "workload",
+                "depth",
+                "ops",
+                "ops/s",
+                "MB/s",
+                "p50 us",
+                "p99 us",
+                "cpu s",
+                "peak KiB"
+            );
+        }
+        for w in &self.workloads {
+            let cpu = w.backend_cpu_s.map_or("-".into(), |c| format!("{c:.3}"));
+            let rss = w.backend_peak_rss_kib.map_or("-".into(), |r| r.to_string());
+            let _ = writeln!(
+                s,
+                "{:<12} {:>5} {:>9} {:>10.0} {:>10.1} {:>9.1} {:>9.1} {:>9} {:>10}",
+                format!("{:?}", w.workload).to_lowercase(),
+                w.depth,
+                w.ops,
+                w.ops_per_s,
+                w.mb_per_s,
+                w.p50_us,
+                w.p99_us,
+                cpu,
+                rss
+            );
+        }
+        if !self.hostile.is_empty() {
+            let _ = writeln!(s, "hostile cases:");
+            for c in &self.hostile {
+                let _ = writeln!(s, "  {:<28} {}", c.name, c.outcome);
+            }
+        }
+        if self.zero_used_len_replies > 0 {
+            let _ = writeln!(
+                s,
+                "warning: {} replies came back with used length 0",
+                self.zero_used_len_replies
+            );
+        }
+        if let (Some(e), Some(f)) = (self.verified_entries, self.verified_files) {
+            let _ = writeln!(s, "verified: {e} entries, {f} file digests, no differences");
+        }
+        s
+    }
+}
