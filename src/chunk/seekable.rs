@@ -149,11 +149,20 @@ pub fn decompress_seekable(blob: &[u8], limit: u64) -> Result<Vec<u8>, ChunkErro
             *slot = Some(zstd::bulk::Decompressor::new().map_err(ChunkError::Zstd)?);
         }
         let dec = slot.as_mut().expect("decompressor was just set");
-        let mut out = vec![0u8; total];
-        let (mut src, mut dst) = (0usize, 0usize);
+        // zstd writes into the spare capacity, so the output is never zeroed first. One frame
+        // (what we write) goes straight into the result; several go through `frame`.
+        let mut out = Vec::with_capacity(total);
+        let mut frame = Vec::new();
+        let mut src = 0usize;
         for f in &frames {
             let input = &blob[src..src + f.compressed];
-            let target = &mut out[dst..dst + f.decompressed];
+            let target = if frames.len() == 1 {
+                &mut out
+            } else {
+                frame.clear();
+                frame.reserve(f.decompressed);
+                &mut frame
+            };
             let n = dec
                 .decompress_to_buffer(input, target)
                 .map_err(|e| bad(format!("frame at {src}: {e}")))?;
@@ -163,8 +172,10 @@ pub fn decompress_seekable(blob: &[u8], limit: u64) -> Result<Vec<u8>, ChunkErro
                     f.decompressed
                 )));
             }
+            if frames.len() > 1 {
+                out.extend_from_slice(&frame);
+            }
             src += f.compressed;
-            dst += f.decompressed;
         }
         Ok(out)
     })

@@ -67,6 +67,7 @@ pub fn open_image(source: &ImageSource) -> Result<Arc<Image>, DaemonError> {
     let oci = OciDir::open(&source.oci_dir).map_err(|e| DaemonError::Image(e.to_string()))?;
     let options = OpenOptions {
         pin: source.digest,
+        read_ahead: crate::fs::READ_AHEAD_CHUNKS,
         ..OpenOptions::default()
     };
     let image =

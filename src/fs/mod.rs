@@ -15,13 +15,14 @@ mod error;
 mod filesystem;
 mod handlers;
 mod host_mount;
+mod push;
 mod readonly;
 mod seek;
 #[cfg(test)]
 mod tests;
 mod xattr;
 
-pub use config::{CachePolicy, FsConfig, LONG_TIMEOUT};
+pub use config::{CachePolicy, FsConfig, LONG_TIMEOUT, READ_AHEAD_CHUNKS};
 pub use errno::reader_errno;
 pub use error::FsError;
 pub use filesystem::PuzzleFs;
