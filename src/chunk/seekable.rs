@@ -33,18 +33,32 @@ pub fn compress_seekable(data: &[u8], frame_size: u32, level: i32) -> Result<Vec
             *slot = Some((level, c));
         }
         let (_, comp) = slot.as_mut().expect("compressor was just set");
-        let mut out = Vec::with_capacity(data.len() / 2 + 64);
-        let mut scratch = Vec::new();
         let mut table: Vec<(u32, u32)> = Vec::new();
-        for frame in data.chunks(frame_size) {
-            scratch.clear();
-            scratch.reserve(zstd::zstd_safe::compress_bound(frame.len()));
-            let n = comp
-                .compress_to_buffer(frame, &mut scratch)
-                .map_err(ChunkError::Zstd)?;
-            out.extend_from_slice(&scratch[..n]);
-            table.push((n as u32, frame.len() as u32));
-        }
+        let mut out = if data.len() <= frame_size {
+            // One frame (what chunks get by default): compressed straight into the blob.
+            let mut out =
+                Vec::with_capacity(zstd::zstd_safe::compress_bound(data.len()) + 8 + 8 + FOOTER);
+            if !data.is_empty() {
+                let n = comp
+                    .compress_to_buffer(data, &mut out)
+                    .map_err(ChunkError::Zstd)?;
+                table.push((n as u32, data.len() as u32));
+            }
+            out
+        } else {
+            let mut out = Vec::with_capacity(data.len() / 2 + 64);
+            let mut scratch = Vec::new();
+            for frame in data.chunks(frame_size) {
+                scratch.clear();
+                scratch.reserve(zstd::zstd_safe::compress_bound(frame.len()));
+                let n = comp
+                    .compress_to_buffer(frame, &mut scratch)
+                    .map_err(ChunkError::Zstd)?;
+                out.extend_from_slice(&scratch[..n]);
+                table.push((n as u32, frame.len() as u32));
+            }
+            out
+        };
         let content = table.len() * 8 + FOOTER;
         out.extend_from_slice(&SKIPPABLE_MAGIC.to_le_bytes());
         out.extend_from_slice(&(content as u32).to_le_bytes());
