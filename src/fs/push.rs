@@ -17,9 +17,9 @@ use std::sync::Arc;
 use crate::reader::{Image, InodeTable, NodeData, NodeId};
 
 /// Bytes of file heads pushed after one file starts being read.
-const WINDOW_BYTES: u64 = 1 << 20;
-/// Most files pushed after one file starts being read.
-const WINDOW_FILES: usize = 64;
+const WINDOW_BYTES: u64 = 4 << 20;
+/// Most files looked at after one file starts being read.
+const WINDOW_FILES: usize = 256;
 /// Largest head pushed per file; the kernel's own read-ahead fetches the rest.
 const HEAD_BYTES: u64 = 256 << 10;
 
@@ -36,21 +36,28 @@ const NO_FILE: NodeId = NodeId::MAX;
 #[derive(Debug)]
 pub(super) struct Pusher {
     started: SyncSender<NodeId>,
+    /// Files pushed or already read by the client: nothing to push for them.
+    done: Arc<[AtomicBool]>,
 }
 
 impl Pusher {
     /// Starts pushing through `fuse` (the mount's `/dev/fuse`) for `image`.
     pub fn start(image: Arc<Image>, fuse: File) -> std::io::Result<Self> {
         let next_file = next_files(image.table());
+        let done: Arc<[AtomicBool]> = (0..next_file.len()).map(|_| false.into()).collect();
         let (started, events) = mpsc::sync_channel(64);
+        let pushed = done.clone();
         std::thread::Builder::new()
             .name("pfs-push".into())
-            .spawn(move || push_loop(&image, &fuse, &next_file, events))?;
-        Ok(Pusher { started })
+            .spawn(move || push_loop(&image, &fuse, &next_file, &pushed, events))?;
+        Ok(Pusher { started, done })
     }
 
     /// A client read the start of file `node`. Never blocks; dropped when the thread is busy.
     pub fn file_started(&self, node: NodeId) {
+        if let Some(done) = self.done.get(node as usize) {
+            done.store(true, Ordering::Relaxed);
+        }
         let _ = self.started.try_send(node);
     }
 }
@@ -83,18 +90,32 @@ pub(super) fn next_files(table: &InodeTable) -> Box<[NodeId]> {
     next.into()
 }
 
-fn push_loop(image: &Image, mut fuse: &File, next_file: &[NodeId], events: Receiver<NodeId>) {
-    let pushed: Box<[AtomicBool]> = (0..next_file.len()).map(|_| false.into()).collect();
+/// Pushes the window after each file a client starts, always from the newest such file: a
+/// client that got ahead of this thread has no use for the files it passed.
+fn push_loop(
+    image: &Image,
+    mut fuse: &File,
+    next_file: &[NodeId],
+    done: &[AtomicBool],
+    events: Receiver<NodeId>,
+) {
     let mut buf = Vec::new();
-    for started in events {
-        let mut node = started;
+    let mut newer = None;
+    loop {
+        let Some(mut node) = newer.take().or_else(|| events.recv().ok()) else {
+            return;
+        };
         let mut bytes = 0u64;
         for _ in 0..WINDOW_FILES {
+            if let Ok(n) = events.try_recv() {
+                newer = Some(n);
+                break;
+            }
             node = match next_file.get(node as usize) {
                 Some(&n) if n != NO_FILE => n,
                 _ => break,
             };
-            if pushed[node as usize].swap(true, Ordering::Relaxed) {
+            if done[node as usize].swap(true, Ordering::Relaxed) {
                 continue;
             }
             let len = image.table().node(node).size.min(HEAD_BYTES);
@@ -112,11 +133,8 @@ fn push_loop(image: &Image, mut fuse: &File, next_file: &[NodeId], events: Recei
             let header = store_header(u64::from(node) + 1, buf.len());
             // ENOENT: the kernel has no inode for it (not listed yet, or forgotten).
             // Anything else (the mount going away): the client reads normally.
-            if fuse
-                .write_vectored(&[IoSlice::new(&header), IoSlice::new(&buf)])
-                .is_ok_and(|n| n != header.len() + buf.len())
-            {
-                log::debug!("short FUSE_NOTIFY_STORE write");
+            if let Err(e) = fuse.write_vectored(&[IoSlice::new(&header), IoSlice::new(&buf)]) {
+                log::debug!("FUSE_NOTIFY_STORE of node {node}: {e}");
             }
             bytes += len;
             if bytes >= WINDOW_BYTES {
