@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use super::cache::ChunkData;
-use super::prefetch::ReadAhead;
+use super::read_ahead::ReadAhead;
 use super::table::{Extent, InodeTable, NodeData, NodeId};
 use super::{ChunkCache, ReaderError, DEFAULT_CACHE_BYTES};
 use crate::chunk::decompress_seekable;

@@ -3,7 +3,7 @@
 mod cache;
 mod error;
 mod image;
-mod prefetch;
+mod read_ahead;
 mod table;
 mod walk;
 
