@@ -2,7 +2,8 @@
 # Whole-tree read through FUSE: our `puzzlefs mount` vs upstream PuzzleFS 0.2's mount vs the
 # plain directory, on compressed images of the same Debian tree, in the same run, alternating.
 # Each read uses a fresh mount (empty FUSE page cache); blob files and the plain directory
-# are in the host page cache for every contender.
+# are in the host page cache for every contender. Reports median wall seconds of the read,
+# CPU seconds of the reader (tar and cat) and of the FUSE server (utime+stime of its process).
 #   scripts/bench-mount.sh [ROOTFS] [RUNS]
 set -eu
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -18,32 +19,41 @@ cleanup() { umount "$mnt" 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 "$ours" build -c "$rootfs" "$work/ours:t" >/dev/null
 "$theirs" build -c "$rootfs" "$work/upstream:t" >/dev/null
-readall() { # dir -> seconds
-    s=$(date +%s.%N)
-    (cd "$1" && tar cf - --numeric-owner . | cat >/dev/null)
-    e=$(date +%s.%N)
-    echo "$e $s" | awk '{printf "%.2f\n", $1 - $2}'
+ticks=$(getconf CLK_TCK)
+readall() { # name dir: appends "wall reader-cpu" to $work/name.t
+    /usr/bin/time -f "%e %U %S" -o "$work/time" \
+        sh -c 'cd "$1" && tar cf - --numeric-owner . | cat >/dev/null' sh "$2"
+    awk '{printf "%.2f %.2f", $1, $2 + $3}' "$work/time" >>"$work/$1.t"
 }
-wait_mounted() { while ! mountpoint -q "$mnt"; do sleep 0.05; done; }
+served() { # name binary image: one read through a fresh foreground mount of image
+    "$2" mount -f "$3" "$mnt" 2>/dev/null &
+    pid=$!
+    while ! mountpoint -q "$mnt"; do sleep 0.05; done
+    readall "$1" "$mnt"
+    awk -v t="$ticks" '{printf " %.2f\n", ($14 + $15) / t}' "/proc/$pid/stat" >>"$work/$1.t"
+    umount "$mnt"
+    wait "$pid" || true
+}
 i=0
 while [ $i -lt "$runs" ]; do
-    readall "$rootfs" >>"$work/plain.t"
-    "$ours" mount "$work/ours:t" "$mnt"
-    readall "$mnt" >>"$work/ours.t"
-    "$ours" umount "$mnt"
-    "$theirs" mount -f "$work/upstream:t" "$mnt" 2>/dev/null &
-    wait_mounted
-    readall "$mnt" >>"$work/upstream.t"
-    umount "$mnt"
-    wait
+    readall plain "$rootfs"
+    echo " 0" >>"$work/plain.t"
+    served ours "$ours" "$work/ours:t"
+    served upstream "$theirs" "$work/upstream:t"
     i=$((i + 1))
 done
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
-p=$(median <"$work/plain.t"); o=$(median <"$work/ours.t"); u=$(median <"$work/upstream.t")
-echo "| whole-tree read, compressed image ($runs runs, median s) | seconds | vs plain dir |"
-echo "|---|---:|---:|"
-row() { echo "$2 $p" | awk -v name="$1" '{printf "| %s | %.2f | %.1fx |\n", name, $1, $1 / $2}'; }
-row "plain directory" "$p"
-row "puzzlefs mount (ours)" "$o"
-row "upstream puzzlefs 0.2 mount" "$u"
-echo "$u $o" | awk '{printf "ours is %.1fx faster than upstream\n", $1 / $2}'
+col() { cut -d' ' -f"$2" "$work/$1.t" | median; }
+p=$(col plain 1)
+echo "| whole-tree read, compressed image ($runs runs, medians) | wall s | vs plain dir | reader CPU s | server CPU s |"
+echo "|---|---:|---:|---:|---:|"
+row() {
+    echo "$(col "$2" 1) $p $(col "$2" 2) $(col "$2" 3)" |
+        awk -v name="$1" '{printf "| %s | %.2f | %.1fx | %.2f | %.2f |\n", name, $1, $1 / $2, $3, $4}'
+}
+row "plain directory" plain
+row "puzzlefs mount (ours)" ours
+row "upstream puzzlefs 0.2 mount" upstream
+echo "$(col upstream 1) $(col ours 1) $(col upstream 2) $(col ours 2) $(col upstream 3) $(col ours 3)" |
+    awk '{printf "upstream/ours: wall %.1fx, reader CPU %.1fx, server CPU %.1fx, reader+server CPU %.1fx\n",
+        $1 / $2, $3 / $4, $5 / $6, ($3 + $5) / ($4 + $6)}'

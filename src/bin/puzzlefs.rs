@@ -178,6 +178,10 @@ fn split_optional_tag(s: &str) -> (PathBuf, Option<String>) {
 }
 
 fn open_image(spec: &str, digest: Option<&str>) -> Result<Image> {
+    open_image_with(spec, digest, 0)
+}
+
+fn open_image_with(spec: &str, digest: Option<&str>, read_ahead: usize) -> Result<Image> {
     let (dir, tag) = split_target(spec)?;
     let oci = OciDir::open(&dir)?;
     let pin = digest.map(Digest::parse).transpose()?;
@@ -186,6 +190,7 @@ fn open_image(spec: &str, digest: Option<&str>) -> Result<Image> {
         &tag,
         OpenOptions {
             pin,
+            read_ahead,
             ..Default::default()
         },
     )?)
@@ -334,7 +339,12 @@ fn main() {
             eprintln!("{}", report.summary());
             Ok(())
         }),
-        Command::Mount(a) => open_image(&a.image, a.digest.as_deref()).and_then(|img| {
+        Command::Mount(a) => open_image_with(
+            &a.image,
+            a.digest.as_deref(),
+            pfs::fs::READ_AHEAD_CHUNKS,
+        )
+        .and_then(|img| {
             env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
                 .init();
             let opts = pfs::fs::MountOptions {

@@ -9,7 +9,7 @@ mod stream;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::Instant;
 
 pub use error::BuildError;
@@ -137,81 +137,90 @@ pub fn build(
         .base
         .map(|t| Image::open(oci, t, OpenOptions::default()))
         .transpose()?;
-    let tree = scan::scan(rootfs, &cancelled)?;
-    let file_bytes: u64 = tree
-        .files
-        .iter()
-        .map(|&i| match tree.nodes[(i - 1) as usize].kind {
-            ScanKind::File { size } => size,
-            _ => 0,
-        })
-        .sum();
-    if let Some(p) = opts.progress {
-        p(Progress::Scanned {
-            entries: tree.nodes.len() as u64,
-            bytes: file_bytes,
-        });
-    }
-
     let staging = Staging::new(oci)?;
     let mut facts: HashMap<Digest, BlobFacts> = HashMap::new();
     let mut file_chunks: HashMap<u64, Vec<FileChunk>> = HashMap::new();
     let mut file_digests: HashMap<u64, Digest> = HashMap::new();
-    let mut to_stream = Vec::new();
-    let candidates: Vec<StreamFile> = tree
-        .files
-        .iter()
-        .map(|&ino| {
-            let node = &tree.nodes[(ino - 1) as usize];
-            let size = match node.kind {
-                ScanKind::File { size } => size,
-                _ => 0,
-            };
-            StreamFile {
-                ino,
-                path: tree.host_path(node),
-                size,
-            }
-        })
-        .collect();
-    let reused = match &base {
-        Some(base) => reuse_from_base(base, oci, &tree, &candidates, opts.threads, &cancelled)?,
-        None => HashMap::new(),
-    };
-    for f in candidates {
-        match reused.get(&f.ino) {
-            Some((digest, chunks, blobs)) => {
-                file_digests.insert(f.ino, *digest);
-                file_chunks.insert(f.ino, chunks.clone());
-                facts.extend(blobs.iter().map(|(d, b)| (*d, *b)));
-            }
-            None => to_stream.push(f),
+    // Bytes of the files found so far that go through the chunker.
+    let found = AtomicU64::new(0);
+    let streamed = Arc::new(Mutex::new(Vec::new()));
+    let scanned = |tree: &scan::Tree| {
+        if let Some(p) = opts.progress {
+            p(Progress::Scanned {
+                entries: tree.nodes.len() as u64,
+                bytes: tree.file_bytes(),
+            });
         }
-    }
-
-    let total: u64 = to_stream.iter().map(|f| f.size).sum();
-    let streamed: Vec<(u64, u64)> = to_stream.iter().map(|f| (f.ino, f.size)).collect();
-    let digests = Arc::new(Mutex::new(Vec::new()));
-    let stream = FileStream::new(to_stream, Arc::new(AtomicU64::new(0)), digests.clone());
-    let mut done = 0u64;
-    let chunks = pipeline::run(
-        stream,
-        opts.params,
-        opts.zstd,
-        opts.threads,
-        &staging,
-        &cancelled,
-        &mut |c| {
-            done += c.raw_len;
-            if let Some(p) = opts.progress {
-                p(Progress::Data { done, total });
+    };
+    let stream = |files: Box<dyn Iterator<Item = StreamFile> + Send>| {
+        let mut done = 0u64;
+        pipeline::run(
+            FileStream::new(files, streamed.clone()),
+            opts.params,
+            opts.zstd,
+            opts.threads,
+            &staging,
+            &cancelled,
+            &mut |c| {
+                done += c.raw_len;
+                if let Some(p) = opts.progress {
+                    let total = found.load(Ordering::Relaxed);
+                    p(Progress::Data { done, total });
+                }
+            },
+        )
+    };
+    let (tree, chunks, reused_files) = match &base {
+        Some(base) => {
+            let tree = scan::scan(rootfs, &cancelled, &mut |_| {})?;
+            scanned(&tree);
+            let candidates = tree.stream_files();
+            let reused = reuse_from_base(base, oci, &tree, &candidates, opts.threads, &cancelled)?;
+            let mut to_stream = Vec::new();
+            for f in candidates {
+                match reused.get(&f.ino) {
+                    Some((digest, chunks, blobs)) => {
+                        file_digests.insert(f.ino, *digest);
+                        file_chunks.insert(f.ino, chunks.clone());
+                        facts.extend(blobs.iter().map(|(d, b)| (*d, *b)));
+                    }
+                    None => to_stream.push(f),
+                }
             }
-        },
-    )?;
-    file_digests.extend(digests.lock().unwrap_or_else(|p| p.into_inner()).drain(..));
-    let split = assemble::split_chunks(&streamed, &chunks)
+            found.store(to_stream.iter().map(|f| f.size).sum(), Ordering::Relaxed);
+            let chunks = stream(Box::new(to_stream.into_iter()))?;
+            (tree, chunks, reused.len() as u64)
+        }
+        // The data stream starts with the first file the scan finds.
+        None => std::thread::scope(|s| {
+            let (found_tx, found_rx) = mpsc::channel();
+            let (found, cancelled, scanned) = (&found, &cancelled, &scanned);
+            let scanner = s.spawn(move || {
+                let tree = scan::scan(rootfs, cancelled, &mut |f| {
+                    found.fetch_add(f.size, Ordering::Relaxed);
+                    // The stream stops taking files only when the build failed.
+                    let _ = found_tx.send(f);
+                });
+                if let Ok(tree) = &tree {
+                    scanned(tree);
+                }
+                tree
+            });
+            let chunks = stream(Box::new(found_rx.into_iter()));
+            let tree = scanner
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            // A failed scan ends the stream early: its error is the one to report.
+            Ok::<_, BuildError>((tree?, chunks?, 0))
+        })?,
+    };
+    let streamed = std::mem::take(&mut *streamed.lock().unwrap_or_else(|p| p.into_inner()));
+    let order: Vec<(u64, u64)> = streamed.iter().map(|&(ino, size, _)| (ino, size)).collect();
+    file_digests.extend(streamed.iter().map(|&(ino, _, digest)| (ino, digest)));
+    let split = assemble::split_chunks(&order, &chunks)
         .map_err(|e| BuildError::Chunk(crate::chunk::ChunkError::Io(std::io::Error::other(e))))?;
     file_chunks.extend(split);
+    let file_bytes = tree.file_bytes();
     let mut new_chunks = 0u64;
     let mut new_bytes = 0u64;
     for c in &chunks {
@@ -237,7 +246,6 @@ pub fn build(
             _ => others += 1,
         }
     }
-    let reused_files = reused.len() as u64;
     let chunking = opts
         .params
         .record(opts.zstd.map(|z| (z.frame_size, z.level)));
@@ -258,7 +266,7 @@ pub fn build(
         others,
         file_bytes,
         reused_files,
-        chunked_bytes: total,
+        chunked_bytes: found.load(Ordering::Relaxed),
         chunks: (manifest.layers.len() - 1) as u64,
         new_chunks,
         new_bytes,

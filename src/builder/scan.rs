@@ -13,6 +13,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
+use super::stream::StreamFile;
 use super::BuildError;
 use crate::format::{DirEntry, Timespec, Xattr, ROOT_INO};
 
@@ -52,6 +53,33 @@ pub(super) struct Tree {
 }
 
 impl Tree {
+    /// Bytes in regular files.
+    pub fn file_bytes(&self) -> u64 {
+        self.files
+            .iter()
+            .map(|&ino| match self.nodes[(ino - 1) as usize].kind {
+                ScanKind::File { size } => size,
+                _ => 0,
+            })
+            .sum()
+    }
+
+    /// The regular files, in data-stream order.
+    pub fn stream_files(&self) -> Vec<StreamFile> {
+        self.files
+            .iter()
+            .map(|&ino| {
+                let node = &self.nodes[(ino - 1) as usize];
+                let size = match node.kind {
+                    ScanKind::File { size } => size,
+                    _ => 0,
+                };
+                let path = self.host_path(node);
+                StreamFile { ino, path, size }
+            })
+            .collect()
+    }
+
     pub fn host_path(&self, node: &ScanNode) -> PathBuf {
         if node.rel.is_empty() {
             self.root.clone()
@@ -133,7 +161,12 @@ fn node_from(
 }
 
 /// Scans `root`. Directories on other file systems are recorded but not entered.
-pub(super) fn scan(root: &Path, cancelled: &dyn Fn() -> bool) -> Result<Tree, BuildError> {
+/// `on_file` sees each regular file as soon as it is found, in data-stream order.
+pub(super) fn scan(
+    root: &Path,
+    cancelled: &dyn Fn() -> bool,
+    on_file: &mut dyn FnMut(StreamFile),
+) -> Result<Tree, BuildError> {
     let root_md = fs::symlink_metadata(root).map_err(src_err(root))?;
     if !root_md.is_dir() {
         return Err(BuildError::NotADirectory(root.to_path_buf()));
@@ -185,7 +218,10 @@ pub(super) fn scan(root: &Path, cancelled: &dyn Fn() -> bool) -> Result<Tree, Bu
                     dev_of_dir.insert(ino, md.dev());
                     subdirs.push(ino);
                 }
-                ScanKind::File { .. } => tree.files.push(ino),
+                ScanKind::File { size } => {
+                    tree.files.push(ino);
+                    on_file(StreamFile { ino, path, size });
+                }
                 _ => {}
             }
             if !md.is_dir() && md.nlink() > 1 {

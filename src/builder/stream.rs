@@ -3,7 +3,6 @@
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use sha2::{Digest as _, Sha256};
@@ -20,33 +19,35 @@ pub(super) struct StreamFile {
 
 struct Current {
     ino: u64,
+    size: u64,
     path: PathBuf,
     file: File,
     left: u64,
     hash: Sha256,
 }
 
+/// A file that went through the stream: inode number, size, sha256.
+pub(super) type Streamed = (u64, u64, Digest);
+
 /// Reads files back to back, insisting each has exactly the size seen when scanning, and
-/// records each file's sha256.
+/// records each file's size and sha256 in stream order.
 pub(super) struct FileStream {
-    files: std::vec::IntoIter<StreamFile>,
+    files: Box<dyn Iterator<Item = StreamFile> + Send>,
     current: Option<Current>,
-    read: Arc<AtomicU64>,
-    digests: Arc<Mutex<Vec<(u64, Digest)>>>,
+    streamed: Arc<Mutex<Vec<Streamed>>>,
 }
 
 impl FileStream {
-    /// `read` counts bytes delivered; `digests` receives (ino, sha256) as files complete.
+    /// Streams `files` (which may still be arriving, from the scan); `streamed` receives
+    /// each file as it completes.
     pub fn new(
-        files: Vec<StreamFile>,
-        read: Arc<AtomicU64>,
-        digests: Arc<Mutex<Vec<(u64, Digest)>>>,
+        files: Box<dyn Iterator<Item = StreamFile> + Send>,
+        streamed: Arc<Mutex<Vec<Streamed>>>,
     ) -> Self {
         FileStream {
-            files: files.into_iter(),
+            files,
             current: None,
-            read,
-            digests,
+            streamed,
         }
     }
 }
@@ -63,10 +64,10 @@ impl Read for FileStream {
                     return Ok(0);
                 };
                 if next.size == 0 {
-                    self.digests
+                    self.streamed
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
-                        .push((next.ino, Digest::of(b"")));
+                        .push((next.ino, 0, Digest::of(b"")));
                     continue;
                 }
                 let file = File::open(&next.path).map_err(|source| {
@@ -77,6 +78,7 @@ impl Read for FileStream {
                 })?;
                 self.current = Some(Current {
                     ino: next.ino,
+                    size: next.size,
                     path: next.path,
                     file,
                     left: next.size,
@@ -112,12 +114,11 @@ impl Read for FileStream {
                     }));
                 }
                 let done = self.current.take().expect("current file set above");
-                self.digests
+                self.streamed
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .push((done.ino, Digest(done.hash.finalize().into())));
+                    .push((done.ino, done.size, Digest(done.hash.finalize().into())));
             }
-            self.read.fetch_add(n as u64, Ordering::Relaxed);
             return Ok(n);
         }
     }

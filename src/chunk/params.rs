@@ -2,7 +2,7 @@
 
 use std::io::Read;
 
-use fastcdc::v2020::StreamCDC;
+use fastcdc::v2020::FastCDC;
 
 use super::ChunkError;
 use crate::format::Chunking;
@@ -96,17 +96,54 @@ impl ChunkParams {
     }
 }
 
+/// Bytes read from the source at a time. Every cut point is computed over at least
+/// `max` bytes (or up to the end of the stream), exactly as `fastcdc`'s `StreamCDC` does, so
+/// the chunks are the same; a large buffer just avoids its per-chunk copying and shifting.
+const READ_BUFFER: usize = 4 << 20;
+
 /// Splits a byte stream into content-defined chunks.
 pub struct Chunker {
-    inner: StreamCDC,
+    source: Box<dyn Read>,
+    params: ChunkParams,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    eof: bool,
 }
 
 impl Chunker {
     /// Chunks everything `source` yields.
     pub fn new(source: Box<dyn Read>, params: ChunkParams) -> Self {
         Chunker {
-            inner: StreamCDC::new(source, params.min, params.avg, params.max),
+            source,
+            params,
+            buf: vec![0; READ_BUFFER.max(params.max as usize)],
+            start: 0,
+            end: 0,
+            eof: false,
         }
+    }
+
+    /// Makes at least `max` bytes available past `start`, unless the stream ends first.
+    fn fill(&mut self) -> std::io::Result<()> {
+        if self.eof || self.end - self.start >= self.params.max as usize {
+            return Ok(());
+        }
+        self.buf.copy_within(self.start..self.end, 0);
+        self.end -= self.start;
+        self.start = 0;
+        while self.end < self.buf.len() {
+            match self.source.read(&mut self.buf[self.end..]) {
+                Ok(0) => {
+                    self.eof = true;
+                    break;
+                }
+                Ok(n) => self.end += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 }
 
@@ -114,12 +151,18 @@ impl Iterator for Chunker {
     type Item = std::io::Result<Vec<u8>>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        self.inner.next().map(|r| {
-            r.map(|c| c.data).map_err(|e| match e {
-                fastcdc::v2020::Error::IoError(io) => io,
-                other => std::io::Error::other(other.to_string()),
-            })
-        })
+        if let Err(e) = self.fill() {
+            return Some(Err(e));
+        }
+        let window = &self.buf[self.start..self.end];
+        if window.is_empty() {
+            return None;
+        }
+        let p = self.params;
+        let (_, cut) = FastCDC::new(window, p.min, p.avg, p.max).cut(0, window.len());
+        let chunk = window[..cut].to_vec();
+        self.start += cut;
+        Some(Ok(chunk))
     }
 }
 
@@ -160,5 +203,45 @@ mod tests {
             max: 16 << 10,
         };
         assert!(inverted.validate().is_err());
+    }
+
+    /// Chunk boundaries are part of the format: they must stay those of `fastcdc`'s own
+    /// streaming chunker, whatever sizes the source's reads return.
+    #[test]
+    fn cuts_where_fastcdc_streamcdc_cuts() {
+        /// Returns at most 7919 bytes per read, to exercise refills mid-chunk.
+        struct Trickle(std::io::Cursor<Vec<u8>>);
+        impl Read for Trickle {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                let n = buf.len().min(7919);
+                self.0.read(&mut buf[..n])
+            }
+        }
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        let mut data: Vec<u8> = (0..9_000_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 56) as u8
+            })
+            .collect();
+        // Long runs of zeros force maximum-size chunks.
+        data[1_000_000..2_500_000].fill(0);
+        let p = ChunkParams::default();
+        let ours: Vec<Vec<u8>> =
+            Chunker::new(Box::new(Trickle(std::io::Cursor::new(data.clone()))), p)
+                .collect::<Result<_, _>>()
+                .unwrap();
+        let reference: Vec<Vec<u8>> = fastcdc::v2020::StreamCDC::new(
+            Box::new(std::io::Cursor::new(data)),
+            p.min,
+            p.avg,
+            p.max,
+        )
+        .map(|c| c.unwrap().data)
+        .collect();
+        assert!(reference.len() > 100);
+        assert_eq!(ours, reference);
     }
 }

@@ -33,18 +33,32 @@ pub fn compress_seekable(data: &[u8], frame_size: u32, level: i32) -> Result<Vec
             *slot = Some((level, c));
         }
         let (_, comp) = slot.as_mut().expect("compressor was just set");
-        let mut out = Vec::with_capacity(data.len() / 2 + 64);
-        let mut scratch = Vec::new();
         let mut table: Vec<(u32, u32)> = Vec::new();
-        for frame in data.chunks(frame_size) {
-            scratch.clear();
-            scratch.reserve(zstd::zstd_safe::compress_bound(frame.len()));
-            let n = comp
-                .compress_to_buffer(frame, &mut scratch)
-                .map_err(ChunkError::Zstd)?;
-            out.extend_from_slice(&scratch[..n]);
-            table.push((n as u32, frame.len() as u32));
-        }
+        let mut out = if data.len() <= frame_size {
+            // One frame (what chunks get by default): compressed straight into the blob.
+            let mut out =
+                Vec::with_capacity(zstd::zstd_safe::compress_bound(data.len()) + 8 + 8 + FOOTER);
+            if !data.is_empty() {
+                let n = comp
+                    .compress_to_buffer(data, &mut out)
+                    .map_err(ChunkError::Zstd)?;
+                table.push((n as u32, data.len() as u32));
+            }
+            out
+        } else {
+            let mut out = Vec::with_capacity(data.len() / 2 + 64);
+            let mut scratch = Vec::new();
+            for frame in data.chunks(frame_size) {
+                scratch.clear();
+                scratch.reserve(zstd::zstd_safe::compress_bound(frame.len()));
+                let n = comp
+                    .compress_to_buffer(frame, &mut scratch)
+                    .map_err(ChunkError::Zstd)?;
+                out.extend_from_slice(&scratch[..n]);
+                table.push((n as u32, frame.len() as u32));
+            }
+            out
+        };
         let content = table.len() * 8 + FOOTER;
         out.extend_from_slice(&SKIPPABLE_MAGIC.to_le_bytes());
         out.extend_from_slice(&(content as u32).to_le_bytes());
@@ -149,11 +163,20 @@ pub fn decompress_seekable(blob: &[u8], limit: u64) -> Result<Vec<u8>, ChunkErro
             *slot = Some(zstd::bulk::Decompressor::new().map_err(ChunkError::Zstd)?);
         }
         let dec = slot.as_mut().expect("decompressor was just set");
-        let mut out = vec![0u8; total];
-        let (mut src, mut dst) = (0usize, 0usize);
+        // zstd writes into the spare capacity, so the output is never zeroed first. One frame
+        // (what we write) goes straight into the result; several go through `frame`.
+        let mut out = Vec::with_capacity(total);
+        let mut frame = Vec::new();
+        let mut src = 0usize;
         for f in &frames {
             let input = &blob[src..src + f.compressed];
-            let target = &mut out[dst..dst + f.decompressed];
+            let target = if frames.len() == 1 {
+                &mut out
+            } else {
+                frame.clear();
+                frame.reserve(f.decompressed);
+                &mut frame
+            };
             let n = dec
                 .decompress_to_buffer(input, target)
                 .map_err(|e| bad(format!("frame at {src}: {e}")))?;
@@ -163,8 +186,10 @@ pub fn decompress_seekable(blob: &[u8], limit: u64) -> Result<Vec<u8>, ChunkErro
                     f.decompressed
                 )));
             }
+            if frames.len() > 1 {
+                out.extend_from_slice(&frame);
+            }
             src += f.compressed;
-            dst += f.decompressed;
         }
         Ok(out)
     })

@@ -31,12 +31,15 @@ fn merkle_root(data: &[u8]) -> [u8; 32] {
     if data.is_empty() {
         return [0; 32];
     }
-    let mut level: Vec<u8> = data.to_vec();
+    // Hash the data blocks in place; only the (128 times smaller) upper levels are stored.
+    let mut level: Vec<u8>;
+    let mut current = data;
     loop {
-        if level.len() <= BLOCK {
-            return hash_block(&level);
+        if current.len() <= BLOCK {
+            return hash_block(current);
         }
-        level = level.chunks(BLOCK).flat_map(hash_block).collect();
+        level = current.chunks(BLOCK).flat_map(hash_block).collect();
+        current = &level;
     }
 }
 

@@ -8,6 +8,10 @@ use std::time::Duration;
 /// so this only bounds how long the kernel keeps unused entries; virtiofsd uses the same.
 pub const LONG_TIMEOUT: Duration = Duration::from_secs(86_400);
 
+/// Chunks a served image loads ahead of its readers (`OpenOptions::read_ahead`): clients
+/// read files whole and in directory order, which is the order chunks are stored in.
+pub const READ_AHEAD_CHUNKS: usize = 2;
+
 /// Cache modes, named and meant as virtiofsd's `--cache`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum CachePolicy {
@@ -71,6 +75,10 @@ pub struct FsConfig {
     /// Serve extended attributes; when false, xattr requests get `ENOSYS` so the client stops
     /// asking (as virtiofsd without `--xattr`).
     pub xattr: bool,
+    /// Answer the first OPEN and OPENDIR with `ENOSYS` so the kernel stops sending them and
+    /// their RELEASEs (zero-message open). Only for clients that mounted read-only and cache
+    /// data: the kernel then opens files itself, so a write open would no longer be refused.
+    pub zero_message_open: bool,
 }
 
 impl FsConfig {
@@ -86,6 +94,16 @@ impl FsConfig {
             attr_timeout: timeout,
             readdirplus: cache != CachePolicy::Never,
             xattr: true,
+            zero_message_open: false,
+        }
+    }
+
+    /// The settings for a client that mounted read-only, as host mounts do: `cache` plus
+    /// zero-message opens when `cache` caches data.
+    pub fn read_only_mount(cache: CachePolicy) -> Self {
+        FsConfig {
+            zero_message_open: cache.caches_data(),
+            ..FsConfig::new(cache)
         }
     }
 }

@@ -88,6 +88,7 @@ pub fn reader_errno(e: &ReaderError) -> i32 {
         ReaderError::NotFound(_) => libc::ENOENT,
         ReaderError::NotADirectory(_) => libc::ENOTDIR,
         ReaderError::SymlinkLoop(_) => libc::ELOOP,
+        ReaderError::ReadAhead(e) => e.raw_os_error().unwrap_or(libc::EIO),
     }
 }
 
@@ -143,7 +144,8 @@ pub(crate) fn corrupt_blob(e: &ReaderError) -> Option<Digest> {
         | ReaderError::PinMismatch { .. }
         | ReaderError::NotFound(_)
         | ReaderError::NotADirectory(_)
-        | ReaderError::SymlinkLoop(_) => None,
+        | ReaderError::SymlinkLoop(_)
+        | ReaderError::ReadAhead(_) => None,
     }
 }
 
@@ -213,6 +215,10 @@ mod tests {
             (ReaderError::NotFound("/a".into()), libc::ENOENT),
             (ReaderError::NotADirectory("/a".into()), libc::ENOTDIR),
             (ReaderError::SymlinkLoop("/a".into()), libc::ELOOP),
+            (
+                ReaderError::ReadAhead(io::Error::from_raw_os_error(libc::EAGAIN)),
+                libc::EAGAIN,
+            ),
         ];
         for (e, want) in cases {
             assert_eq!(reader_errno(&e), want, "{e}");

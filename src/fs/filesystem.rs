@@ -15,6 +15,7 @@ use fuse_backend_rs::api::filesystem::{
 use super::attr::{check_access, stat, Totals};
 use super::config::FsConfig;
 use super::errno::OpError;
+use super::push::Pusher;
 use super::{dir, seek, xattr};
 use crate::format::Digest;
 use crate::reader::{Image, NodeData, NodeId};
@@ -28,6 +29,7 @@ pub struct PuzzleFs {
     pub(super) parents: Box<[NodeId]>,
     pub(super) totals: Totals,
     pub(super) reported: Mutex<HashSet<Digest>>,
+    pub(super) push: Option<Pusher>,
 }
 
 impl std::fmt::Debug for PuzzleFs {
@@ -50,7 +52,15 @@ impl PuzzleFs {
             parents,
             totals,
             reported: Mutex::new(HashSet::new()),
+            push: None,
         }
+    }
+
+    /// Also pushes the files after one a client starts reading into the kernel's page cache
+    /// through `fuse`, the mount's `/dev/fuse` (see `push.rs`).
+    pub(super) fn push_through(mut self, fuse: std::fs::File) -> io::Result<Self> {
+        self.push = Some(Pusher::start(self.image.clone(), fuse)?);
+        Ok(self)
     }
 
     /// The image served.
@@ -71,11 +81,16 @@ impl FileSystem for PuzzleFs {
     fn init(&self, capable: FsOptions) -> io::Result<FsOptions> {
         // Never WRITEBACK_CACHE: nothing is ever written. MAX_PAGES allows 1 MiB requests.
         let mut want = FsOptions::ASYNC_READ | FsOptions::PARALLEL_DIROPS | FsOptions::MAX_PAGES;
+        // Always READDIRPLUS, never the AUTO heuristic: attributes cost nothing to serve
+        // here, and a plain READDIR past the first buffer would cost one LOOKUP per entry.
         if self.config.readdirplus {
-            want |= FsOptions::DO_READDIRPLUS | FsOptions::READDIRPLUS_AUTO;
+            want |= FsOptions::DO_READDIRPLUS;
         }
         if self.config.cache.caches_data() {
             want |= FsOptions::CACHE_SYMLINKS;
+        }
+        if self.config.zero_message_open {
+            want |= FsOptions::ZERO_MESSAGE_OPEN | FsOptions::ZERO_MESSAGE_OPENDIR;
         }
         Ok(capable & want)
     }
@@ -130,9 +145,10 @@ impl FileSystem for PuzzleFs {
         Ok(self.do_read(inode, w, size, offset)?)
     }
 
-    fn flush(&self, _: &Context, inode: u64, _: u64, _: u64) -> io::Result<()> {
-        self.node(inode)?;
-        Ok(())
+    /// Nothing is ever written, so there is nothing to flush: `ENOSYS` makes the kernel stop
+    /// sending FLUSH on every close.
+    fn flush(&self, _: &Context, _: u64, _: u64, _: u64) -> io::Result<()> {
+        Err(OpError::NotSupported.into())
     }
 
     fn fsync(&self, _: &Context, inode: u64, _: bool, _: u64) -> io::Result<()> {

@@ -70,6 +70,9 @@ impl PuzzleFs {
             NodeData::Dir(_) => return Err(OpError::IsADirectory),
             NodeData::Symlink(_) | NodeData::Other => return Err(OpError::Invalid),
         }
+        if let (0, Some(push)) = (offset, &self.push) {
+            push.file_started(id);
+        }
         let len = (size as usize).min(w.available_bytes()) as u64;
         let done = self
             .image
@@ -95,6 +98,9 @@ impl PuzzleFs {
     }
 
     pub(super) fn do_open(&self, inode: u64) -> Res<OpenOptions> {
+        if self.config.zero_message_open {
+            return Err(OpError::NotSupported);
+        }
         let (_, node) = self.node(inode)?;
         match node.data {
             NodeData::File(_) => {}
@@ -108,6 +114,9 @@ impl PuzzleFs {
     }
 
     pub(super) fn do_opendir(&self, inode: u64, flags: u32) -> Res<OpenOptions> {
+        if self.config.zero_message_open {
+            return Err(OpError::NotSupported);
+        }
         let (_, node) = self.node(inode)?;
         if flags as i32 & libc::O_ACCMODE != libc::O_RDONLY {
             return Err(OpError::ReadOnly);

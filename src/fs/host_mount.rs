@@ -16,12 +16,16 @@ use fuse_backend_rs::transport::{FuseChannel, FuseSession};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
-use super::{FsConfig, FsError, PuzzleFs, ReadOnly};
+use super::{CachePolicy, FsConfig, FsError, PuzzleFs, ReadOnly};
 use crate::reader::Image;
 
 /// File system name and subtype shown in `/proc/self/mountinfo` (`fuse.puzzlefs`).
 const FSNAME: &str = "puzzlefs";
 const FSTYPE: &str = "fuse.puzzlefs";
+
+/// Kernel read-ahead for the mount, in KiB: the largest FUSE read (`max_pages` 256), so
+/// sequential reads of big files take a quarter as many requests as with the default 128 KiB.
+const READ_AHEAD_KB: u32 = 1024;
 
 /// How long a background mount may take to appear before it is given up.
 const BACKGROUND_TIMEOUT: Duration = Duration::from_secs(60);
@@ -69,15 +73,19 @@ fn serve(image: Arc<Image>, target: &Path, opts: &MountOptions) -> Result<(), Fs
         path: target.to_path_buf(),
         error,
     };
-    let server = Arc::new(Server::new(ReadOnly::new(PuzzleFs::new(
-        image,
-        FsConfig::default(),
-    ))));
     // Catch signals from before the mount exists; they are handled once every channel is up.
     let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP]).map_err(serve_err)?;
     let mut session = FuseSession::new(target, FSNAME, FSNAME, true).map_err(mount_err)?;
     session.set_allow_other(opts.allow_other);
     session.mount().map_err(mount_err)?;
+    let fuse = session
+        .clone_fuse_file()
+        .map_err(|e| serve_err(io::Error::other(e.to_string())))?;
+    // The session mounts read-only, so the kernel refuses write opens itself.
+    let fs = PuzzleFs::new(image, FsConfig::read_only_mount(CachePolicy::Always))
+        .push_through(fuse)
+        .map_err(serve_err)?;
+    let server = Arc::new(Server::new(ReadOnly::new(fs)));
     let session = Arc::new(session);
 
     let mut workers = Vec::new();
@@ -99,6 +107,12 @@ fn serve(image: Arc<Image>, target: &Path, opts: &MountOptions) -> Result<(), Fs
                 let _ = session.wake();
                 break;
             }
+        }
+    }
+
+    if started.is_ok() {
+        if let Err(e) = raise_read_ahead(target) {
+            log::debug!("keeping the default read-ahead: {e}");
         }
     }
 
@@ -219,17 +233,38 @@ fn background(target: &Path) -> Result<(), FsError> {
     }
 }
 
+/// Sets the read-ahead of the live mount at `target` (needs root). The kernel lowers it to
+/// what FUSE_INIT agreed, so this must come after INIT: the stat here waits for it.
+fn raise_read_ahead(target: &Path) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let dev = std::fs::metadata(target)?.dev();
+    std::fs::write(
+        format!(
+            "/sys/class/bdi/{}:{}/read_ahead_kb",
+            rustix::fs::major(dev),
+            rustix::fs::minor(dev)
+        ),
+        READ_AHEAD_KB.to_string(),
+    )
+}
+
 /// Mount ids of PuzzleFS FUSE mounts at `target`, from `/proc/self/mountinfo`.
 fn puzzlefs_mounts(target: &Path) -> io::Result<Vec<u64>> {
     Ok(mounts_at(target)?
         .into_iter()
-        .filter(|(_, fstype)| fstype == FSTYPE)
-        .map(|(id, _)| id)
+        .filter(|m| m.fstype == FSTYPE)
+        .map(|m| m.id)
         .collect())
 }
 
-/// Mount ids and file system types of everything mounted at `target`.
-fn mounts_at(target: &Path) -> io::Result<Vec<(u64, String)>> {
+/// A line of `/proc/self/mountinfo`.
+struct MountLine {
+    id: u64,
+    fstype: String,
+}
+
+/// Everything mounted at `target`, oldest first.
+fn mounts_at(target: &Path) -> io::Result<Vec<MountLine>> {
     let text = std::fs::read_to_string("/proc/self/mountinfo")?;
     Ok(text
         .lines()
@@ -238,8 +273,12 @@ fn mounts_at(target: &Path) -> io::Result<Vec<(u64, String)>> {
             let fields: Vec<&str> = left.split(' ').collect();
             let fstype = right.split(' ').next()?;
             let point = unescape_mountinfo(fields.get(4)?);
-            let id = fields[0].parse().ok()?;
-            (point == target).then(|| (id, fstype.to_string()))
+            (point == target).then(|| {
+                Some(MountLine {
+                    id: fields[0].parse().ok()?,
+                    fstype: fstype.to_string(),
+                })
+            })?
         })
         .collect())
 }
@@ -285,8 +324,8 @@ pub fn unmount(mountpoint: &Path) -> Result<(), FsError> {
         .last()
     {
         None => return Err(FsError::NotMounted(target.clone())),
-        Some((_, fstype)) if fstype != FSTYPE => {
-            return Err(refused(format!("not a PuzzleFS mount ({fstype})")))
+        Some(m) if m.fstype != FSTYPE => {
+            return Err(refused(format!("not a PuzzleFS mount ({})", m.fstype)))
         }
         Some(_) => {}
     }

@@ -3,9 +3,10 @@
 //! [`PuzzleFs`] implements the reading side of fuse-backend-rs's `FileSystem` and knows
 //! nothing about the transport; [`ReadOnly`] answers every write with `EROFS` (for it and for
 //! the daemon's pass-through). The vhost-user-fs daemon serves `ReadOnly<PuzzleFs>` to guests,
-//! and [`mount`] serves it on the host through `/dev/fuse`. Every failure becomes an errno in one place ([`reader_errno`]
-//! for reader errors): corrupt data is `EIO`, missing names `ENOENT`, missing xattrs
-//! `ENODATA`, and anything that would write `EROFS`.
+//! and [`mount`] serves it on the host through `/dev/fuse`, where it also pushes the files a
+//! reader is about to want into the page cache (`push.rs`). Every failure becomes an errno
+//! in one place ([`reader_errno`] for reader errors): corrupt data is `EIO`, missing names
+//! `ENOENT`, missing xattrs `ENODATA`, and anything that would write `EROFS`.
 
 mod attr;
 mod config;
@@ -15,13 +16,14 @@ mod error;
 mod filesystem;
 mod handlers;
 mod host_mount;
+mod push;
 mod readonly;
 mod seek;
 #[cfg(test)]
 mod tests;
 mod xattr;
 
-pub use config::{CachePolicy, FsConfig, LONG_TIMEOUT};
+pub use config::{CachePolicy, FsConfig, LONG_TIMEOUT, READ_AHEAD_CHUNKS};
 pub use errno::reader_errno;
 pub use error::FsError;
 pub use filesystem::PuzzleFs;

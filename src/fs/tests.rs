@@ -99,8 +99,12 @@ fn fixture() -> Fixture {
 }
 
 fn puzzlefs(f: &Fixture, cache: CachePolicy) -> PuzzleFs {
+    puzzlefs_with(f, FsConfig::new(cache))
+}
+
+fn puzzlefs_with(f: &Fixture, config: FsConfig) -> PuzzleFs {
     let image = Image::open(&f.oci, "t", ImageOpen::default()).unwrap();
-    PuzzleFs::new(Arc::new(image), FsConfig::new(cache))
+    PuzzleFs::new(Arc::new(image), config)
 }
 
 fn ctx() -> Context {
@@ -315,8 +319,8 @@ fn every_write_is_erofs() {
         errno(fs.access(&c, file, libc::W_OK as u32)),
     ];
     assert!(rofs.iter().all(|&e| e == libc::EROFS), "{rofs:?}");
-    // Harmless no-ops succeed.
-    fs.flush(&c, file, 0, 0).unwrap();
+    // Harmless no-ops succeed; FLUSH is declined so the kernel stops sending it.
+    assert_eq!(errno(fs.flush(&c, file, 0, 0)), libc::ENOSYS);
     fs.fsync(&c, file, true, 0).unwrap();
     fs.release(&c, file, 0, 0, false, false, None).unwrap();
 }
@@ -359,14 +363,38 @@ fn open_and_init_follow_the_cache_policy() {
         assert!(got.contains(FsOptions::MAX_PAGES));
         assert!(!got.contains(FsOptions::WRITEBACK_CACHE));
         assert_eq!(
-            got.contains(FsOptions::DO_READDIRPLUS | FsOptions::READDIRPLUS_AUTO),
+            got.contains(FsOptions::DO_READDIRPLUS),
             policy != CachePolicy::Never
         );
+        assert!(!got.contains(FsOptions::READDIRPLUS_AUTO));
         // Nothing the kernel did not offer.
         assert_eq!(
             fs.init(FsOptions::ASYNC_READ).unwrap(),
             FsOptions::ASYNC_READ
         );
+    }
+}
+
+#[test]
+fn read_only_mounts_decline_opens_so_the_kernel_stops_sending_them() {
+    let f = fixture();
+    for policy in [CachePolicy::Always, CachePolicy::Auto] {
+        let fs = puzzlefs_with(&f, FsConfig::read_only_mount(policy));
+        let file = lookup(&fs, "small").inode;
+        assert_eq!(errno(fs.open(&ctx(), file, 0, 0)), libc::ENOSYS);
+        assert_eq!(errno(fs.opendir(&ctx(), ROOT_ID, 0)), libc::ENOSYS);
+        let got = fs.init(FsOptions::all()).unwrap();
+        assert!(got.contains(FsOptions::ZERO_MESSAGE_OPEN | FsOptions::ZERO_MESSAGE_OPENDIR));
+    }
+    // Without a data cache the kernel must still ask, to get DIRECT_IO.
+    for policy in [CachePolicy::Never, CachePolicy::Metadata] {
+        let fs = puzzlefs_with(&f, FsConfig::read_only_mount(policy));
+        let file = lookup(&fs, "small").inode;
+        assert!(fs.open(&ctx(), file, 0, 0).is_ok());
+        assert!(!fs
+            .init(FsOptions::all())
+            .unwrap()
+            .contains(FsOptions::ZERO_MESSAGE_OPEN));
     }
 }
 
@@ -480,4 +508,38 @@ fn xattrs_statfs_access_lseek() {
     );
     assert_eq!(errno(fs.lseek(&c, big, 0, 600_000, data)), libc::ENXIO);
     assert_eq!(errno(fs.lseek(&c, ROOT_ID, 0, 0, data)), libc::EINVAL);
+}
+
+#[test]
+fn pushes_follow_the_non_empty_files_of_each_directory_in_name_order() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    fs::create_dir_all(src.join("d/sub")).unwrap();
+    for (path, data) in [
+        ("d/a", &b"a"[..]),
+        ("d/b", b""),
+        ("d/c", b"c"),
+        ("d/sub/x", b"x"),
+        ("d/z", b"z"),
+        ("top", b"t"),
+    ] {
+        fs::write(src.join(path), data).unwrap();
+    }
+    std::os::unix::fs::symlink("a", src.join("d/l")).unwrap();
+    // A second name for `d/a`, listed before it: the first name places the file.
+    fs::hard_link(src.join("d/a"), src.join("0")).unwrap();
+    let oci = OciDir::create(&tmp.path().join("oci")).unwrap();
+    build(&src, &oci, "t", &BuildOptions::default()).unwrap();
+    let image = Image::open(&oci, "t", ImageOpen::default()).unwrap();
+    let fs = PuzzleFs::new(Arc::new(image), FsConfig::default());
+    let id = |p: &str| (lookup(&fs, p).inode - 1) as crate::reader::NodeId;
+    let next = super::push::next_files(fs.image().table());
+    let after = |p: &str| next[id(p) as usize];
+    assert_eq!(after("0"), id("top"));
+    assert_eq!(after("d/c"), id("d/z"));
+    assert_eq!(after("d/sub/x"), crate::reader::NodeId::MAX);
+    assert_eq!(after("d/z"), crate::reader::NodeId::MAX);
+    // `d/a` is placed in the root (as `0`); `d/b` is empty and never pushed.
+    assert_eq!(after("d/b"), crate::reader::NodeId::MAX);
+    assert!(!next.contains(&id("d/b")));
 }

@@ -99,7 +99,12 @@ impl OciDir {
 
     /// Where a blob lives.
     pub fn blob_path(&self, digest: &Digest) -> PathBuf {
-        self.root.join("blobs/sha256").join(digest.hex())
+        self.blobs_dir().join(digest.hex())
+    }
+
+    /// The directory holding the blobs (`blobs/sha256`).
+    pub fn blobs_dir(&self) -> PathBuf {
+        self.root.join("blobs/sha256")
     }
 
     /// Whether a blob of this digest is present.

@@ -65,10 +65,14 @@ impl<'a> Staging<'a> {
     pub fn commit(self, manifest: &ImageManifest, tag: &str) -> Result<Descriptor, OciError> {
         super::validate_tag(tag)?;
         let staged = self.staged.into_inner().unwrap_or_else(|p| p.into_inner());
+        // Renames relative to both directories: no path walk per blob.
+        let open_dir = |p: &std::path::Path| fs::File::open(p).map_err(|e| OciError::io(p, e));
+        let from_dir = open_dir(self.dir.path())?;
+        let to_dir = open_dir(&self.oci.blobs_dir())?;
         for digest in &staged {
-            let from = self.dir.path().join(digest.hex());
-            let to = self.oci.blob_path(digest);
-            fs::rename(&from, &to).map_err(|e| OciError::io(&to, e))?;
+            let name = digest.hex();
+            rustix::fs::renameat(&from_dir, &name, &to_dir, &name)
+                .map_err(|e| OciError::io(self.oci.blob_path(digest), e.into()))?;
         }
         self.oci.commit_manifest(manifest, tag)
     }

@@ -1,10 +1,12 @@
 //! Verified, decompressed chunk contents, kept by blob digest under a byte budget.
 //!
 //! Keyed by digest rather than by image so one cache can serve every image a process opens.
+//! A chunk being loaded is loaded once: other threads asking for it wait for that load
+//! instead of decompressing it again (reads and read-ahead often want the same chunk).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use crate::format::Digest;
 
@@ -14,15 +16,26 @@ pub const DEFAULT_CACHE_BYTES: usize = 32 << 20;
 
 const SHARDS: usize = 16;
 
+/// A chunk's verified contents, shared without copying.
+pub type ChunkData = Arc<Vec<u8>>;
+
+#[derive(Default)]
 struct Shard {
-    map: HashMap<Digest, (Arc<[u8]>, u64)>,
+    map: HashMap<Digest, (ChunkData, u64)>,
+    loading: HashSet<Digest>,
     bytes: usize,
     tick: u64,
 }
 
+#[derive(Default)]
+struct Slot {
+    shard: Mutex<Shard>,
+    loaded: Condvar,
+}
+
 /// A sharded LRU of chunk contents.
 pub struct ChunkCache {
-    shards: Box<[Mutex<Shard>]>,
+    slots: Box<[Slot]>,
     shard_budget: usize,
     hits: AtomicU64,
     misses: AtomicU64,
@@ -38,49 +51,78 @@ impl std::fmt::Debug for ChunkCache {
     }
 }
 
+/// Ends a load, successful or not (even by panic), and wakes the threads waiting for it.
+struct LoadingGuard<'a> {
+    slot: &'a Slot,
+    digest: Digest,
+}
+
+impl Drop for LoadingGuard<'_> {
+    fn drop(&mut self) {
+        lock(&self.slot.shard).loading.remove(&self.digest);
+        self.slot.loaded.notify_all();
+    }
+}
+
+fn lock(m: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 impl ChunkCache {
     /// A cache holding at most about `budget` bytes (0 disables caching).
     pub fn new(budget: usize) -> Self {
         ChunkCache {
-            shards: (0..SHARDS)
-                .map(|_| {
-                    Mutex::new(Shard {
-                        map: HashMap::new(),
-                        bytes: 0,
-                        tick: 0,
-                    })
-                })
-                .collect(),
+            slots: (0..SHARDS).map(|_| Slot::default()).collect(),
             shard_budget: budget / SHARDS,
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         }
     }
 
-    fn shard(&self, d: &Digest) -> &Mutex<Shard> {
-        &self.shards[d.0[0] as usize % SHARDS]
+    fn slot(&self, d: &Digest) -> &Slot {
+        &self.slots[d.0[0] as usize % SHARDS]
     }
 
-    /// Cached contents, or what `load` produces (which is then cached).
+    /// Whether `digest` is cached or being loaded.
+    pub fn has(&self, digest: &Digest) -> bool {
+        let shard = lock(&self.slot(digest).shard);
+        shard.map.contains_key(digest) || shard.loading.contains(digest)
+    }
+
+    /// Cached contents, or what `load` produces (which is then cached). While one thread
+    /// loads a digest, others asking for it wait for the result instead of loading it too.
     pub fn get_or_load<E>(
         &self,
         digest: &Digest,
         load: impl FnOnce() -> Result<Vec<u8>, E>,
-    ) -> Result<Arc<[u8]>, E> {
+    ) -> Result<ChunkData, E> {
+        let slot = self.slot(digest);
         {
-            let mut shard = self.shard(digest).lock().unwrap_or_else(|p| p.into_inner());
-            shard.tick += 1;
-            let tick = shard.tick;
-            if let Some((data, used)) = shard.map.get_mut(digest) {
-                *used = tick;
-                self.hits.fetch_add(1, Ordering::Relaxed);
-                return Ok(data.clone());
+            let mut shard = lock(&slot.shard);
+            loop {
+                shard.tick += 1;
+                let tick = shard.tick;
+                if let Some((data, used)) = shard.map.get_mut(digest) {
+                    *used = tick;
+                    self.hits.fetch_add(1, Ordering::Relaxed);
+                    return Ok(data.clone());
+                }
+                if !shard.loading.contains(digest) {
+                    break;
+                }
+                // Another thread is loading it; if that load fails, this thread tries.
+                shard = slot.loaded.wait(shard).unwrap_or_else(|p| p.into_inner());
             }
+            shard.loading.insert(*digest);
         }
+        let _loading = LoadingGuard {
+            slot,
+            digest: *digest,
+        };
         self.misses.fetch_add(1, Ordering::Relaxed);
-        let data: Arc<[u8]> = load()?.into();
+        let data = Arc::new(load()?);
         if data.len() <= self.shard_budget {
-            let mut shard = self.shard(digest).lock().unwrap_or_else(|p| p.into_inner());
+            let mut shard = lock(&slot.shard);
             shard.tick += 1;
             let tick = shard.tick;
             if let Some((old, _)) = shard.map.insert(*digest, (data.clone(), tick)) {
@@ -114,10 +156,7 @@ impl ChunkCache {
 
     /// Bytes currently held.
     pub fn bytes(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).bytes)
-            .sum()
+        self.slots.iter().map(|s| lock(&s.shard).bytes).sum()
     }
 }
 
@@ -153,6 +192,43 @@ mod tests {
         );
         let (hits, misses) = cache.stats();
         assert!(hits >= 6 && misses >= 5);
+    }
+
+    #[test]
+    fn a_chunk_being_loaded_is_not_loaded_again() {
+        let cache = ChunkCache::new(1 << 20);
+        let d = Digest::of(b"shared");
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        std::thread::scope(|s| {
+            let cache = &cache;
+            let first = s.spawn(move || {
+                cache.get_or_load(&d, || {
+                    started_tx.send(()).unwrap();
+                    go_rx.recv().unwrap();
+                    Ok::<_, ()>(vec![7; 10])
+                })
+            });
+            started_rx.recv().unwrap();
+            let second = s.spawn(move || cache.get_or_load(&d, || Ok::<_, ()>(vec![9; 10])));
+            go_tx.send(()).unwrap();
+            assert_eq!(&first.join().unwrap().unwrap()[..], &[7; 10][..]);
+            assert_eq!(&second.join().unwrap().unwrap()[..], &[7; 10][..]);
+        });
+        assert_eq!(cache.stats().1, 1, "loaded once");
+    }
+
+    #[test]
+    fn a_failed_load_is_retried_by_the_next_caller() {
+        let cache = ChunkCache::new(1 << 20);
+        let d = Digest::of(b"flaky");
+        assert!(cache.get_or_load(&d, || Err::<Vec<u8>, _>("bad")).is_err());
+        assert!(!cache.has(&d));
+        assert_eq!(
+            cache.get_or_load(&d, || Ok::<_, ()>(vec![1])).unwrap()[..],
+            [1]
+        );
+        assert!(cache.has(&d));
     }
 
     #[test]

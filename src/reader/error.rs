@@ -54,6 +54,9 @@ pub enum ReaderError {
     /// Too many symbolic links while resolving a path.
     #[error("{0}: too many levels of symbolic links")]
     SymlinkLoop(String),
+    /// The read-ahead thread could not be started.
+    #[error("starting the read-ahead thread: {0}")]
+    ReadAhead(std::io::Error),
 }
 
 impl ReaderError {

@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use super::cache::ChunkData;
+use super::read_ahead::ReadAhead;
 use super::table::{Extent, InodeTable, NodeData, NodeId};
 use super::{ChunkCache, ReaderError, DEFAULT_CACHE_BYTES};
 use crate::chunk::decompress_seekable;
@@ -33,6 +35,9 @@ pub struct OpenOptions {
     pub cache: Option<Arc<ChunkCache>>,
     /// Bounds on the metadata.
     pub limits: Option<DecodeLimits>,
+    /// Chunks to load ahead of readers, in the background (0: none). For servers whose
+    /// clients read files sequentially; one-shot tools leave it off.
+    pub read_ahead: usize,
 }
 
 /// A PuzzleFS image, ready to be read.
@@ -46,6 +51,7 @@ pub struct Image {
     chunking: Option<Chunking>,
     table: InodeTable,
     cache: Arc<ChunkCache>,
+    read_ahead: Option<ReadAhead>,
 }
 
 impl Image {
@@ -88,6 +94,16 @@ impl Image {
             return Err(ReaderError::UnsupportedVersion(rootfs.manifest_version));
         }
         let table = InodeTable::build(&rootfs)?;
+        let cache = options
+            .cache
+            .unwrap_or_else(|| Arc::new(ChunkCache::new(DEFAULT_CACHE_BYTES)));
+        let read_ahead = match options.read_ahead {
+            0 => None,
+            depth => Some(
+                ReadAhead::start(oci.clone(), cache.clone(), depth)
+                    .map_err(ReaderError::ReadAhead)?,
+            ),
+        };
         Ok(Image {
             oci: oci.clone(),
             manifest_digest: desc.digest,
@@ -96,9 +112,8 @@ impl Image {
             layers: rootfs.layers.len(),
             chunking: rootfs.chunking,
             table,
-            cache: options
-                .cache
-                .unwrap_or_else(|| Arc::new(ChunkCache::new(DEFAULT_CACHE_BYTES))),
+            cache,
+            read_ahead,
         })
     }
 
@@ -150,18 +165,9 @@ impl Image {
     }
 
     /// Contents of a blob: read, checked against its digest, decompressed. Cached.
-    pub fn blob_data(&self, blob: &BlobInfo) -> Result<Arc<[u8]>, ReaderError> {
-        self.cache.get_or_load(&blob.digest, || {
-            let raw = self.oci.read_blob(&blob.digest, MAX_BLOB_BYTES)?;
-            if blob.compressed {
-                decompress_seekable(&raw, MAX_BLOB_BYTES).map_err(|source| ReaderError::Chunk {
-                    digest: blob.digest,
-                    source,
-                })
-            } else {
-                Ok(raw)
-            }
-        })
+    pub fn blob_data(&self, blob: &BlobInfo) -> Result<ChunkData, ReaderError> {
+        self.cache
+            .get_or_load(&blob.digest, || load_blob(&self.oci, blob))
     }
 
     /// Calls `sink` with consecutive pieces of a file's bytes in `[offset, offset + len)`,
@@ -184,8 +190,12 @@ impl Image {
             if e.file_offset >= end {
                 break;
             }
-            let blob = &self.table.blobs()[e.blob as usize];
+            let blobs = self.table.blobs();
+            let blob = &blobs[e.blob as usize];
             let data = self.blob_data(blob)?;
+            if let Some(ahead) = &self.read_ahead {
+                ahead.used(blobs, e.blob as usize, &self.cache);
+            }
             let piece = extent_slice(e, &data, blob.digest)?;
             let from = offset.saturating_sub(e.file_offset) as usize;
             let to = (end.min(e.file_offset + e.len) - e.file_offset) as usize;
@@ -204,6 +214,19 @@ impl Image {
             Ok::<(), ReaderError>(())
         })?;
         Ok(at)
+    }
+}
+
+/// Reads a blob, checks it against its digest and decompresses it.
+pub(super) fn load_blob(oci: &OciDir, blob: &BlobInfo) -> Result<Vec<u8>, ReaderError> {
+    let raw = oci.read_blob(&blob.digest, MAX_BLOB_BYTES)?;
+    if blob.compressed {
+        decompress_seekable(&raw, MAX_BLOB_BYTES).map_err(|source| ReaderError::Chunk {
+            digest: blob.digest,
+            source,
+        })
+    } else {
+        Ok(raw)
     }
 }
 

@@ -3,10 +3,11 @@
 mod cache;
 mod error;
 mod image;
+mod read_ahead;
 mod table;
 mod walk;
 
-pub use cache::{ChunkCache, DEFAULT_CACHE_BYTES};
+pub use cache::{ChunkCache, ChunkData, DEFAULT_CACHE_BYTES};
 pub use error::ReaderError;
 pub use image::{BlobInfo, Image, OpenOptions, MAX_BLOB_BYTES, MAX_METADATA_BYTES};
 pub use table::{Entry, Extent, InodeTable, Node, NodeData, NodeId, NAME_MAX, ROOT};
