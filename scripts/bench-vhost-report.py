@@ -25,7 +25,10 @@ def load(out_dir):
         m = re.fullmatch(r"(.+)-d(\d+)-r\d+\.json", name)
         if m:
             with open(os.path.join(out_dir, name)) as f:
-                runs[(m.group(1), int(m.group(2)))].append(json.load(f))
+                report = json.load(f)
+            store = os.path.join(out_dir, name[: -len(".json")] + ".store")
+            report["store_mib"] = int(open(store).read().strip() or 0) / 1024 if os.path.exists(store) else 0
+            runs[(m.group(1), int(m.group(2)))].append(report)
     return runs
 
 
@@ -51,7 +54,8 @@ def summarise(reports):
             }
         )
     rss = med([max((w["backend_peak_rss_kib"] or 0) for w in r["workloads"]) / 1024 for r in reports])
-    return rows, rss
+    store = med([r["store_mib"] for r in reports])
+    return rows, (rss, store)
 
 
 def fmt(v, spec):
@@ -80,10 +84,20 @@ def main():
                     f"{fmt(r['p50'], '.1f')} | {fmt(r['p99'], '.1f')} | {fmt(r['cpu'], '.3f')} | "
                     f"{fmt(per_gb, '.2f')} |"
                 )
-    print("\n| peak RSS after a whole-tree read (MiB, median) | " + " | ".join(CONTENDERS) + " |")
+    print(
+        "\nMemory after a whole-tree read, MiB (medians): peak RSS (VmHWM), then + the largest"
+        " memfd the daemon held (our verified chunk store: shared memory outside RSS)."
+    )
+    print("\n| memory | " + " | ".join(CONTENDERS) + " |")
     print("|---|" + "---:|" * len(CONTENDERS))
     for depth in depths:
-        cells = [fmt(stats[(c, depth)][1], ".1f") if (c, depth) in stats else "-" for c in CONTENDERS]
+        cells = []
+        for c in CONTENDERS:
+            if (c, depth) not in stats:
+                cells.append("-")
+                continue
+            rss, store = stats[(c, depth)][1]
+            cells.append(fmt(rss, ".1f") + (f" + {store:.0f}" if store else ""))
         print(f"| depth {depth} | " + " | ".join(cells) + " |")
 
     d = HEADLINE_DEPTH if HEADLINE_DEPTH in depths else depths[-1]
@@ -108,7 +122,7 @@ def main():
             ratio = theirs[key] / ours[key] if better == "lower" else ours[key] / theirs[key]
             what = "CPU" if key == "cpu" else "ops/s"
             ratios.append((f"vhost {label} {what}, d={d}", peer, ratio, target_for.get(peer)))
-    ours_rss = stats.get(("ours-zstd", d), (None, None))[1]
+    ours_rss = stats.get(("ours-zstd", d), (None, (None, None)))[1][0]
     if ours_rss:
         ratios.append((f"daemon peak RSS vs {RSS_TARGET_MIB} MiB target", "target", RSS_TARGET_MIB / ours_rss, 1.0))
     print(f"\n| ours-zstd at depth {d} vs peer (above 1 = ours better) | peer | ratio | target |")

@@ -72,6 +72,20 @@ serving_pid() { # our sandboxed daemon serves from a child process
     child=$(pgrep -P "$1" | head -n 1 || true)
     echo "${child:-$1}"
 }
+store_sampler() { # pid out: largest memory held by the daemon's memfd chunk store, in KiB
+    max=0
+    while kill -0 "$1" 2>/dev/null; do
+        kib=0
+        for f in /proc/"$1"/fd/*; do
+            case $(readlink "$f" 2>/dev/null) in
+            /memfd:*) kib=$((kib + $(stat -L -c '%b * %B / 1024' "$f" 2>/dev/null || echo 0))) ;;
+            esac
+        done
+        [ "$kib" -le "$max" ] || max=$kib
+        echo "$max" >"$2"
+        sleep 0.2
+    done
+}
 stop() {
     kill "$daemon" 2>/dev/null || true
     wait "$daemon" 2>/dev/null || true
@@ -86,6 +100,8 @@ while [ $i -le "$runs" ]; do
             start "$c" "$sock"
             pid=$(serving_pid "$daemon")
             echo "run $i depth $depth $c" >&2
+            echo 0 >"$out/$c-d$depth-r$i.store"
+            store_sampler "$pid" "$out/$c-d$depth-r$i.store" &
             "$bin/virtiofs-frontend" --socket "$sock" --verify "$tree" --backend-pid "$pid" \
                 --depth "$depth" --workload walk,readdirplus,read,read,random --json \
                 >"$out/$c-d$depth-r$i.json"
