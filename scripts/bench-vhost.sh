@@ -78,7 +78,7 @@ store_sampler() { # pid out: largest memory held by the daemon's memfd chunk sto
         kib=0
         for f in /proc/"$1"/fd/*; do
             case $(readlink "$f" 2>/dev/null) in
-            /memfd:*) kib=$((kib + $(stat -L -c '%b * %B / 1024' "$f" 2>/dev/null || echo 0))) ;;
+            /memfd:pfs-chunks*) kib=$((kib + $(stat -L -c '%b * %B / 1024' "$f" 2>/dev/null || echo 0))) ;;
             esac
         done
         [ "$kib" -le "$max" ] || max=$kib

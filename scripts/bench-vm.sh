@@ -72,11 +72,22 @@ head -c $(( (4 - size % 4) % 4 )) /dev/zero >> "$work/initrd.img"
 
 tck=$(getconf CLK_TCK)
 status_kib() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
+# KiB held by memfds of process $1 (our daemon's verified chunk store: shared memory, not RSS).
+memfd_kib() {
+    local f kib=0
+    for f in /proc/"$1"/fd/*; do
+        case $(readlink "$f" 2>/dev/null) in
+        /memfd:pfs-chunks*) kib=$((kib + $(stat -L -c '%b * %B / 1024' "$f"))) ;;
+        esac
+    done
+    echo "$kib"
+}
 
 # run CONTENDER RUN: one guest; appends "contender boot read cpu anon+file anon file vmrss
-# hwm shmem" (seconds, KiB) to $work/results.
+# hwm shmem memfd" (seconds, KiB) to $work/results. Our sandboxed daemon serves from a child
+# of the process started (the supervisor): that child is the one measured.
 run() {
-    local who=$1 sock=$work/$1-$2.sock dpid start
+    local who=$1 sock=$work/$1-$2.sock dpid spid start
     rm -f "$sock"
     case $who in
     ours) "$bin/puzzlefs-virtiofsd" --socket-path "$sock" --image "$work/oci:bench" \
@@ -88,6 +99,8 @@ run() {
     echo "$dpid" > "$work/daemon.pid"
     for _ in $(seq 3000); do [ -S "$sock" ] && break; sleep 0.01; done
     [ -S "$sock" ] || { echo "bench-vm.sh: $who never listened: $(cat "$work/$who.log")" >&2; exit 1; }
+    spid=$(pgrep -P "$dpid" | head -n 1 || true)
+    spid=${spid:-$dpid}
     start=$EPOCHREALTIME
     qemu-system-x86_64 -accel tcg -nodefaults -no-user-config -no-reboot \
         -m "${MEM}M" -smp 2 \
@@ -107,17 +120,18 @@ run() {
                 @@SHELL@@*) boot=$(awk -v a="$EPOCHREALTIME" -v b="$start" 'BEGIN { printf "%.3f", a - b }') ;;
                 @@READ@@*)
                     read_s=$(echo "$line" | awk '{ printf "%.3f", $3 - $2 }')
-                    if ! [ -e "/proc/$dpid/status" ]; then
+                    if ! [ -e "/proc/$spid/status" ]; then
                         echo "bench-vm.sh: $who died during run $2: $(tail -n 5 "$work/$who.log")" >&2
                         exit 1
                     fi
-                    anon=$(status_kib "$dpid" RssAnon)
-                    file=$(status_kib "$dpid" RssFile)
-                    vmrss=$(status_kib "$dpid" VmRSS)
-                    hwm=$(status_kib "$dpid" VmHWM)
-                    shmem=$(status_kib "$dpid" RssShmem)
-                    cpu=$(awk -v t="$tck" '{ printf "%.3f", ($14 + $15) / t }' "/proc/$dpid/stat")
-                    echo "$who $boot $read_s $cpu $((anon + file)) $anon $file $vmrss $hwm $shmem" >> "$work/results"
+                    anon=$(status_kib "$spid" RssAnon)
+                    file=$(status_kib "$spid" RssFile)
+                    vmrss=$(status_kib "$spid" VmRSS)
+                    hwm=$(status_kib "$spid" VmHWM)
+                    shmem=$(status_kib "$spid" RssShmem)
+                    cpu=$(awk -v t="$tck" '{ printf "%.3f", ($14 + $15) / t }' "/proc/$spid/stat")
+                    memfd=$(memfd_kib "$spid")
+                    echo "$who $boot $read_s $cpu $((anon + file)) $anon $file $vmrss $hwm $shmem $memfd" >> "$work/results"
                     ;;
                 esac
             done
@@ -160,3 +174,4 @@ row "- of which RssFile (MiB)" 7 1024 "%.1f"
 row "daemon VmRSS (MiB; includes guest memory touched)" 8 1024 "%.1f"
 row "daemon VmHWM (MiB)" 9 1024 "%.1f"
 row "daemon RssShmem (MiB; the guest memory touched)" 10 1024 "%.1f"
+row "chunk store memfd, allocated (MiB; shared memory outside RSS)" 11 1024 "%.1f"
