@@ -175,6 +175,36 @@ fn compressed_image_every_workload_profile_queue_count_and_depth() {
     every_combination(&img.target);
 }
 
+/// The chunk store in a cache directory (an unnamed file there), too small to hold the tree
+/// (evictions, chunks served without being stored), and disabled: every byte still verified.
+#[test]
+fn chunk_store_in_a_directory_small_or_off() {
+    let oci = tempfile::tempdir().unwrap();
+    let img = image::build(tree(), oci.path(), "zstd", true);
+    let cache = tempfile::tempdir().unwrap();
+    let cache_dir = cache.path().to_str().unwrap();
+    for extra in [
+        &["--cache-dir", cache_dir][..],
+        &["--cache-size", "64K"],
+        &["--cache-size", "0"],
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("vfs.sock");
+        let mut daemon = image::serve(&socket, &img.target, extra);
+        let mut o = options(&socket, Profile::CloudHypervisor, 2, 16);
+        o.backend_pid = Some(daemon.pid());
+        let r = run(&o).unwrap_or_else(|e| panic!("{extra:?}: {e}\n{:#?}", daemon.stderr()));
+        check_workloads(&r);
+        let status = daemon.wait_exit(DAEMON_DEADLINE);
+        assert!(status.success(), "{extra:?}: daemon: {status}");
+    }
+    assert_eq!(
+        std::fs::read_dir(cache.path()).unwrap().count(),
+        0,
+        "the store has no name"
+    );
+}
+
 #[test]
 fn hostile_requests_get_errors_and_the_daemon_serves_on() {
     let oci = tempfile::tempdir().unwrap();

@@ -281,6 +281,8 @@ fn a_stuck_read_does_not_hold_up_other_requests() {
         log_level: log::LevelFilter::Info,
         sandbox: Sandbox::None,
         seccomp: Seccomp::None,
+        chunk_store_bytes: 0,
+        chunk_store_dir: None,
         ignored: Vec::new(),
     };
     // The daemon runs in this process, generic `serve` over the gated file system.

@@ -1,9 +1,11 @@
-//! Verified chunk contents kept outside the heap, in a private memfd, so that a warm read is
-//! one `preadv` from the memfd straight into guest memory.
+//! Verified chunk contents kept outside the heap, in a private file, so that a warm read is one
+//! `preadv` from the file straight into guest memory.
 //!
-//! Only chunks whose digest the reader verified (and that it decompressed) are stored, and
-//! nothing but this process can reach the memfd (it has no path and is close-on-exec), so
-//! what is read back is what was verified. The memfd is a ring of `budget` bytes: chunks are
+//! The file is a memfd, or with `--cache-dir` an unnamed O_TMPFILE in that directory (page
+//! cache the kernel can write back and reclaim). Only chunks whose digest the reader verified
+//! (and that it decompressed) are stored, and nothing but this process can reach the file (it
+//! has no path, mode 0600, close-on-exec), so what is read back is what was verified. The
+//! file is a ring of `budget` bytes: chunks are
 //! written at a moving head and the oldest ones are evicted when it wraps (first in, first
 //! out). A reader pins the chunk it copies from; a pinned chunk is never overwritten (a chunk
 //! that would need its space is then served without being stored).
@@ -11,7 +13,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
 use crate::format::Digest;
@@ -34,7 +37,7 @@ struct Index {
 }
 
 /// A bounded, memfd-backed store of verified chunks, keyed by digest.
-pub(crate) struct ChunkStore {
+pub struct ChunkStore {
     file: File,
     budget: u64,
     index: Mutex<Index>,
@@ -74,16 +77,28 @@ impl Drop for Pinned<'_> {
 }
 
 impl ChunkStore {
-    /// The memfd's descriptor.
+    /// The store file's descriptor.
     pub(crate) fn fd(&self) -> std::os::unix::io::RawFd {
         use std::os::unix::io::AsRawFd;
         self.file.as_raw_fd()
     }
 
-    /// A store of at most `budget` bytes. Its pages are only allocated as chunks arrive.
-    pub(crate) fn new(budget: u64) -> io::Result<ChunkStore> {
-        let fd = rustix::fs::memfd_create("pfs-chunks", rustix::fs::MemfdFlags::CLOEXEC)?;
-        let file = File::from(fd);
+    /// A store of at most `budget` bytes in a memfd, or in an unnamed file in `dir`. Its
+    /// pages are only allocated as chunks arrive.
+    pub fn new(budget: u64, dir: Option<&Path>) -> io::Result<ChunkStore> {
+        let file = match dir {
+            None => File::from(rustix::fs::memfd_create(
+                "pfs-chunks",
+                rustix::fs::MemfdFlags::CLOEXEC,
+            )?),
+            Some(dir) => std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .mode(0o600)
+                .custom_flags(libc::O_TMPFILE | libc::O_CLOEXEC)
+                .open(dir)
+                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?,
+        };
         file.set_len(budget)?;
         Ok(ChunkStore {
             file,
@@ -212,8 +227,24 @@ mod tests {
     }
 
     #[test]
+    fn a_cache_dir_holds_an_unnamed_private_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = ChunkStore::new(1 << 20, Some(dir.path())).unwrap();
+        let d = Digest::of(b"x");
+        assert!(store.insert(&d, &[9; 4096]));
+        assert_eq!(read(&store.pin(&d).unwrap()), vec![9; 4096]);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "no name");
+        let mode = store.file.metadata().unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let missing = dir.path().join("missing");
+        let e = ChunkStore::new(1 << 20, Some(&missing)).err().unwrap();
+        assert!(e.to_string().contains("missing"), "{e}");
+    }
+
+    #[test]
     fn stores_and_reads_back() {
-        let store = ChunkStore::new(1000).unwrap();
+        let store = ChunkStore::new(1000, None).unwrap();
         let d = Digest::of(b"a");
         assert!(!store.contains(&d));
         assert!(store.pin(&d).is_none());
@@ -230,7 +261,7 @@ mod tests {
 
     #[test]
     fn wraps_around_evicting_the_oldest() {
-        let store = ChunkStore::new(1000).unwrap();
+        let store = ChunkStore::new(1000, None).unwrap();
         let keys: Vec<Digest> = (0..5u8).map(|i| Digest::of(&[i])).collect();
         for (i, k) in keys.iter().enumerate() {
             assert!(store.insert(k, &[i as u8; 400]));
@@ -248,7 +279,7 @@ mod tests {
 
     #[test]
     fn pinned_chunks_are_never_overwritten() {
-        let store = ChunkStore::new(1000).unwrap();
+        let store = ChunkStore::new(1000, None).unwrap();
         let a = Digest::of(b"a");
         let b = Digest::of(b"b");
         let c = Digest::of(b"c");

@@ -36,6 +36,7 @@ use super::config::{
     default_thread_pool_size, parse_cache, parse_digest, parse_image, parse_log_level, parse_o,
     parse_sandbox, parse_seccomp, usage, Config, SocketSpec, Source,
 };
+use super::image_fs::CHUNK_STORE_BYTES;
 use super::DaemonError;
 use crate::fs::CachePolicy;
 
@@ -108,6 +109,14 @@ struct Args {
     /// Action on a forbidden system call: kill (default), log, trap or none.
     #[arg(long, value_name = "ACTION")]
     seccomp: Option<String>,
+    /// Bytes of verified, decompressed chunks kept for warm reads of an image (K, M or G
+    /// suffix; 0 keeps none). Default 512M.
+    #[arg(long = "cache-size", value_name = "SIZE")]
+    cache_size: Option<String>,
+    /// Keep that chunk store in an unnamed file in DIR (page cache the kernel can reclaim)
+    /// instead of a memfd (shared memory).
+    #[arg(long = "cache-dir", value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
     /// Accepted for compatibility; the VMM sets the mount tag.
     #[arg(long, value_name = "TAG")]
     tag: Option<String>,
@@ -130,6 +139,26 @@ struct Args {
     no_readdirplus: bool,
     #[arg(long = "posix-acl", hide = true)]
     posix_acl: bool,
+}
+
+/// Parses a byte count with an optional K, M or G (binary) suffix.
+fn parse_size(s: &str) -> Result<u64, DaemonError> {
+    let (digits, shift) = match s.as_bytes().last() {
+        Some(b'K' | b'k') => (&s[..s.len() - 1], 10),
+        Some(b'M' | b'm') => (&s[..s.len() - 1], 20),
+        Some(b'G' | b'g') => (&s[..s.len() - 1], 30),
+        _ => (s, 0),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+        .filter(|&n| n <= 1 << 40)
+        .ok_or_else(|| {
+            usage(format!(
+                "--cache-size {s:?}: not a size up to 1T (bytes, K, M or G)"
+            ))
+        })
 }
 
 /// Largest `--thread-pool-size` accepted.
@@ -218,6 +247,18 @@ fn to_config(a: Args) -> Result<Config, DaemonError> {
         (None, true) => log::LevelFilter::Debug,
         (None, false) => o.log_level.unwrap_or(log::LevelFilter::Info),
     };
+    let chunk_store_bytes = match a.cache_size.as_deref() {
+        Some(s) => parse_size(s)?,
+        None => CHUNK_STORE_BYTES,
+    };
+    if let Some(dir) = &a.cache_dir {
+        if !dir.is_dir() {
+            return Err(usage(format!(
+                "--cache-dir {}: not a directory",
+                dir.display()
+            )));
+        }
+    }
     let sandbox = a.sandbox.as_deref().map(parse_sandbox).transpose()?;
     let seccomp = a.seccomp.as_deref().map(parse_seccomp).transpose()?;
 
@@ -248,6 +289,8 @@ fn to_config(a: Args) -> Result<Config, DaemonError> {
         log_level,
         sandbox: sandbox.unwrap_or_default(),
         seccomp: seccomp.unwrap_or_default(),
+        chunk_store_bytes,
+        chunk_store_dir: a.cache_dir,
         ignored,
     })
 }

@@ -250,3 +250,37 @@ fn help_version_capabilities() {
         Command::PrintCapabilities(j) if j.contains("\"fs\"")
     ));
 }
+
+#[test]
+fn chunk_store_size_and_dir() {
+    let img = ["--socket-path", "/s", "--image", "/oci:t"];
+    let c = run(&img);
+    assert_eq!(
+        (c.chunk_store_bytes, c.chunk_store_dir),
+        (CHUNK_STORE_BYTES, None)
+    );
+    for (size, bytes) in [
+        ("0", 0),
+        ("4096", 4096),
+        ("64K", 64 << 10),
+        ("256M", 256 << 20),
+        ("2G", 2 << 30),
+    ] {
+        let mut args = img.to_vec();
+        args.extend(["--cache-size", size]);
+        assert_eq!(run(&args).chunk_store_bytes, bytes, "{size}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let mut args = img.to_vec();
+    args.extend(["--cache-dir", d]);
+    assert_eq!(run(&args).chunk_store_dir.as_deref(), Some(dir.path()));
+    for bad in ["x", "12Q", "1.5M", "2000G", ""] {
+        let mut args = img.to_vec();
+        args.extend(["--cache-size", bad]);
+        assert!(err(&args).contains("--cache-size"), "{bad}");
+    }
+    let mut args = img.to_vec();
+    args.extend(["--cache-dir", "/no/such/dir"]);
+    assert!(err(&args).contains("not a directory"));
+}

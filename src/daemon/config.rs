@@ -92,6 +92,10 @@ pub struct Config {
     pub sandbox: Sandbox,
     /// Requested seccomp action.
     pub seccomp: Seccomp,
+    /// Bytes of verified chunks an image's daemon keeps for warm reads (0: none).
+    pub chunk_store_bytes: u64,
+    /// Directory for the chunk store's unnamed file (reclaimable page cache); a memfd if None.
+    pub chunk_store_dir: Option<std::path::PathBuf>,
     /// Options accepted for compatibility that have no effect, for the startup log.
     pub ignored: Vec<String>,
 }

@@ -22,7 +22,7 @@ use crate::format::Digest;
 use crate::fs::{reader_errno, PuzzleFs};
 use crate::reader::{BlobInfo, Extent, Image, NodeData};
 
-/// Largest store of verified chunks a daemon keeps (only what guests read is allocated).
+/// Default size of the store of verified chunks (only what guests read is allocated).
 pub const CHUNK_STORE_BYTES: u64 = 512 << 20;
 
 /// [`PuzzleFs`] whose file reads go through a [`ChunkStore`]; everything else is PuzzleFs's.
@@ -34,16 +34,16 @@ pub struct ImageFs {
 }
 
 impl ImageFs {
-    /// Serves `fs`, keeping at most `store_bytes` of verified chunks in a private memfd.
-    pub fn new(fs: PuzzleFs, store_bytes: u64) -> io::Result<ImageFs> {
-        Ok(ImageFs {
+    /// Serves `fs`, keeping verified chunks in `store`.
+    pub fn new(fs: PuzzleFs, store: ChunkStore) -> ImageFs {
+        ImageFs {
             fs,
-            store: ChunkStore::new(store_bytes)?,
+            store,
             reported: Mutex::new(HashSet::new()),
-        })
+        }
     }
 
-    /// The chunk store's memfd (the seccomp filter lets the daemon write to it alone).
+    /// The chunk store's file (the seccomp filter lets the daemon write to it alone).
     pub fn store_fd(&self) -> std::os::unix::io::RawFd {
         self.store.fd()
     }

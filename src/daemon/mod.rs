@@ -26,6 +26,7 @@ mod start;
 mod syslog;
 mod triage;
 
+pub use chunk_store::ChunkStore;
 pub use cli::{parse_args, Command, MAX_THREAD_POOL_SIZE};
 pub use config::{
     default_thread_pool_size, parse_cache, Config, ImageSource, Sandbox, Seccomp, SocketSpec,

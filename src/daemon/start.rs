@@ -9,8 +9,9 @@ use std::sync::Arc;
 
 use vhost::vhost_user::Listener;
 
+use super::chunk_store::ChunkStore;
 use super::config::{Config, ImageSource, Sandbox, SocketSpec, Source};
-use super::image_fs::{ImageFs, CHUNK_STORE_BYTES};
+use super::image_fs::ImageFs;
 use super::passthrough::{check_shared_dir, import, new_passthrough, SharedDirFs};
 use super::sandbox::{self, Isolated, Needs, Supervisor};
 use super::serve::{listen, serve, ServeOptions};
@@ -45,6 +46,14 @@ pub fn start(config: &Config) -> Result<Started, DaemonError> {
         Source::SharedDir(dir) => check_shared_dir(dir).map(|()| Opened::SharedDir(dir.clone())),
         Source::Image(source) => open_image(source).map(|i| Opened::Image(Box::new(i))),
     }?;
+    // Before the sandbox: a --cache-dir is out of its reach afterwards.
+    let store = match opened {
+        Opened::Image(_) => Some(
+            ChunkStore::new(config.chunk_store_bytes, config.chunk_store_dir.as_deref())
+                .map_err(|e| DaemonError::Usage(format!("chunk store: {e}")))?,
+        ),
+        Opened::SharedDir(_) => None,
+    };
     // Before the filter: the default pool size reads /proc/self/cgroup.
     let opts = ServeOptions {
         thread_pool_size: config.thread_pool_size,
@@ -96,7 +105,8 @@ pub fn start(config: &Config) -> Result<Started, DaemonError> {
                 .map_err(|e| DaemonError::Image(e.to_string()))?;
             log::info!("serving image {} read-only", image.manifest_digest());
             let fs = PuzzleFs::new(Arc::new(*image), FsConfig::new(config.cache));
-            let fs = ImageFs::new(fs, CHUNK_STORE_BYTES).map_err(DaemonError::Workers)?;
+            let store = store.ok_or_else(|| DaemonError::Usage("no chunk store".into()))?;
+            let fs = ImageFs::new(fs, store);
             chunk_store_fd = Some(fs.store_fd());
             Served::Image(Box::new(ReadOnly::new(fs)))
         }
