@@ -24,11 +24,7 @@ trap cleanup EXIT
 mkdir -p "$work/nydus" "$work/nydus-cache"
 "$nydus/nydus-image" create -t dir-rafs --compressor zstd -D "$work/nydus" -B "$work/nydus.boot" \
     "$rootfs" >/dev/null 2>&1
-cat >"$work/nydus.json" <<EOF
-{"device": {"backend": {"type": "localfs", "config": {"dir": "$work/nydus"}},
-            "cache": {"type": "blobcache", "config": {"work_dir": "$work/nydus-cache"}}},
- "mode": "direct", "digest_validate": false, "enable_xattr": true}
-EOF
+"$here/scripts/nydus-config.sh" "$work/nydus" "$work/nydus-cache" >"$work/nydus.json"
 ticks=$(getconf CLK_TCK)
 readall() { # name dir: appends "wall reader-cpu" to $work/name.t
     /usr/bin/time -f "%e %U %S" -o "$work/time" \

@@ -37,11 +37,7 @@ cp -a "$tree_in" "$tree"
 mkdir -p "$work/nydus" "$work/nydus-cache"
 "$nydus/nydus-image" create -t dir-rafs --compressor zstd -D "$work/nydus" \
     -B "$work/nydus.boot" "$tree" >/dev/null 2>&1
-cat >"$work/nydus.json" <<EOF
-{"device": {"backend": {"type": "localfs", "config": {"dir": "$work/nydus"}},
-            "cache": {"type": "blobcache", "config": {"work_dir": "$work/nydus-cache"}}},
- "mode": "direct", "digest_validate": false, "enable_xattr": true}
-EOF
+"$here/scripts/nydus-config.sh" "$work/nydus" "$work/nydus-cache" >"$work/nydus.json"
 
 start() { # contender socket -> sets $daemon
     rm -f "$2"
@@ -75,12 +71,7 @@ serving_pid() { # our sandboxed daemon serves from a child process
 store_sampler() { # pid out: largest memory held by the daemon's memfd chunk store, in KiB
     max=0
     while kill -0 "$1" 2>/dev/null; do
-        kib=0
-        for f in /proc/"$1"/fd/*; do
-            case $(readlink "$f" 2>/dev/null) in
-            /memfd:pfs-chunks*) kib=$((kib + $(stat -L -c '%b * %B / 1024' "$f" 2>/dev/null || echo 0))) ;;
-            esac
-        done
+        kib=$("$here/scripts/chunk-store-kib.sh" "$1")
         [ "$kib" -le "$max" ] || max=$kib
         echo "$max" >"$2"
         sleep 0.2

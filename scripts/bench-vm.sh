@@ -72,16 +72,6 @@ head -c $(( (4 - size % 4) % 4 )) /dev/zero >> "$work/initrd.img"
 
 tck=$(getconf CLK_TCK)
 status_kib() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
-# KiB held by memfds of process $1 (our daemon's verified chunk store: shared memory, not RSS).
-memfd_kib() {
-    local f kib=0
-    for f in /proc/"$1"/fd/*; do
-        case $(readlink "$f" 2>/dev/null) in
-        /memfd:pfs-chunks*) kib=$((kib + $(stat -L -c '%b * %B / 1024' "$f"))) ;;
-        esac
-    done
-    echo "$kib"
-}
 
 # run CONTENDER RUN: one guest; appends "contender boot read cpu anon+file anon file vmrss
 # hwm shmem memfd" (seconds, KiB) to $work/results. Our sandboxed daemon serves from a child
@@ -130,7 +120,7 @@ run() {
                     hwm=$(status_kib "$spid" VmHWM)
                     shmem=$(status_kib "$spid" RssShmem)
                     cpu=$(awk -v t="$tck" '{ printf "%.3f", ($14 + $15) / t }' "/proc/$spid/stat")
-                    memfd=$(memfd_kib "$spid")
+                    memfd=$("$here/chunk-store-kib.sh" "$spid")
                     echo "$who $boot $read_s $cpu $((anon + file)) $anon $file $vmrss $hwm $shmem $memfd" >> "$work/results"
                     ;;
                 esac

@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
 
 use pfs::builder::{build, BuildOptions, Progress, ZstdOptions};
 use pfs::chunk::ChunkParams;
-use pfs::format::{human_bytes, Digest};
+use pfs::format::{human_bytes, parse_bytes, Digest};
 use pfs::oci::OciDir;
 use pfs::reader::{Image, OpenOptions};
 
@@ -132,17 +132,10 @@ struct MountArgs {
     allow_other: bool,
 }
 
-/// Parses a byte count with an optional K or M (binary) suffix.
+/// A byte count (K, M or G suffix) that fits a u32.
 fn parse_size(s: &str) -> std::result::Result<u32, String> {
-    let (digits, shift) = match s.as_bytes().last() {
-        Some(b'K' | b'k') => (&s[..s.len() - 1], 10),
-        Some(b'M' | b'm') => (&s[..s.len() - 1], 20),
-        _ => (s, 0),
-    };
-    digits
-        .parse::<u32>()
-        .ok()
-        .and_then(|n| n.checked_mul(1 << shift))
+    parse_bytes(s)
+        .and_then(|n| u32::try_from(n).ok())
         .ok_or_else(|| format!("{s:?} is not a size (bytes, or a number with K or M)"))
 }
 

@@ -38,6 +38,7 @@ use super::config::{
 };
 use super::image_fs::CHUNK_STORE_BYTES;
 use super::DaemonError;
+use crate::format::parse_bytes;
 use crate::fs::CachePolicy;
 
 /// What the command line asks for.
@@ -141,26 +142,6 @@ struct Args {
     posix_acl: bool,
 }
 
-/// Parses a byte count with an optional K, M or G (binary) suffix.
-fn parse_size(s: &str) -> Result<u64, DaemonError> {
-    let (digits, shift) = match s.as_bytes().last() {
-        Some(b'K' | b'k') => (&s[..s.len() - 1], 10),
-        Some(b'M' | b'm') => (&s[..s.len() - 1], 20),
-        Some(b'G' | b'g') => (&s[..s.len() - 1], 30),
-        _ => (s, 0),
-    };
-    digits
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(1 << shift))
-        .filter(|&n| n <= 1 << 40)
-        .ok_or_else(|| {
-            usage(format!(
-                "--cache-size {s:?}: not a size up to 1T (bytes, K, M or G)"
-            ))
-        })
-}
-
 /// Largest `--thread-pool-size` accepted.
 pub const MAX_THREAD_POOL_SIZE: usize = 1024;
 
@@ -248,7 +229,11 @@ fn to_config(a: Args) -> Result<Config, DaemonError> {
         (None, false) => o.log_level.unwrap_or(log::LevelFilter::Info),
     };
     let chunk_store_bytes = match a.cache_size.as_deref() {
-        Some(s) => parse_size(s)?,
+        Some(s) => parse_bytes(s).filter(|&n| n <= 1 << 40).ok_or_else(|| {
+            usage(format!(
+                "--cache-size {s:?}: not a size up to 1T (bytes, K, M or G)"
+            ))
+        })?,
         None => CHUNK_STORE_BYTES,
     };
     if let Some(dir) = &a.cache_dir {

@@ -44,16 +44,15 @@ pub fn start(config: &Config) -> Result<Started, DaemonError> {
     }
     let opened = match &config.source {
         Source::SharedDir(dir) => check_shared_dir(dir).map(|()| Opened::SharedDir(dir.clone())),
-        Source::Image(source) => open_image(source).map(|i| Opened::Image(Box::new(i))),
+        Source::Image(source) => {
+            let image = open_image(source)?;
+            // Before the sandbox: a --cache-dir is out of its reach afterwards.
+            let store =
+                ChunkStore::new(config.chunk_store_bytes, config.chunk_store_dir.as_deref())
+                    .map_err(|e| DaemonError::Usage(format!("chunk store: {e}")))?;
+            Ok(Opened::Image(Box::new(image), store))
+        }
     }?;
-    // Before the sandbox: a --cache-dir is out of its reach afterwards.
-    let store = match opened {
-        Opened::Image(_) => Some(
-            ChunkStore::new(config.chunk_store_bytes, config.chunk_store_dir.as_deref())
-                .map_err(|e| DaemonError::Usage(format!("chunk store: {e}")))?,
-        ),
-        Opened::SharedDir(_) => None,
-    };
     // Before the filter: the default pool size reads /proc/self/cgroup.
     let opts = ServeOptions {
         thread_pool_size: config.thread_pool_size,
@@ -98,14 +97,13 @@ pub fn start(config: &Config) -> Result<Started, DaemonError> {
             log::info!("serving {} read-only", dir.display());
             Served::SharedDir(Box::new(import(fs, &dir)?))
         }
-        Opened::Image(mut image) => {
+        Opened::Image(mut image, store) => {
             let root = jail.confine(image.oci().path(), false)?;
             image
                 .relocate(&root)
                 .map_err(|e| DaemonError::Image(e.to_string()))?;
             log::info!("serving image {} read-only", image.manifest_digest());
             let fs = PuzzleFs::new(Arc::new(*image), FsConfig::new(config.cache));
-            let store = store.ok_or_else(|| DaemonError::Usage("no chunk store".into()))?;
             let fs = ImageFs::new(fs, store);
             chunk_store_fd = Some(fs.store_fd());
             Served::Image(Box::new(ReadOnly::new(fs)))
@@ -141,7 +139,7 @@ pub fn open_image(source: &ImageSource) -> Result<Image, DaemonError> {
 
 enum Opened {
     SharedDir(PathBuf),
-    Image(Box<Image>),
+    Image(Box<Image>, ChunkStore),
 }
 
 enum Served {

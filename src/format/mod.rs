@@ -16,7 +16,7 @@ pub use decode::{decode_rootfs, DecodeLimits};
 pub use digest::{Digest, Sha256Writer};
 pub use encode::encode_rootfs;
 pub use error::FormatError;
-pub use human::human_bytes;
+pub use human::{human_bytes, parse_bytes};
 pub use types::{
     BlobRef, Chunking, DirEntry, FileChunk, Inode, InodeKind, Rootfs, Timespec, Xattr,
     MANIFEST_VERSION, ROOT_INO,
