@@ -6,15 +6,19 @@
 # newest N apt offers (or $PFS_KERNEL_PACKAGE). Cached under ${PFS_CACHE:-~/.cache/puzzlefs-virtiofsd}.
 set -eu
 cache=${PFS_CACHE:-$HOME/.cache/puzzlefs-virtiofsd}
-# The modules, in load order; paths relative to lib/modules/VERSION/kernel.
+# The modules, in load order; paths relative to lib/modules/VERSION/kernel. Besides virtio-fs:
+# a virtio disk with ext4 (fs-verity tests; the kernel has CONFIG_FS_VERITY=y built in).
 MODULES="drivers/virtio/virtio_ring drivers/virtio/virtio drivers/virtio/virtio_pci_legacy_dev
-drivers/virtio/virtio_pci_modern_dev drivers/virtio/virtio_pci fs/fuse/fuse fs/fuse/virtiofs"
+drivers/virtio/virtio_pci_modern_dev drivers/virtio/virtio_pci fs/fuse/fuse fs/fuse/virtiofs
+drivers/block/virtio_blk lib/crc16 crypto/crc32c_generic fs/mbcache fs/jbd2/jbd2 fs/ext4/ext4"
+# A cached kernel counts only if it was made with this module list.
+stamp=$(printf '%s' "$MODULES" | sha256sum | cut -c1-16)
 
 pkg=${PFS_KERNEL_PACKAGE:-}
 if [ -z "$pkg" ]; then
     # Reuse whatever was fetched before, so that a cached kernel needs no apt lists.
     last=$(ls -d "$cache"/kernel/linux-image-* 2>/dev/null | sort -V | tail -n 1 || true)
-    if [ -n "$last" ] && [ -e "$last/complete" ]; then
+    if [ -n "$last" ] && [ "$(cat "$last/complete" 2>/dev/null)" = "$stamp" ]; then
         echo "$last"
         exit 0
     fi
@@ -33,7 +37,7 @@ if [ -z "$pkg" ]; then
     fi
 fi
 dest=$cache/kernel/$pkg
-if [ -e "$dest/complete" ]; then
+if [ "$(cat "$dest/complete" 2>/dev/null)" = "$stamp" ]; then
     echo "$dest"
     exit 0
 fi
@@ -66,5 +70,5 @@ done > "$tmp/out/modules/order"
 rm -rf "$dest"
 mv "$tmp/out" "$dest"
 rm -rf "$tmp"
-touch "$dest/complete"
+echo "$stamp" > "$dest/complete"
 echo "$dest"

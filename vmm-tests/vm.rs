@@ -3,7 +3,8 @@
 //! the daemon's life cycle (ready line, exit on disconnect, SIGTERM, bad command lines).
 //!
 //! Tests of PuzzleFS images served to guests are in `images` and `images_kata`; the daemon's
-//! sandbox and seccomp filter, seen from the host while it serves, in `sandbox`. Every launch
+//! sandbox and seccomp filter, seen from the host while it serves, in `sandbox`; fs-verity, on
+//! the guest kernel's ext4, in `fs_verity`. Every launch
 //! runs with the defaults (`--sandbox namespace --seccomp kill`) unless it says otherwise.
 //!
 //! Needs qemu-system-x86, busybox-static, cpio, gcc with a static libc, debootstrap and apt
@@ -12,6 +13,7 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod fs_verity;
 mod harness;
 mod images;
 mod images_kata;

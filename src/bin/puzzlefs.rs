@@ -55,6 +55,8 @@ enum Command {
         /// List the whole subtree.
         #[arg(short = 'R', long)]
         recursive: bool,
+        #[command(flatten)]
+        pin: PinArgs,
     },
     /// Write a file of an image to standard output.
     Cat {
@@ -62,12 +64,39 @@ enum Command {
         image: String,
         /// Path in the image.
         path: String,
+        #[command(flatten)]
+        pin: PinArgs,
     },
     /// Verify every blob digest and the metadata of one or all images.
     Check {
         /// OCI_DIR or OCI_DIR:TAG.
         image: String,
     },
+    /// Turn the kernel's fs-verity on for every file of an image (on a file system that has
+    /// it, such as ext4 made with `-O verity`), after checking every recorded digest.
+    /// Prints the root hash that `--fs-verity` takes.
+    EnableFsVerity {
+        /// OCI_DIR:TAG.
+        image: String,
+        /// The fs-verity digest the image manifest must have (hex), as upstream PuzzleFS
+        /// prints it; without it, the manifest index.json names is trusted.
+        root_hash: Option<String>,
+        /// Print a JSON report.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// How a reader pins the image it opens.
+#[derive(Args)]
+struct PinArgs {
+    /// Refuse the image unless its manifest digest (sha256, as `build` prints it) is this.
+    #[arg(long)]
+    digest: Option<String>,
+    /// Require fs-verity: the manifest must measure to this fs-verity digest (hex, as
+    /// `enable-fs-verity` prints it), and every blob to the digest the image records.
+    #[arg(long, value_name = "ROOT_HASH")]
+    fs_verity: Option<String>,
 }
 
 #[derive(Args)]
@@ -107,9 +136,8 @@ struct ExtractArgs {
     image: String,
     /// Destination directory (created; must be empty if it exists).
     dest: PathBuf,
-    /// Refuse the image unless its manifest digest is this.
-    #[arg(long)]
-    digest: Option<String>,
+    #[command(flatten)]
+    pin: PinArgs,
     /// Leave device nodes out (for extraction without root).
     #[arg(long)]
     skip_devices: bool,
@@ -124,9 +152,8 @@ struct MountArgs {
     /// Stay in the foreground.
     #[arg(short, long)]
     foreground: bool,
-    /// Refuse the image unless its manifest digest is this.
-    #[arg(long)]
-    digest: Option<String>,
+    #[command(flatten)]
+    pin: PinArgs,
     /// Let other users access the mount (needs user_allow_other or root).
     #[arg(long)]
     allow_other: bool,
@@ -170,23 +197,47 @@ fn split_optional_tag(s: &str) -> (PathBuf, Option<String>) {
     }
 }
 
-fn open_image(spec: &str, digest: Option<&str>) -> Result<Image> {
-    open_image_with(spec, digest, 0)
+fn open_image(spec: &str, pin: &PinArgs) -> Result<Image> {
+    open_image_with(spec, pin, 0)
 }
 
-fn open_image_with(spec: &str, digest: Option<&str>, read_ahead: usize) -> Result<Image> {
+/// A 32-byte fs-verity digest in hex (a `sha256:` prefix, as `fsverity digest` prints, is
+/// accepted).
+fn parse_root_hash(s: &str) -> Result<[u8; 32]> {
+    Digest::parse(s)
+        .map(|d| d.0)
+        .map_err(|_| anyhow::anyhow!("{s:?} is not an fs-verity digest (64 lowercase hex digits)"))
+}
+
+fn open_image_with(spec: &str, pin: &PinArgs, read_ahead: usize) -> Result<Image> {
     let (dir, tag) = split_target(spec)?;
     let oci = OciDir::open(&dir)?;
-    let pin = digest.map(Digest::parse).transpose()?;
-    Ok(Image::open(
-        &oci,
-        &tag,
-        OpenOptions {
-            pin,
-            read_ahead,
-            ..Default::default()
-        },
-    )?)
+    let options = OpenOptions {
+        pin: pin.digest.as_deref().map(Digest::parse).transpose()?,
+        fs_verity: pin.fs_verity.as_deref().map(parse_root_hash).transpose()?,
+        read_ahead,
+        ..Default::default()
+    };
+    Ok(Image::open(&oci, &tag, options)?)
+}
+
+fn cmd_enable_fs_verity(image: &str, root_hash: Option<&str>, json: bool) -> Result<()> {
+    let (dir, tag) = split_target(image)?;
+    let oci = OciDir::open(&dir)?;
+    let root = root_hash.map(parse_root_hash).transpose()?;
+    let report = pfs::inspect::enable_fs_verity(&oci, &tag, root.as_ref())?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        eprintln!(
+            "fs-verity on for {} files ({}; {} newly enabled)",
+            report.files,
+            human_bytes(report.bytes),
+            report.newly_enabled
+        );
+        println!("{}", report.root_hash);
+    }
+    Ok(())
 }
 
 fn cmd_build(a: BuildArgs) -> Result<()> {
@@ -267,8 +318,8 @@ fn cmd_build(a: BuildArgs) -> Result<()> {
     Ok(())
 }
 
-fn cmd_cat(image: &str, path: &str) -> Result<()> {
-    let img = open_image(image, None)?;
+fn cmd_cat(image: &str, path: &str, pin: &PinArgs) -> Result<()> {
+    let img = open_image(image, pin)?;
     let node = img.table().resolve(path.as_bytes(), true)?;
     let n = img.table().node(node);
     if !matches!(n.data, pfs::reader::NodeData::File(_)) {
@@ -287,12 +338,18 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Build(a) => cmd_build(a),
-        Command::Cat { image, path } => cmd_cat(&image, &path),
+        Command::Cat { image, path, pin } => cmd_cat(&image, &path, &pin),
+        Command::EnableFsVerity {
+            image,
+            root_hash,
+            json,
+        } => cmd_enable_fs_verity(&image, root_hash.as_deref(), json),
         Command::Ls {
             image,
             path,
             recursive,
-        } => open_image(&image, None).and_then(|img| {
+            pin,
+        } => open_image(&image, &pin).and_then(|img| {
             let text = pfs::inspect::list(&img, path.as_deref().unwrap_or("/"), recursive)?;
             std::io::stdout().write_all(text.as_bytes())?;
             Ok(())
@@ -324,7 +381,7 @@ fn main() {
                     Ok(())
                 })
         }
-        Command::Extract(a) => open_image(&a.image, a.digest.as_deref()).and_then(|img| {
+        Command::Extract(a) => open_image(&a.image, &a.pin).and_then(|img| {
             let opts = pfs::extract::ExtractOptions {
                 skip_devices: a.skip_devices,
             };
@@ -332,20 +389,16 @@ fn main() {
             eprintln!("{}", report.summary());
             Ok(())
         }),
-        Command::Mount(a) => open_image_with(
-            &a.image,
-            a.digest.as_deref(),
-            pfs::fs::READ_AHEAD_CHUNKS,
-        )
-        .and_then(|img| {
-            env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
-                .init();
-            let opts = pfs::fs::MountOptions {
-                foreground: a.foreground,
-                allow_other: a.allow_other,
-            };
-            Ok(pfs::fs::mount(Arc::new(img), &a.mountpoint, &opts)?)
-        }),
+        Command::Mount(a) => open_image_with(&a.image, &a.pin, pfs::fs::READ_AHEAD_CHUNKS)
+            .and_then(|img| {
+                env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+                    .init();
+                let opts = pfs::fs::MountOptions {
+                    foreground: a.foreground,
+                    allow_other: a.allow_other,
+                };
+                Ok(pfs::fs::mount(Arc::new(img), &a.mountpoint, &opts)?)
+            }),
         Command::Umount { mountpoint } => pfs::fs::unmount(&mountpoint).map_err(Into::into),
     };
     if let Err(e) = result {

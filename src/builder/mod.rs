@@ -14,7 +14,7 @@ use std::time::Instant;
 
 pub use error::BuildError;
 
-use crate::chunk::{ChunkParams, DEFAULT_FRAME_SIZE};
+use crate::chunk::{fs_verity_digest, ChunkParams, DEFAULT_FRAME_SIZE};
 use crate::format::{BlobRef, Digest, FileChunk};
 use crate::oci::{validate_tag, OciDir, Staging};
 use crate::reader::{Image, NodeData, OpenOptions};
@@ -96,6 +96,9 @@ pub struct BuildReport {
     pub tag: String,
     /// Digest of the new image manifest.
     pub manifest_digest: String,
+    /// fs-verity digest of the manifest (hex): the root hash of `enable-fs-verity` and
+    /// `--fs-verity` (what upstream PuzzleFS prints as the manifest digest).
+    pub manifest_fs_verity: String,
     /// Regular files.
     pub files: u64,
     /// Directories.
@@ -261,6 +264,9 @@ pub fn build(
     Ok(BuildReport {
         tag: tag.to_string(),
         manifest_digest: desc.digest.oci(),
+        manifest_fs_verity: hex::encode(fs_verity_digest(
+            &oci.read_blob(&desc.digest, crate::oci::MAX_MANIFEST_BYTES)?,
+        )),
         files,
         directories,
         others,

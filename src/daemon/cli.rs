@@ -34,7 +34,7 @@ use clap::{ArgAction, Parser};
 
 use super::config::{
     default_thread_pool_size, parse_cache, parse_digest, parse_image, parse_log_level, parse_o,
-    parse_sandbox, parse_seccomp, usage, Config, SocketSpec, Source,
+    parse_root_hash, parse_sandbox, parse_seccomp, usage, Config, SocketSpec, Source,
 };
 use super::image_fs::CHUNK_STORE_BYTES;
 use super::DaemonError;
@@ -76,6 +76,10 @@ struct Args {
     /// Refuse the image unless its manifest has this sha256 digest.
     #[arg(long, value_name = "SHA256", requires = "image")]
     digest: Option<String>,
+    /// Require fs-verity on the image's files: the manifest must measure to this fs-verity
+    /// digest (hex, as `puzzlefs enable-fs-verity` prints it), every blob to its recorded one.
+    #[arg(long = "fs-verity", value_name = "ROOT_HASH", requires = "image")]
+    fs_verity: Option<String>,
     /// Guest caching: auto, always, metadata or never.
     #[arg(long, value_name = "MODE")]
     cache: Option<String>,
@@ -204,7 +208,9 @@ fn to_config(a: Args) -> Result<Config, DaemonError> {
                     dir.display()
                 ));
             }
-            Source::Image(parse_image(&image, a.digest.as_deref())?)
+            let mut source = parse_image(&image, a.digest.as_deref())?;
+            source.fs_verity = a.fs_verity.as_deref().map(parse_root_hash).transpose()?;
+            Source::Image(source)
         }
         (None, Some(dir)) => Source::SharedDir(dir),
         (None, None) => return Err(usage("nothing to serve: give --image or --shared-dir")),

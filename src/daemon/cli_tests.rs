@@ -130,6 +130,8 @@ fn image_and_digest() {
         "--digest",
         &format!("sha256:{}", digest.to_uppercase()),
         "--shared-dir=/kata",
+        "--fs-verity",
+        &"cd".repeat(32),
     ]);
     assert_eq!(
         c.source,
@@ -137,6 +139,7 @@ fn image_and_digest() {
             oci_dir: "/images/oci".into(),
             tag: "v1".into(),
             digest: Some(crate::format::Digest::parse(&digest).unwrap()),
+            fs_verity: Some([0xcd; 32]),
         })
     );
     assert!(c.ignored.iter().any(|i| i.starts_with("--shared-dir")));
@@ -148,6 +151,16 @@ fn image_and_digest() {
     assert_eq!(img.tag, "tag");
     assert!(err(&["--socket-path=/s", "--image", "notag"]).contains("OCI_DIR:TAG"));
     assert!(err(&["--socket-path=/s", "--image", "d:t", "--digest", "12"]).contains("sha256"));
+    assert!(
+        err(&["--socket-path=/s", "--image", "d:t", "--fs-verity", "12"]).contains("fs-verity")
+    );
+    assert!(err(&[
+        "--socket-path=/s",
+        "--shared-dir=/d",
+        "--fs-verity",
+        &"cd".repeat(32)
+    ])
+    .contains("--image"));
     assert!(err(&["--socket-path=/s", "--shared-dir=/d", "--digest", &digest]).contains("image"));
 }
 

@@ -35,6 +35,8 @@ pub struct ImageSource {
     pub tag: String,
     /// Refuse the image unless its manifest has this digest.
     pub digest: Option<Digest>,
+    /// Require fs-verity, rooted at this fs-verity digest of the manifest.
+    pub fs_verity: Option<[u8; 32]>,
 }
 
 /// Parses a `--cache` value (virtiofsd's names).
@@ -162,6 +164,7 @@ pub(crate) fn parse_image(s: &str, digest: Option<&str>) -> Result<ImageSource, 
         oci_dir: PathBuf::from(dir),
         tag: tag.to_string(),
         digest,
+        fs_verity: None,
     })
 }
 
@@ -172,6 +175,17 @@ pub(crate) fn parse_digest(s: &str) -> Result<Digest, DaemonError> {
             "--digest wants a sha256 (64 hex digits, optionally 'sha256:' first), got '{s}'"
         ))
     })
+}
+
+/// Parses `--fs-verity`: an fs-verity digest, 64 hex digits (optionally 'sha256:' first).
+pub(crate) fn parse_root_hash(s: &str) -> Result<[u8; 32], DaemonError> {
+    Digest::parse(&s.to_ascii_lowercase())
+        .map(|d| d.0)
+        .map_err(|_| {
+            usage(format!(
+                "--fs-verity wants an fs-verity digest (64 hex digits), got '{s}'"
+            ))
+        })
 }
 
 /// Settings a virtiofsd-style `-o` list can change.

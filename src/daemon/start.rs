@@ -81,6 +81,7 @@ pub fn start(config: &Config) -> Result<Started, DaemonError> {
     };
 
     let mut chunk_store_fd = None;
+    let mut measure_verity = false;
     let fs = match opened {
         Opened::SharedDir(dir) => {
             // A chroot leaves no /proc: open /proc/self/fd before. The namespace sandbox
@@ -103,6 +104,7 @@ pub fn start(config: &Config) -> Result<Started, DaemonError> {
                 .relocate(&root)
                 .map_err(|e| DaemonError::Image(e.to_string()))?;
             log::info!("serving image {} read-only", image.manifest_digest());
+            measure_verity = matches!(&config.source, Source::Image(s) if s.fs_verity.is_some());
             let fs = PuzzleFs::new(Arc::new(*image), FsConfig::new(config.cache));
             let fs = ImageFs::new(fs, store);
             chunk_store_fd = Some(fs.store_fd());
@@ -115,6 +117,7 @@ pub fn start(config: &Config) -> Result<Started, DaemonError> {
         syslog: config.syslog,
         unlink_socket: socket_file.is_some(),
         chunk_store_fd,
+        measure_verity,
     };
     sandbox::load_seccomp(config.seccomp, needs)?;
     Ok(Started::Daemon(Box::new(Daemon {
@@ -130,6 +133,7 @@ pub fn open_image(source: &ImageSource) -> Result<Image, DaemonError> {
     let oci = OciDir::open(&source.oci_dir).map_err(|e| DaemonError::Image(e.to_string()))?;
     let options = OpenOptions {
         pin: source.digest,
+        fs_verity: source.fs_verity,
         // Verified chunks live in ImageFs's chunk store, outside the heap.
         cache: Some(Arc::new(ChunkCache::new(0))),
         ..OpenOptions::default()

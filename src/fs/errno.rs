@@ -89,6 +89,7 @@ pub fn reader_errno(e: &ReaderError) -> i32 {
         ReaderError::NotADirectory(_) => libc::ENOTDIR,
         ReaderError::SymlinkLoop(_) => libc::ELOOP,
         ReaderError::ReadAhead(e) => e.raw_os_error().unwrap_or(libc::EIO),
+        ReaderError::NoVerityDigest(_) => libc::EIO,
     }
 }
 
@@ -107,6 +108,8 @@ fn oci_errno(e: &OciError) -> i32 {
         OciError::TooLarge { .. } => libc::EIO,
         OciError::BadDocument { .. } => libc::EIO,
         OciError::BadTag(_) => libc::EINVAL,
+        // A blob failing its fs-verity requirement is as untrusted as one failing its sha256.
+        OciError::Verity { .. } => libc::EIO,
     }
 }
 
@@ -137,6 +140,7 @@ pub(crate) fn corrupt_blob(e: &ReaderError) -> Option<Digest> {
         ReaderError::Oci(OciError::DigestMismatch { expected, .. }) => Some(*expected),
         ReaderError::Oci(OciError::TooLarge { digest, .. }) => Some(*digest),
         ReaderError::Oci(OciError::BlobMissing(digest)) => Some(*digest),
+        ReaderError::Oci(OciError::Verity { digest, .. }) => Some(*digest),
         ReaderError::Oci(_)
         | ReaderError::Format(_)
         | ReaderError::BadMetadata(_)
@@ -145,7 +149,8 @@ pub(crate) fn corrupt_blob(e: &ReaderError) -> Option<Digest> {
         | ReaderError::NotFound(_)
         | ReaderError::NotADirectory(_)
         | ReaderError::SymlinkLoop(_)
-        | ReaderError::ReadAhead(_) => None,
+        | ReaderError::ReadAhead(_)
+        | ReaderError::NoVerityDigest(_) => None,
     }
 }
 

@@ -4,6 +4,8 @@ use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
+use super::error::VerityProblem;
+use super::kernel_verity::{self as verity, Measurement};
 use super::types::{empty_config, validate_tag, Descriptor, ImageIndex, ImageManifest, Platform};
 use super::{OciError, ANNOTATION_REF_NAME, MEDIA_TYPE_MANIFEST};
 use crate::format::Digest;
@@ -151,7 +153,21 @@ impl OciDir {
 
     /// Reads a whole blob of at most `limit` bytes and checks its digest.
     pub fn read_blob(&self, digest: &Digest, limit: u64) -> Result<Vec<u8>, OciError> {
+        self.read_blob_verity(digest, limit, None)
+    }
+
+    /// Like [`OciDir::read_blob`], and with `verity` the blob file must also have fs-verity
+    /// on with that measurement, checked on the open file before anything is read.
+    pub fn read_blob_verity(
+        &self,
+        digest: &Digest,
+        limit: u64,
+        verity: Option<&[u8; 32]>,
+    ) -> Result<Vec<u8>, OciError> {
         let file = self.open_blob(digest)?;
+        if let Some(expected) = verity {
+            check_measurement(&file, digest, expected)?;
+        }
         let size = file
             .metadata()
             .map_err(|e| OciError::io(self.blob_path(digest), e))?
@@ -182,6 +198,22 @@ impl OciDir {
             });
         }
         Ok(buf)
+    }
+
+    /// Turns fs-verity on for a blob (if it is not on already) and checks that the kernel's
+    /// measurement is `expected`. Returns whether this call turned it on.
+    pub fn enable_blob_verity(
+        &self,
+        digest: &Digest,
+        expected: &[u8; 32],
+    ) -> Result<bool, OciError> {
+        let file = self.open_blob(digest)?;
+        let enabled = verity::enable(&file).map_err(|e| OciError::Verity {
+            digest: *digest,
+            problem: VerityProblem::Unsupported(e),
+        })?;
+        check_measurement(&file, digest, expected)?;
+        Ok(enabled)
     }
 
     /// Reads `index.json`; a layout without one has no tags.
@@ -233,11 +265,21 @@ impl OciDir {
 
     /// Reads and checks the manifest a descriptor points to.
     pub fn read_manifest(&self, desc: &Descriptor) -> Result<ImageManifest, OciError> {
+        self.read_manifest_verity(desc, None)
+    }
+
+    /// Like [`OciDir::read_manifest`], and with `verity` the manifest file must have fs-verity
+    /// on with that measurement.
+    pub fn read_manifest_verity(
+        &self,
+        desc: &Descriptor,
+        verity: Option<&[u8; 32]>,
+    ) -> Result<ImageManifest, OciError> {
         let what = format!("manifest {}", desc.digest);
         if desc.media_type != MEDIA_TYPE_MANIFEST {
             return Err(bad_doc(&what, format!("media type {:?}", desc.media_type)));
         }
-        let bytes = self.read_blob(&desc.digest, MAX_MANIFEST_BYTES)?;
+        let bytes = self.read_blob_verity(&desc.digest, MAX_MANIFEST_BYTES, verity)?;
         let manifest: ImageManifest =
             serde_json::from_slice(&bytes).map_err(|e| bad_doc(&what, e))?;
         if manifest.schema_version != 2 {
@@ -351,6 +393,24 @@ fn bad_doc(what: &str, reason: impl std::fmt::Display) -> OciError {
         what: what.into(),
         reason: reason.to_string(),
     }
+}
+
+/// Checks that an open blob file has fs-verity on with the `expected` measurement.
+fn check_measurement(file: &File, digest: &Digest, expected: &[u8; 32]) -> Result<(), OciError> {
+    let problem = match verity::measure(file) {
+        Ok(Measurement::Sha256(actual)) if actual == *expected => return Ok(()),
+        Ok(Measurement::Sha256(actual)) => VerityProblem::Mismatch {
+            expected: hex::encode(expected),
+            actual: hex::encode(actual),
+        },
+        Ok(Measurement::OtherAlgorithm) => VerityProblem::OtherAlgorithm,
+        Ok(Measurement::NotEnabled) => VerityProblem::NotEnabled,
+        Err(e) => VerityProblem::Unsupported(e),
+    };
+    Err(OciError::Verity {
+        digest: *digest,
+        problem,
+    })
 }
 
 #[cfg(test)]

@@ -60,9 +60,39 @@ pub enum OciError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A blob's fs-verity state is not what the image requires.
+    #[error("blob {digest}: {problem}")]
+    Verity {
+        /// The blob.
+        digest: Digest,
+        /// What is wrong.
+        problem: VerityProblem,
+    },
     /// An invalid tag name.
     #[error("invalid tag {0:?}: use letters, digits, '_', '.', '-' (at most 128, not starting with '.' or '-')")]
     BadTag(String),
+}
+
+/// How a blob fails an fs-verity requirement.
+#[derive(Debug, thiserror::Error)]
+pub enum VerityProblem {
+    /// Verity is off on the file.
+    #[error("fs-verity is not enabled on it (see `puzzlefs enable-fs-verity`)")]
+    NotEnabled,
+    /// The kernel measures another digest than the image records.
+    #[error("its fs-verity digest is {actual}, but the image requires {expected}")]
+    Mismatch {
+        /// What the image records (hex).
+        expected: String,
+        /// What the kernel measures (hex).
+        actual: String,
+    },
+    /// Verity is on with another hash than SHA-256.
+    #[error("fs-verity is on with a hash other than SHA-256")]
+    OtherAlgorithm,
+    /// The kernel or the file system cannot do fs-verity.
+    #[error("no fs-verity here: {0}")]
+    Unsupported(std::io::Error),
 }
 
 impl OciError {

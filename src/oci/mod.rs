@@ -2,11 +2,13 @@
 
 mod dir;
 mod error;
+mod kernel_verity;
 mod staging;
 mod types;
 
 pub use dir::{OciDir, MAX_MANIFEST_BYTES};
-pub use error::OciError;
+pub use error::{OciError, VerityProblem};
+pub use kernel_verity::FS_IOC_MEASURE_VERITY;
 pub use staging::Staging;
 pub use types::{
     empty_config, validate_tag, Descriptor, ImageIndex, ImageManifest, Platform,

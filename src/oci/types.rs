@@ -44,6 +44,17 @@ pub struct Descriptor {
     pub platform: Option<Platform>,
 }
 
+impl Descriptor {
+    /// The fs-verity digest recorded in the descriptor's annotation (PuzzleFS metadata
+    /// layers carry one), if present and well formed.
+    pub fn fs_verity(&self) -> Option<[u8; 32]> {
+        let text = self.annotations.as_ref()?.get(ANNOTATION_VERITY_ROOT)?;
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(text, &mut out).ok()?;
+        Some(out)
+    }
+}
+
 /// Platform of an image.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Platform {

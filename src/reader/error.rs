@@ -27,6 +27,9 @@ pub enum ReaderError {
         /// What the tag points at.
         actual: Digest,
     },
+    /// fs-verity is required, but the image records no fs-verity digest for a blob.
+    #[error("fs-verity required, but the image records no fs-verity digest for {0}")]
+    NoVerityDigest(String),
     /// A data blob could not be decoded.
     #[error("blob {digest}: {source}")]
     Chunk {

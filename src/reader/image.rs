@@ -38,6 +38,9 @@ pub struct OpenOptions {
     /// Chunks to load ahead of readers, in the background (0: none). For servers whose
     /// clients read files sequentially; one-shot tools leave it off.
     pub read_ahead: usize,
+    /// Require fs-verity: the manifest file must measure to this fs-verity digest, and the
+    /// metadata and every data blob to the digests the image records for them.
+    pub fs_verity: Option<[u8; 32]>,
 }
 
 /// A PuzzleFS image, ready to be read.
@@ -52,6 +55,7 @@ pub struct Image {
     table: InodeTable,
     cache: Arc<ChunkCache>,
     read_ahead: Option<ReadAhead>,
+    verity_required: bool,
 }
 
 impl Image {
@@ -75,7 +79,7 @@ impl Image {
                 });
             }
         }
-        let manifest = oci.read_manifest(desc)?;
+        let manifest = oci.read_manifest_verity(desc, options.fs_verity.as_ref())?;
         let rootfs_descs: Vec<_> = manifest
             .layers
             .iter()
@@ -87,20 +91,36 @@ impl Image {
                 rootfs_descs.len()
             )));
         };
-        let bytes = oci.read_blob(&rootfs_desc.digest, MAX_METADATA_BYTES)?;
+        let metadata_verity = match options.fs_verity {
+            Some(_) => Some(rootfs_desc.fs_verity().ok_or_else(|| {
+                ReaderError::NoVerityDigest(format!("the metadata blob {}", rootfs_desc.digest))
+            })?),
+            None => None,
+        };
+        let bytes = oci.read_blob_verity(
+            &rootfs_desc.digest,
+            MAX_METADATA_BYTES,
+            metadata_verity.as_ref(),
+        )?;
         let limits = options.limits.unwrap_or_default();
         let rootfs = decode_rootfs(&bytes, &limits)?;
         if rootfs.manifest_version != MANIFEST_VERSION {
             return Err(ReaderError::UnsupportedVersion(rootfs.manifest_version));
         }
         let table = InodeTable::build(&rootfs)?;
+        let verity_required = options.fs_verity.is_some();
+        if verity_required {
+            if let Some(b) = table.blobs().iter().find(|b| b.verity.is_none()) {
+                return Err(ReaderError::NoVerityDigest(format!("blob {}", b.digest)));
+            }
+        }
         let cache = options
             .cache
             .unwrap_or_else(|| Arc::new(ChunkCache::new(DEFAULT_CACHE_BYTES)));
         let read_ahead = match options.read_ahead {
             0 => None,
             depth => Some(
-                ReadAhead::start(oci.clone(), cache.clone(), depth)
+                ReadAhead::start(oci.clone(), cache.clone(), depth, verity_required)
                     .map_err(ReaderError::ReadAhead)?,
             ),
         };
@@ -114,6 +134,7 @@ impl Image {
             table,
             cache,
             read_ahead,
+            verity_required,
         })
     }
 
@@ -166,8 +187,9 @@ impl Image {
 
     /// Contents of a blob: read, checked against its digest, decompressed. Cached.
     pub fn blob_data(&self, blob: &BlobInfo) -> Result<ChunkData, ReaderError> {
-        self.cache
-            .get_or_load(&blob.digest, || load_blob(&self.oci, blob))
+        self.cache.get_or_load(&blob.digest, || {
+            load_blob(&self.oci, blob, self.verity_required)
+        })
     }
 
     /// Calls `sink` with consecutive pieces of a file's bytes in `[offset, offset + len)`,
@@ -217,9 +239,19 @@ impl Image {
     }
 }
 
-/// Reads a blob, checks it against its digest and decompresses it.
-pub(super) fn load_blob(oci: &OciDir, blob: &BlobInfo) -> Result<Vec<u8>, ReaderError> {
-    let raw = oci.read_blob(&blob.digest, MAX_BLOB_BYTES)?;
+/// Reads a blob (checking its fs-verity measurement first when `verity` is required), checks
+/// it against its digest and decompresses it.
+pub(super) fn load_blob(
+    oci: &OciDir,
+    blob: &BlobInfo,
+    verity: bool,
+) -> Result<Vec<u8>, ReaderError> {
+    let expected = match (verity, &blob.verity) {
+        (false, _) => None,
+        (true, Some(v)) => Some(v),
+        (true, None) => return Err(ReaderError::NoVerityDigest(format!("blob {}", blob.digest))),
+    };
+    let raw = oci.read_blob_verity(&blob.digest, MAX_BLOB_BYTES, expected)?;
     if blob.compressed {
         decompress_seekable(&raw, MAX_BLOB_BYTES).map_err(|source| ReaderError::Chunk {
             digest: blob.digest,

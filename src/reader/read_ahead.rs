@@ -18,14 +18,19 @@ pub(super) struct ReadAhead {
 
 impl ReadAhead {
     /// Starts a thread loading up to `depth` chunks ahead of readers.
-    pub fn start(oci: OciDir, cache: Arc<ChunkCache>, depth: usize) -> std::io::Result<Self> {
+    pub fn start(
+        oci: OciDir,
+        cache: Arc<ChunkCache>,
+        depth: usize,
+        verity: bool,
+    ) -> std::io::Result<Self> {
         let (queue, wanted) = mpsc::sync_channel::<BlobInfo>(depth * 2);
         std::thread::Builder::new()
             .name("pfs-read-ahead".into())
             .spawn(move || {
                 for blob in wanted {
                     // A failure here is reported when a reader needs the chunk itself.
-                    let _ = cache.get_or_load(&blob.digest, || load_blob(&oci, &blob));
+                    let _ = cache.get_or_load(&blob.digest, || load_blob(&oci, &blob, verity));
                 }
             })?;
         Ok(ReadAhead { queue, depth })

@@ -61,8 +61,8 @@ pub fn vm_lock() -> MutexGuard<'static, ()> {
 
 /// One guest run.
 pub struct Vm<'a> {
-    /// vhost-user socket of the daemon.
-    pub socket: &'a Path,
+    /// vhost-user socket of the daemon (none: the guest has no virtio-fs device).
+    pub socket: Option<&'a Path>,
     /// Mount tag.
     pub tag: &'a str,
     /// Shell script the guest runs (busybox sh, the mount at /mnt) or, with `root`, the
@@ -76,18 +76,30 @@ pub struct Vm<'a> {
     pub cpus: u32,
     /// `num-request-queues` of the vhost-user-fs-pci device.
     pub request_queues: u32,
+    /// A raw disk image attached as the guest's /dev/vda (virtio-blk).
+    pub disk: Option<&'a Path>,
 }
 
 impl<'a> Vm<'a> {
     pub fn new(socket: &'a Path, tag: &'a str, script: &'a str) -> Self {
         Vm {
-            socket,
+            socket: Some(socket),
             tag,
             script,
             root: false,
             mem_mib: 512,
             cpus: 2,
             request_queues: 1,
+            disk: None,
+        }
+    }
+
+    /// A guest with no virtio-fs device: its script runs from the initramfs.
+    pub fn without_fs(script: &'a str) -> Self {
+        Vm {
+            socket: None,
+            tag: "",
+            ..Vm::new(Path::new(""), "", script)
         }
     }
 }
@@ -130,16 +142,33 @@ pub fn run_vm(vm: &Vm<'_>) -> VmOutput {
     let assets = assets();
     let dir = tempfile::tempdir().unwrap();
     let initrd = initrd_with(vm.script, vm.root, dir.path());
-    let mut append = format!("console=ttyS0 quiet loglevel=3 panic=-1 pfs.tag={}", vm.tag);
+    let mut append = "console=ttyS0 quiet loglevel=3 panic=-1".to_string();
+    if vm.socket.is_some() {
+        append.push_str(&format!(" pfs.tag={}", vm.tag));
+    }
     if vm.root {
         append.push_str(" pfs.root=1");
     }
     let mem = format!("memory-backend-memfd,id=mem,size={}M,share=on", vm.mem_mib);
-    let chardev = format!("socket,id=char0,path={}", vm.socket.display());
-    let device = format!(
-        "vhost-user-fs-pci,chardev=char0,tag={},queue-size=1024,num-request-queues={}",
-        vm.tag, vm.request_queues
-    );
+    let mut devices: Vec<String> = Vec::new();
+    if let Some(socket) = vm.socket {
+        devices.push("-chardev".into());
+        devices.push(format!("socket,id=char0,path={}", socket.display()));
+        devices.push("-device".into());
+        devices.push(format!(
+            "vhost-user-fs-pci,chardev=char0,tag={},queue-size=1024,num-request-queues={}",
+            vm.tag, vm.request_queues
+        ));
+    }
+    if let Some(disk) = vm.disk {
+        devices.push("-drive".into());
+        devices.push(format!(
+            "file={},if=none,id=disk0,format=raw",
+            disk.display()
+        ));
+        devices.push("-device".into());
+        devices.push("virtio-blk-pci,drive=disk0".into());
+    }
     let start = Instant::now();
     let mut child = Command::new("qemu-system-x86_64")
         .args([
@@ -156,7 +185,7 @@ pub fn run_vm(vm: &Vm<'_>) -> VmOutput {
             &vm.cpus.to_string(),
         ])
         .args(["-object", &mem, "-numa", "node,memdev=mem"])
-        .args(["-chardev", &chardev, "-device", &device])
+        .args(&devices)
         .args(["-kernel", assets.kernel.to_str().unwrap()])
         .args(["-initrd", initrd.to_str().unwrap(), "-append", &append])
         .args(["-display", "none", "-monitor", "none", "-serial", "stdio"])

@@ -144,6 +144,7 @@ mod tests {
             syslog: false,
             unlink_socket: false,
             chunk_store_fd: None,
+            measure_verity: false,
         };
         let program = compile(mismatch_action(action).unwrap(), needs).unwrap();
         let (mut out, err) = std::io::pipe().unwrap();
@@ -199,6 +200,7 @@ mod tests {
                     syslog,
                     unlink_socket: syslog,
                     chunk_store_fd: (!passthrough).then_some(7),
+                    measure_verity: !passthrough,
                 };
                 let program = compile(SeccompAction::KillProcess, needs).unwrap();
                 assert!(!program.is_empty());

@@ -19,6 +19,8 @@ pub(crate) struct Needs {
     /// The image's chunk store (a memfd): the only file the daemon may write, and it reads
     /// from it with preadv.
     pub chunk_store_fd: Option<i32>,
+    /// `--fs-verity`: each blob's fs-verity measurement is read (ioctl) as it is opened.
+    pub measure_verity: bool,
 }
 
 type Nr = libc::c_long;
@@ -135,6 +137,15 @@ pub(super) fn allow_list(needs: Needs) -> Result<Vec<(i64, Vec<SeccompRule>)>, B
     if let Some(fd) = needs.chunk_store_fd {
         list.push((libc::SYS_pwrite64, vec![arg0_is(fd as u64)?]));
     }
+    if needs.measure_verity {
+        let request = SeccompCondition::new(
+            1,
+            SeccompCmpArgLen::Qword,
+            SeccompCmpOp::Eq,
+            crate::oci::FS_IOC_MEASURE_VERITY.into(),
+        )?;
+        list.push((libc::SYS_ioctl, vec![SeccompRule::new(vec![request])?]));
+    }
     Ok(list)
 }
 
@@ -162,6 +173,7 @@ mod tests {
             syslog: false,
             unlink_socket: false,
             chunk_store_fd: None,
+            measure_verity: false,
         };
         let all = allowed(image);
         assert!(all.contains(&libc::SYS_openat) && all.contains(&libc::SYS_accept4));
@@ -178,6 +190,7 @@ mod tests {
             syslog: true,
             unlink_socket: true,
             chunk_store_fd: None,
+            measure_verity: false,
         });
         for present in [libc::SYS_getdents64, libc::SYS_socket, libc::SYS_unlinkat] {
             assert!(every.contains(&present), "{present} missing");
@@ -191,6 +204,7 @@ mod tests {
             syslog: false,
             unlink_socket: false,
             chunk_store_fd: Some(9),
+            measure_verity: true,
         })
         .unwrap();
         let rules: Vec<_> = list
@@ -199,6 +213,16 @@ mod tests {
             .map(|(_, rules)| rules.len())
             .collect();
         assert_eq!(rules, [1], "pwrite64 allowed once, with its fd rule");
+        let ioctl: Vec<_> = list
+            .iter()
+            .filter(|(nr, _)| *nr == libc::SYS_ioctl)
+            .map(|(_, rules)| rules.len())
+            .collect();
+        assert_eq!(
+            ioctl,
+            [1],
+            "ioctl allowed once, for FS_IOC_MEASURE_VERITY only"
+        );
         for absent in [libc::SYS_pwritev, libc::SYS_ftruncate] {
             assert!(
                 !list.iter().any(|(nr, _)| *nr == absent),
@@ -214,8 +238,10 @@ mod tests {
             syslog: true,
             unlink_socket: true,
             chunk_store_fd: None,
+            measure_verity: false,
         });
         for forbidden in [
+            libc::SYS_ioctl,
             libc::SYS_execve,
             libc::SYS_ptrace,
             libc::SYS_mount,
