@@ -68,7 +68,7 @@ serving_pid() { # our sandboxed daemon serves from a child process
     child=$(pgrep -P "$1" | head -n 1 || true)
     echo "${child:-$1}"
 }
-store_sampler() { # pid out: largest memory held by the daemon's memfd chunk store, in KiB
+store_sampler() { # pid out: largest size of the daemon's chunk store file, in KiB
     max=0
     while kill -0 "$1" 2>/dev/null; do
         kib=$("$here/scripts/chunk-store-kib.sh" "$1")

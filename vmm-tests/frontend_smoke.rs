@@ -175,16 +175,18 @@ fn compressed_image_every_workload_profile_queue_count_and_depth() {
     every_combination(&img.target);
 }
 
-/// The chunk store in a cache directory (an unnamed file there), too small to hold the tree
-/// (evictions, chunks served without being stored), and disabled: every byte still verified.
+/// The chunk store in a given cache directory (an unnamed file there), in a memfd, too small
+/// to hold the tree (evictions, chunks served without being stored), and disabled: every byte
+/// still verified. (The other tests use the default, an unnamed file in /var/tmp.)
 #[test]
-fn chunk_store_in_a_directory_small_or_off() {
+fn chunk_store_in_a_directory_in_memory_small_or_off() {
     let oci = tempfile::tempdir().unwrap();
     let img = image::build(tree(), oci.path(), "zstd", true);
     let cache = tempfile::tempdir().unwrap();
     let cache_dir = cache.path().to_str().unwrap();
     for extra in [
         &["--cache-dir", cache_dir][..],
+        &["--cache-in-memory"],
         &["--cache-size", "64K"],
         &["--cache-size", "0"],
     ] {

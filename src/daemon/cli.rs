@@ -35,6 +35,7 @@ use clap::{ArgAction, Parser};
 use super::config::{
     default_thread_pool_size, parse_cache, parse_digest, parse_image, parse_log_level, parse_o,
     parse_root_hash, parse_sandbox, parse_seccomp, usage, Config, SocketSpec, Source,
+    DEFAULT_CACHE_DIR,
 };
 use super::image_fs::CHUNK_STORE_BYTES;
 use super::DaemonError;
@@ -118,10 +119,13 @@ struct Args {
     /// suffix; 0 keeps none). Default 512M.
     #[arg(long = "cache-size", value_name = "SIZE")]
     cache_size: Option<String>,
-    /// Keep that chunk store in an unnamed file in DIR (page cache the kernel can reclaim)
-    /// instead of a memfd (shared memory).
+    /// Keep that chunk store in an unnamed file in DIR: page cache the kernel can reclaim.
+    /// Default /var/tmp, or a memfd when /var/tmp cannot hold one.
     #[arg(long = "cache-dir", value_name = "DIR")]
     cache_dir: Option<PathBuf>,
+    /// Keep the chunk store in a memfd (shared memory, not reclaimable without swap).
+    #[arg(long = "cache-in-memory", conflicts_with = "cache_dir")]
+    cache_in_memory: bool,
     /// Accepted for compatibility; the VMM sets the mount tag.
     #[arg(long, value_name = "TAG")]
     tag: Option<String>,
@@ -281,7 +285,12 @@ fn to_config(a: Args) -> Result<Config, DaemonError> {
         sandbox: sandbox.unwrap_or_default(),
         seccomp: seccomp.unwrap_or_default(),
         chunk_store_bytes,
-        chunk_store_dir: a.cache_dir,
+        chunk_store_fallback: a.cache_dir.is_none() && !a.cache_in_memory,
+        chunk_store_dir: match (a.cache_dir, a.cache_in_memory) {
+            (Some(dir), _) => Some(dir),
+            (None, true) => None,
+            (None, false) => Some(PathBuf::from(DEFAULT_CACHE_DIR)),
+        },
         ignored,
     })
 }

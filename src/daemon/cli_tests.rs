@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::daemon::config::{ImageSource, Sandbox, Seccomp};
+use std::path::Path;
 
 fn run(args: &[&str]) -> Config {
     let mut all = vec!["puzzlefs-virtiofsd"];
@@ -287,7 +288,20 @@ fn chunk_store_size_and_dir() {
     let d = dir.path().to_str().unwrap();
     let mut args = img.to_vec();
     args.extend(["--cache-dir", d]);
-    assert_eq!(run(&args).chunk_store_dir.as_deref(), Some(dir.path()));
+    let c = run(&args);
+    assert_eq!(c.chunk_store_dir.as_deref(), Some(dir.path()));
+    assert!(
+        !c.chunk_store_fallback,
+        "a directory asked for is not silently replaced"
+    );
+    let c = run(&img);
+    assert_eq!(c.chunk_store_dir.as_deref(), Some(Path::new("/var/tmp")));
+    assert!(c.chunk_store_fallback);
+    let mut args = img.to_vec();
+    args.push("--cache-in-memory");
+    assert_eq!(run(&args).chunk_store_dir, None);
+    args.extend(["--cache-dir", d]);
+    assert!(err(&args).contains("cannot be used with"));
     for bad in ["x", "12Q", "1.5M", "2000G", ""] {
         let mut args = img.to_vec();
         args.extend(["--cache-size", bad]);

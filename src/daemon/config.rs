@@ -39,6 +39,9 @@ pub struct ImageSource {
     pub fs_verity: Option<[u8; 32]>,
 }
 
+/// Where the chunk store's file goes unless `--cache-dir` or `--cache-in-memory` says.
+pub const DEFAULT_CACHE_DIR: &str = "/var/tmp";
+
 /// Parses a `--cache` value (virtiofsd's names).
 pub fn parse_cache(s: &str) -> Result<CachePolicy, DaemonError> {
     s.parse().map_err(usage)
@@ -98,6 +101,9 @@ pub struct Config {
     pub chunk_store_bytes: u64,
     /// Directory for the chunk store's unnamed file (reclaimable page cache); a memfd if None.
     pub chunk_store_dir: Option<std::path::PathBuf>,
+    /// Use a memfd when that directory cannot hold the file (true for the default directory,
+    /// false for one given with `--cache-dir`).
+    pub chunk_store_fallback: bool,
     /// Options accepted for compatibility that have no effect, for the startup log.
     pub ignored: Vec<String>,
 }

@@ -47,9 +47,15 @@ pub fn start(config: &Config) -> Result<Started, DaemonError> {
         Source::Image(source) => {
             let image = open_image(source)?;
             // Before the sandbox: a --cache-dir is out of its reach afterwards.
-            let store =
-                ChunkStore::new(config.chunk_store_bytes, config.chunk_store_dir.as_deref())
-                    .map_err(|e| DaemonError::Usage(format!("chunk store: {e}")))?;
+            let bytes = config.chunk_store_bytes;
+            let store = match ChunkStore::new(bytes, config.chunk_store_dir.as_deref()) {
+                Err(e) if config.chunk_store_fallback => {
+                    log::info!("chunk store: {e}; keeping it in a memfd");
+                    ChunkStore::new(bytes, None)
+                }
+                other => other,
+            }
+            .map_err(|e| DaemonError::Usage(format!("chunk store: {e}")))?;
             Ok(Opened::Image(Box::new(image), store))
         }
     }?;
