@@ -270,8 +270,8 @@ fn chunk_store_size_and_dir() {
     let img = ["--socket-path", "/s", "--image", "/oci:t"];
     let c = run(&img);
     assert_eq!(
-        (c.chunk_store_bytes, c.chunk_store_dir),
-        (CHUNK_STORE_BYTES, None)
+        (c.chunk_store_bytes, c.chunk_store_dir.as_deref()),
+        (CHUNK_STORE_BYTES, Some(Path::new("/var/tmp")))
     );
     for (size, bytes) in [
         ("0", 0),
