@@ -5,6 +5,7 @@
 # Each read uses a fresh mount (empty FUSE page cache); blob files and the plain directory
 # are in the host page cache for every contender. Reports median wall seconds of the read,
 # CPU seconds of the reader (tar and cat) and of the FUSE server (utime+stime of its process).
+# BASELINE=PATH adds another `puzzlefs` binary (an earlier build) as one more contender.
 #   scripts/bench-mount.sh [ROOTFS] [RUNS]
 set -eu
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -51,6 +52,7 @@ while [ $i -lt "$runs" ]; do
     readall plain "$rootfs"
     echo " 0" >>"$work/plain.t"
     served ours "$ours" "$work/ours:t"
+    if [ -n "${BASELINE:-}" ]; then served baseline "$BASELINE" "$work/ours:t"; fi
     served upstream "$theirs" "$work/upstream:t"
     served nydusd "$nydus/nydusd" "$work/nydus.boot"
     i=$((i + 1))
@@ -66,6 +68,7 @@ row() {
 }
 row "plain directory" plain
 row "puzzlefs mount (ours)" ours
+if [ -n "${BASELINE:-}" ]; then row "puzzlefs mount ($BASELINE)" baseline; fi
 row "upstream puzzlefs 0.2 mount" upstream
 row "nydusd 2.2 fuse (RAFS v6, zstd)" nydusd
 echo "$(col upstream 1) $(col ours 1) $(col upstream 2) $(col ours 2) $(col upstream 3) $(col ours 3)" |
