@@ -1,10 +1,8 @@
 //! The image layout the fs_ops target serves its fuzzed metadata from: chunk blobs of a small
-//! real tree, built once per process (and by `seeds` to write the seed corpora).
+//! real tree, built once per process (also the source of the seed corpora).
 
-// Included by several binaries, each using a part of it.
-#![allow(dead_code)]
-
-use std::sync::OnceLock;
+use std::path::PathBuf;
+use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use pfs::builder::{build, BuildOptions, ZstdOptions};
 use pfs::format::Digest;
@@ -37,8 +35,33 @@ pub fn layout() -> &'static (tempfile::TempDir, OciDir) {
     })
 }
 
-/// Stores `meta` and a manifest naming it; returns the manifest and the blobs to remove after.
-pub fn stage(oci: &OciDir, meta: &[u8]) -> (Descriptor, Vec<Digest>) {
+/// The tree the layout's images were built from.
+pub fn source_tree() -> PathBuf {
+    layout().0.path().join("src")
+}
+
+/// A metadata blob and its manifest added to the layout, removed again on drop.
+pub struct Staged {
+    /// The manifest naming the metadata.
+    pub descriptor: Descriptor,
+    oci: OciDir,
+    written: Vec<Digest>,
+    // Staging is serialized: two threads staging the same blob would remove it under each other.
+    _turn: MutexGuard<'static, ()>,
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        for digest in &self.written {
+            let _ = std::fs::remove_file(self.oci.blob_path(digest));
+        }
+    }
+}
+
+/// Stores `meta` and a manifest naming it, until the returned value is dropped.
+pub fn stage(oci: &OciDir, meta: &[u8]) -> Staged {
+    static TURN: Mutex<()> = Mutex::new(());
+    let turn = TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let mut written = Vec::new();
     let digest = Digest::of(meta);
     if oci.write_blob(&digest, meta).unwrap() {
@@ -71,5 +94,10 @@ pub fn stage(oci: &OciDir, meta: &[u8]) -> (Descriptor, Vec<Digest>) {
         data: None,
         platform: None,
     };
-    (desc, written)
+    Staged {
+        descriptor: desc,
+        oci: oci.clone(),
+        written,
+        _turn: turn,
+    }
 }
