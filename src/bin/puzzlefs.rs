@@ -111,8 +111,9 @@ struct BuildArgs {
     /// Reuse unchanged files of this tag in the same OCI directory.
     #[arg(short, long, alias = "base-layer")]
     base: Option<String>,
-    /// zstd level with --compress (1-22; higher is smaller and slower).
-    #[arg(long, default_value_t = 3, requires = "compress",
+    /// zstd level with --compress (1-22; higher is smaller and slower). The default, 2, costs
+    /// 20% less CPU than 3 for a 0.8% larger image.
+    #[arg(long, default_value_t = 2, requires = "compress",
           value_parser = clap::value_parser!(i32).range(1..=22))]
     level: i32,
     /// Uncompressed bytes per zstd frame with --compress (4K to 16M; K and M suffixes).

@@ -35,7 +35,7 @@ impl Default for ZstdOptions {
     fn default() -> Self {
         ZstdOptions {
             frame_size: DEFAULT_FRAME_SIZE,
-            level: 3,
+            level: 2,
         }
     }
 }
