@@ -10,7 +10,7 @@ use std::ffi::OsStr;
 use std::path::Path;
 use std::process::Command;
 
-use common::{corner_case_tree, puzzlefs, puzzlefs_fails, upstream};
+use common::{corner_case_tree, puzzlefs, puzzlefs_fails, upstream_build};
 use pfs::chunk::fs_verity_digest;
 use pfs::format::{decode_rootfs, encode_rootfs, DecodeLimits, Digest};
 use pfs::oci::{OciDir, ANNOTATION_VERITY_ROOT, MEDIA_TYPE_ROOTFS};
@@ -228,18 +228,7 @@ fn upstream_images_have_the_root_hash_upstream_prints() {
         std::fs::write(src.join("etc").join(format!("f{i}")), text).unwrap();
     }
     let target = format!("{}:t", tmp.path().join("up").display());
-    let out = Command::new(upstream())
-        .args(["build", "-c"])
-        .arg(&src)
-        .arg(&target)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let printed = String::from_utf8(out.stdout).unwrap();
+    let printed = upstream_build(&[os("-c"), src.as_os_str(), os(&target)]);
     let upstream_root = printed
         .trim()
         .rsplit(' ')
@@ -264,13 +253,7 @@ fn upstream_images_have_the_root_hash_upstream_prints() {
     // Incompressible data: upstream's record is wrong, and we say which blob.
     std::fs::write(src.join("random"), common::pseudo_random(300_000, 7)).unwrap();
     let target = format!("{}:t", tmp.path().join("up2").display());
-    let out = Command::new(upstream())
-        .args(["build", "-c"])
-        .arg(&src)
-        .arg(&target)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    upstream_build(&[os("-c"), src.as_os_str(), os(&target)]);
     let report = String::from_utf8(puzzlefs(&[os("check"), os(&target)]).stdout).unwrap();
     assert!(report.contains("WARN blob sha256:"), "{report}");
     let err = puzzlefs_fails(&[os("enable-fs-verity"), os(&target)]);

@@ -88,6 +88,16 @@ fn wait_gone(pid: u32) {
     }
 }
 
+/// An image of a one-file tree, built under `dir`: its OCI directory and the image.
+fn one_file_image(dir: &Path) -> (PathBuf, image::Image) {
+    let tree = dir.join("tree");
+    std::fs::create_dir_all(&tree).unwrap();
+    std::fs::write(tree.join("f"), b"x").unwrap();
+    let oci = dir.join("oci");
+    let img = image::build(&tree, &oci, "t", false);
+    (oci, img)
+}
+
 #[test]
 fn namespace_sandbox_confines_an_image_daemon_and_the_guest_reads_everything() {
     let _one_vm = vm_lock();
@@ -168,10 +178,7 @@ fn namespace_sandbox_serves_shared_dir_xattrs_with_virtiofsd_capabilities() {
 #[test]
 fn sigterm_and_sigkill_of_the_supervisor_end_the_daemon() {
     let tmp = tempfile::tempdir().unwrap();
-    let tree = tmp.path().join("tree");
-    std::fs::create_dir_all(&tree).unwrap();
-    std::fs::write(tree.join("f"), b"x").unwrap();
-    let img = image::build(&tree, &tmp.path().join("oci"), "t", false);
+    let (_, img) = one_file_image(tmp.path());
     let sock = tmp.path().join("vfs.sock");
 
     // SIGTERM is forwarded: both end, with status 0, and the socket file goes.
@@ -197,11 +204,7 @@ fn sigterm_and_sigkill_of_the_supervisor_end_the_daemon() {
 fn without_root_the_sandbox_starts_with_a_user_namespace() {
     use std::os::unix::fs::PermissionsExt;
     let tmp = tempfile::tempdir().unwrap();
-    let tree = tmp.path().join("tree");
-    std::fs::create_dir_all(&tree).unwrap();
-    std::fs::write(tree.join("f"), b"x").unwrap();
-    let oci = tmp.path().join("oci");
-    let img = image::build(&tree, &oci, "t", false);
+    let (oci, img) = one_file_image(tmp.path());
     let run = tmp.path().join("run");
     std::fs::create_dir_all(&run).unwrap();
     let open_up = |p: &Path, mode| std::fs::set_permissions(p, PermissionsExt::from_mode(mode));
@@ -248,10 +251,7 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 #[test]
 fn seccomp_without_sandbox_starts_and_stops_cleanly() {
     let tmp = tempfile::tempdir().unwrap();
-    let tree = tmp.path().join("tree");
-    std::fs::create_dir_all(&tree).unwrap();
-    std::fs::write(tree.join("f"), b"x").unwrap();
-    let img = image::build(&tree, &tmp.path().join("oci"), "t", false);
+    let (_, img) = one_file_image(tmp.path());
     let sock = tmp.path().join("vfs.sock");
     // Serving threads start under the filter, and the SIGTERM path removes the socket file.
     let mut daemon = image::serve(&sock, &img.target, &["--sandbox=none"]);
@@ -267,11 +267,7 @@ fn seccomp_without_sandbox_starts_and_stops_cleanly() {
 #[test]
 fn chroot_sandbox_confines_without_namespaces() {
     let tmp = tempfile::tempdir().unwrap();
-    let tree = tmp.path().join("tree");
-    std::fs::create_dir_all(&tree).unwrap();
-    std::fs::write(tree.join("f"), b"x").unwrap();
-    let oci = tmp.path().join("oci");
-    let img = image::build(&tree, &oci, "t", false);
+    let (oci, img) = one_file_image(tmp.path());
     let sock = tmp.path().join("vfs.sock");
     let mut daemon = image::serve(&sock, &img.target, &["--sandbox", "chroot"]);
     let pid = daemon.pid();
@@ -287,7 +283,7 @@ fn chroot_sandbox_confines_without_namespaces() {
         "--socket-path",
         s(&sock),
         "--shared-dir",
-        s(&tree),
+        s(&tmp.path().join("tree")),
         "--xattr",
         "--sandbox=chroot",
     ])

@@ -438,8 +438,9 @@ pub fn build_image(src: &Path, oci: &Path, tag: &str, compress: bool) -> String 
     target
 }
 
-/// Runs upstream `puzzlefs build ARGS...`; panics with its stderr if it fails.
-pub fn upstream_build(args: &[&OsStr]) {
+/// Runs upstream `puzzlefs build ARGS...` and returns what it printed; panics with its stderr
+/// if it fails.
+pub fn upstream_build(args: &[&OsStr]) -> String {
     let out = Command::new(upstream())
         .arg("build")
         .args(args)
@@ -450,6 +451,7 @@ pub fn upstream_build(args: &[&OsStr]) {
         "upstream build {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Upstream PuzzleFS binary: $UPSTREAM_PUZZLEFS or the CI install location.

@@ -98,7 +98,6 @@ impl<'a> Vm<'a> {
     pub fn without_fs(script: &'a str) -> Self {
         Vm {
             socket: None,
-            tag: "",
             ..Vm::new(Path::new(""), "", script)
         }
     }

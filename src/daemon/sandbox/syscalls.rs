@@ -207,19 +207,19 @@ mod tests {
             measure_verity: true,
         })
         .unwrap();
-        let rules: Vec<_> = list
-            .iter()
-            .filter(|(nr, _)| *nr == libc::SYS_pwrite64)
-            .map(|(_, rules)| rules.len())
-            .collect();
-        assert_eq!(rules, [1], "pwrite64 allowed once, with its fd rule");
-        let ioctl: Vec<_> = list
-            .iter()
-            .filter(|(nr, _)| *nr == libc::SYS_ioctl)
-            .map(|(_, rules)| rules.len())
-            .collect();
+        let rule_counts = |call: i64| -> Vec<usize> {
+            list.iter()
+                .filter(|(nr, _)| *nr == call)
+                .map(|(_, rules)| rules.len())
+                .collect()
+        };
         assert_eq!(
-            ioctl,
+            rule_counts(libc::SYS_pwrite64),
+            [1],
+            "pwrite64 allowed once, with its fd rule"
+        );
+        assert_eq!(
+            rule_counts(libc::SYS_ioctl),
             [1],
             "ioctl allowed once, for FS_IOC_MEASURE_VERITY only"
         );
