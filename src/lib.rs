@@ -2,7 +2,8 @@
 //!
 //! Layers, lowest first: [`format`] (metadata types), [`oci`] (image layout), [`chunk`]
 //! (chunking, digests, compression), [`builder`], [`reader`], [`extract`], [`inspect`], [`fs`]
-//! (the FUSE file system), [`daemon`] (vhost-user-fs). Each only uses the ones before it.
+//! (the FUSE file system), [`mounts`] (the run-time mount table), [`daemon`] (vhost-user-fs).
+//! Each only uses the ones before it.
 
 pub mod builder;
 pub mod chunk;
@@ -11,5 +12,6 @@ pub mod extract;
 pub mod format;
 pub mod fs;
 pub mod inspect;
+pub mod mounts;
 pub mod oci;
 pub mod reader;
