@@ -96,7 +96,7 @@ fn read_unverified(oci: &OciDir, table: &InodeTable, out: &mut Vec<u8>) -> u64 {
         };
         for e in extents.iter() {
             let blob = &blobs[e.blob as usize];
-            let Ok(data) = cache.get_or_load(&blob.digest, || {
+            let Ok(data) = cache.get_or_load(&blob.into(), || {
                 Ok::<_, std::convert::Infallible>(load_unverified(oci, blob))
             });
             let piece = &data[e.blob_offset as usize..(e.blob_offset + e.len) as usize];

@@ -37,10 +37,9 @@ use super::config::{
     parse_root_hash, parse_sandbox, parse_seccomp, usage, Config, SocketSpec, Source,
     DEFAULT_CACHE_DIR,
 };
-use super::image_fs::CHUNK_STORE_BYTES;
 use super::DaemonError;
 use crate::format::parse_bytes;
-use crate::fs::CachePolicy;
+use crate::fs::{CachePolicy, CHUNK_STORE_BYTES};
 
 /// What the command line asks for.
 #[derive(Debug)]

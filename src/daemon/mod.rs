@@ -8,15 +8,13 @@
 //! vhost-user-backend (one epoll thread per virtqueue: queue 0 hiprio, then the request
 //! queues); a queue thread serves the requests `triage` calls quick itself and hands the
 //! others to `pool`'s worker threads; `request` decodes, answers and completes one descriptor
-//! chain; completions happen in any order. Images are served by `image_fs`, whose file reads
-//! go through `chunk_store`.
+//! chain; completions happen in any order. Images are served by [`crate::fs::ImageFs`], whose
+//! file reads go through a [`crate::reader::ChunkStore`].
 
 mod backend;
-mod chunk_store;
 mod cli;
 mod config;
 mod error;
-mod image_fs;
 mod passthrough;
 mod pool;
 mod request;
@@ -26,14 +24,12 @@ mod start;
 mod syslog;
 mod triage;
 
-pub use chunk_store::ChunkStore;
 pub use cli::{parse_args, Command, MAX_THREAD_POOL_SIZE};
 pub use config::{
     default_thread_pool_size, parse_cache, Config, ImageSource, Sandbox, Seccomp, SocketSpec,
     Source,
 };
 pub use error::DaemonError;
-pub use image_fs::{ImageFs, CHUNK_STORE_BYTES};
 pub use passthrough::{cache_timeout, shared_dir, SharedDirFs};
 pub use sandbox::{SandboxError, TRAPPED_EXIT_STATUS};
 pub use serve::{listen, serve, ServeOptions};

@@ -9,16 +9,14 @@ use std::sync::Arc;
 
 use vhost::vhost_user::Listener;
 
-use super::chunk_store::ChunkStore;
 use super::config::{Config, ImageSource, Sandbox, SocketSpec, Source};
-use super::image_fs::ImageFs;
 use super::passthrough::{check_shared_dir, import, new_passthrough, SharedDirFs};
 use super::sandbox::{self, Isolated, Needs, Supervisor};
 use super::serve::{listen, serve, ServeOptions};
 use super::DaemonError;
-use crate::fs::{FsConfig, PuzzleFs, ReadOnly};
+use crate::fs::{FsConfig, ImageFs, PuzzleFs, ReadOnly};
 use crate::oci::OciDir;
-use crate::reader::{ChunkCache, Image, OpenOptions};
+use crate::reader::{ChunkCache, ChunkStore, Image, OpenOptions};
 
 /// What [`start`] made of this process.
 pub enum Started {

@@ -4,10 +4,9 @@
 use fuse_backend_rs::abi::fuse_abi::{InHeader, Opcode, ReadIn};
 use vm_memory::{Bytes, GuestMemory};
 
-use super::image_fs::ImageFs;
 use super::passthrough::SharedDirFs;
 use super::request::{peek_header, Chain, GuestMem};
-use crate::fs::ReadOnly;
+use crate::fs::{ImageFs, ReadOnly};
 
 /// Tells the queue threads which requests are quick for a file system.
 pub trait Triage {

@@ -1,6 +1,8 @@
-//! Verified, decompressed chunk contents, kept by blob digest under a byte budget.
+//! Verified, decompressed chunk contents, kept by [`ChunkKey`] under a byte budget.
 //!
-//! Keyed by digest rather than by image so one cache can serve every image a process opens.
+//! Keyed by what the contents are a function of (the blob's digest and whether it is stored
+//! compressed), not by image, so one cache can serve every image a process opens and no image
+//! can make another read contents decoded differently.
 //! A chunk being loaded is loaded once: other threads asking for it wait for that load
 //! instead of decompressing it again (reads and read-ahead often want the same chunk).
 
@@ -8,7 +10,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-use crate::format::Digest;
+use super::ChunkKey;
 
 /// Default budget: enough for the working set of a guest booting from an image, small enough
 /// to keep a daemon's footprint low.
@@ -21,8 +23,8 @@ pub type ChunkData = Arc<Vec<u8>>;
 
 #[derive(Default)]
 struct Shard {
-    map: HashMap<Digest, (ChunkData, u64)>,
-    loading: HashSet<Digest>,
+    map: HashMap<ChunkKey, (ChunkData, u64)>,
+    loading: HashSet<ChunkKey>,
     bytes: usize,
     tick: u64,
 }
@@ -54,7 +56,7 @@ impl std::fmt::Debug for ChunkCache {
 /// Ends a load, successful or not (even by panic), and wakes the threads waiting for it.
 struct LoadingGuard<'a> {
     slot: &'a Slot,
-    digest: Digest,
+    digest: ChunkKey,
 }
 
 impl Drop for LoadingGuard<'_> {
@@ -79,12 +81,12 @@ impl ChunkCache {
         }
     }
 
-    fn slot(&self, d: &Digest) -> &Slot {
-        &self.slots[d.0[0] as usize % SHARDS]
+    fn slot(&self, d: &ChunkKey) -> &Slot {
+        &self.slots[d.digest.0[0] as usize % SHARDS]
     }
 
-    /// Whether `digest` is cached or being loaded.
-    pub fn has(&self, digest: &Digest) -> bool {
+    /// Whether `key` is cached or being loaded.
+    pub fn has(&self, digest: &ChunkKey) -> bool {
         let shard = lock(&self.slot(digest).shard);
         shard.map.contains_key(digest) || shard.loading.contains(digest)
     }
@@ -93,7 +95,7 @@ impl ChunkCache {
     /// loads a digest, others asking for it wait for the result instead of loading it too.
     pub fn get_or_load<E>(
         &self,
-        digest: &Digest,
+        digest: &ChunkKey,
         load: impl FnOnce() -> Result<Vec<u8>, E>,
     ) -> Result<ChunkData, E> {
         let slot = self.slot(digest);
@@ -171,7 +173,7 @@ mod tests {
         let key = |i: u8| {
             let mut d = [0u8; 32];
             d[1] = i;
-            Digest(d)
+            ChunkKey::new(crate::format::Digest(d), false)
         };
         for i in 0..5 {
             let v = cache
@@ -197,7 +199,7 @@ mod tests {
     #[test]
     fn a_chunk_being_loaded_is_not_loaded_again() {
         let cache = ChunkCache::new(1 << 20);
-        let d = Digest::of(b"shared");
+        let d = ChunkKey::new(crate::format::Digest::of(b"shared"), true);
         let (started_tx, started_rx) = std::sync::mpsc::channel();
         let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
         std::thread::scope(|s| {
@@ -221,7 +223,7 @@ mod tests {
     #[test]
     fn a_failed_load_is_retried_by_the_next_caller() {
         let cache = ChunkCache::new(1 << 20);
-        let d = Digest::of(b"flaky");
+        let d = ChunkKey::new(crate::format::Digest::of(b"flaky"), false);
         assert!(cache.get_or_load(&d, || Err::<Vec<u8>, _>("bad")).is_err());
         assert!(!cache.has(&d));
         assert_eq!(
@@ -234,7 +236,7 @@ mod tests {
     #[test]
     fn oversized_entries_are_returned_not_kept() {
         let cache = ChunkCache::new(0);
-        let d = Digest::of(b"x");
+        let d = ChunkKey::new(crate::format::Digest::of(b"x"), false);
         assert_eq!(
             cache
                 .get_or_load(&d, || Ok::<_, ()>(vec![1; 10]))
@@ -243,5 +245,20 @@ mod tests {
             10
         );
         assert_eq!(cache.bytes(), 0);
+    }
+
+    #[test]
+    fn compressed_and_plain_contents_of_one_digest_are_kept_apart() {
+        let cache = ChunkCache::new(1 << 20);
+        let digest = crate::format::Digest::of(b"stored bytes");
+        let plain = ChunkKey::new(digest, false);
+        let compressed = ChunkKey::new(digest, true);
+        cache.get_or_load(&plain, || Ok::<_, ()>(vec![1])).unwrap();
+        assert!(!cache.has(&compressed));
+        let got = cache
+            .get_or_load(&compressed, || Ok::<_, ()>(vec![2]))
+            .unwrap();
+        assert_eq!(got[..], [2], "not the plain contents");
+        assert_eq!(cache.get_or_load(&plain, || Err(())).unwrap()[..], [1]);
     }
 }

@@ -187,7 +187,7 @@ impl Image {
 
     /// Contents of a blob: read, checked against its digest, decompressed. Cached.
     pub fn blob_data(&self, blob: &BlobInfo) -> Result<ChunkData, ReaderError> {
-        self.cache.get_or_load(&blob.digest, || {
+        self.cache.get_or_load(&blob.into(), || {
             load_blob(&self.oci, blob, self.verity_required)
         })
     }

@@ -6,7 +6,7 @@ use std::sync::mpsc::{self, SyncSender};
 use std::sync::Arc;
 
 use super::image::{load_blob, BlobInfo};
-use super::ChunkCache;
+use super::{ChunkCache, ChunkKey};
 use crate::oci::OciDir;
 
 /// Hands chunks to the read-ahead thread; the thread ends when this is dropped.
@@ -30,7 +30,7 @@ impl ReadAhead {
             .spawn(move || {
                 for blob in wanted {
                     // A failure here is reported when a reader needs the chunk itself.
-                    let _ = cache.get_or_load(&blob.digest, || load_blob(&oci, &blob, verity));
+                    let _ = cache.get_or_load(&(&blob).into(), || load_blob(&oci, &blob, verity));
                 }
             })?;
         Ok(ReadAhead { queue, depth })
@@ -40,7 +40,7 @@ impl ReadAhead {
     /// blocks: when the thread is behind, the hint is dropped.
     pub fn used(&self, blobs: &[BlobInfo], used: usize, cache: &ChunkCache) {
         let next = blobs.iter().skip(used + 1).take(self.depth);
-        for blob in next.filter(|b| !cache.has(&b.digest)) {
+        for blob in next.filter(|b| !cache.has(&ChunkKey::from(*b))) {
             if self.queue.try_send(*blob).is_err() {
                 return;
             }

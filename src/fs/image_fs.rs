@@ -17,10 +17,9 @@ use fuse_backend_rs::api::filesystem::{
     ZeroCopyWriter,
 };
 
-use super::chunk_store::ChunkStore;
+use super::{reader_errno, PuzzleFs};
 use crate::format::Digest;
-use crate::fs::{reader_errno, PuzzleFs};
-use crate::reader::{BlobInfo, Extent, Image, NodeData};
+use crate::reader::{BlobInfo, ChunkKey, ChunkStore, Extent, Image, NodeData};
 
 /// Default size of the store of verified chunks (only what guests read is allocated).
 pub const CHUNK_STORE_BYTES: u64 = 512 << 20;
@@ -68,8 +67,10 @@ impl ImageFs {
             return true;
         };
         let blobs = self.image().table().blobs();
-        pieces(extents, offset, u64::from(size))
-            .all(|(e, _, _)| self.store.contains(&blobs[e.blob as usize].digest))
+        pieces(extents, offset, u64::from(size)).all(|(e, _, _)| {
+            self.store
+                .contains(&ChunkKey::from(&blobs[e.blob as usize]))
+        })
     }
 
     /// Copies `[start, stop)` of `blob`'s contents into `w`, from the store or else by loading
@@ -81,7 +82,8 @@ impl ImageFs {
         stop: u64,
         w: &mut dyn ZeroCopyWriter,
     ) -> io::Result<()> {
-        if let Some(pinned) = self.store.pin(&blob.digest) {
+        let key = ChunkKey::from(blob);
+        if let Some(pinned) = self.store.pin(&key) {
             if stop > pinned.len() {
                 return Err(self.short_blob(blob, pinned.len(), stop));
             }
@@ -106,7 +108,7 @@ impl ImageFs {
         if stop > data.len() as u64 {
             return Err(self.short_blob(blob, data.len() as u64, stop));
         }
-        self.store.insert(&blob.digest, &data);
+        self.store.insert(&key, &data);
         w.write_all(&data[start as usize..stop as usize])
     }
 

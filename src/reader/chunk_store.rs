@@ -15,9 +15,10 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
-use crate::format::Digest;
+use super::ChunkKey;
 
 struct Slot {
     offset: u64,
@@ -30,23 +31,53 @@ struct Slot {
 
 #[derive(Default)]
 struct Index {
-    slots: HashMap<Digest, Slot>,
-    /// Slot offsets to digests, to find what a new chunk's range overlaps.
-    by_offset: BTreeMap<u64, Digest>,
+    slots: HashMap<ChunkKey, Slot>,
+    /// Slot offsets to keys, to find what a new chunk's range overlaps.
+    by_offset: BTreeMap<u64, ChunkKey>,
     head: u64,
+    /// Bytes in ready slots.
+    used: u64,
 }
 
-/// A bounded, memfd-backed store of verified chunks, keyed by digest.
+/// A bounded, file-backed store of verified chunks, keyed by [`ChunkKey`].
 pub struct ChunkStore {
     file: File,
     budget: u64,
     index: Mutex<Index>,
+    counts: Counts,
+}
+
+#[derive(Default)]
+struct Counts {
+    hits: AtomicU64,
+    misses: AtomicU64,
+    inserts: AtomicU64,
+    evictions: AtomicU64,
+}
+
+/// What a [`ChunkStore`] holds and has done.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ChunkStoreStats {
+    /// Bytes it may hold.
+    pub capacity: u64,
+    /// Bytes of chunks it holds.
+    pub used: u64,
+    /// Chunks it holds.
+    pub chunks: u64,
+    /// [`ChunkStore::pin`] calls that found their chunk.
+    pub hits: u64,
+    /// [`ChunkStore::pin`] calls that did not.
+    pub misses: u64,
+    /// Chunks stored.
+    pub inserts: u64,
+    /// Chunks dropped to make room.
+    pub evictions: u64,
 }
 
 /// A stored chunk that stays in place until dropped.
 pub(crate) struct Pinned<'a> {
     store: &'a ChunkStore,
-    digest: Digest,
+    key: ChunkKey,
     offset: u64,
     len: u64,
 }
@@ -70,7 +101,7 @@ impl Pinned<'_> {
 
 impl Drop for Pinned<'_> {
     fn drop(&mut self) {
-        if let Some(slot) = self.store.lock().slots.get_mut(&self.digest) {
+        if let Some(slot) = self.store.lock().slots.get_mut(&self.key) {
             slot.pins -= 1;
         }
     }
@@ -104,6 +135,7 @@ impl ChunkStore {
             file,
             budget,
             index: Mutex::new(Index::default()),
+            counts: Counts::default(),
         })
     }
 
@@ -112,31 +144,35 @@ impl ChunkStore {
         self.index.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Whether `digest` is stored and readable.
-    pub(crate) fn contains(&self, digest: &Digest) -> bool {
-        self.lock().slots.get(digest).is_some_and(|s| s.ready)
+    /// Whether `key` is stored and readable.
+    pub(crate) fn contains(&self, key: &ChunkKey) -> bool {
+        self.lock().slots.get(key).is_some_and(|s| s.ready)
     }
 
-    /// The stored chunk `digest`, pinned, if present.
-    pub(crate) fn pin(&self, digest: &Digest) -> Option<Pinned<'_>> {
+    /// The stored chunk `key`, pinned, if present.
+    pub(crate) fn pin(&self, key: &ChunkKey) -> Option<Pinned<'_>> {
         let mut index = self.lock();
-        let slot = index.slots.get_mut(digest).filter(|s| s.ready)?;
+        let Some(slot) = index.slots.get_mut(key).filter(|s| s.ready) else {
+            self.counts.misses.fetch_add(1, Ordering::Relaxed);
+            return None;
+        };
         slot.pins += 1;
+        self.counts.hits.fetch_add(1, Ordering::Relaxed);
         Some(Pinned {
             store: self,
-            digest: *digest,
+            key: *key,
             offset: slot.offset,
             len: slot.len,
         })
     }
 
-    /// Stores `data` (the verified contents of chunk `digest`). Returns false when it was not
+    /// Stores `data` (the verified contents of chunk `key`). Returns false when it was not
     /// stored: too big, empty, or its space is in use by readers.
-    pub(crate) fn insert(&self, digest: &Digest, data: &[u8]) -> bool {
+    pub(crate) fn insert(&self, key: &ChunkKey, data: &[u8]) -> bool {
         let len = data.len() as u64;
         let offset = {
             let mut index = self.lock();
-            if index.slots.contains_key(digest) {
+            if index.slots.contains_key(key) {
                 return true;
             }
             if len == 0 || len > self.budget {
@@ -146,11 +182,12 @@ impl ChunkStore {
             if start + len > self.budget {
                 start = 0;
             }
-            if !index.evict(start, start + len) {
+            let Some(evicted) = index.evict(start, start + len) else {
                 return false;
-            }
+            };
+            self.counts.evictions.fetch_add(evicted, Ordering::Relaxed);
             index.slots.insert(
-                *digest,
+                *key,
                 Slot {
                     offset: start,
                     len,
@@ -158,7 +195,7 @@ impl ChunkStore {
                     ready: false,
                 },
             );
-            index.by_offset.insert(start, *digest);
+            index.by_offset.insert(start, *key);
             index.head = start + len;
             start
         };
@@ -166,33 +203,49 @@ impl ChunkStore {
         let mut index = self.lock();
         match written {
             Ok(()) => {
-                if let Some(slot) = index.slots.get_mut(digest) {
+                if let Some(slot) = index.slots.get_mut(key) {
                     slot.ready = true;
                 }
+                index.used += len;
+                self.counts.inserts.fetch_add(1, Ordering::Relaxed);
                 true
             }
             Err(e) => {
                 log::warn!("chunk store: cannot write {len} bytes: {e}");
-                index.slots.remove(digest);
+                index.slots.remove(key);
                 index.by_offset.remove(&offset);
                 false
             }
         }
     }
 
-    /// (chunks, bytes) stored.
-    #[cfg(test)]
-    fn usage(&self) -> (usize, u64) {
-        let index = self.lock();
-        (index.slots.len(), index.slots.values().map(|s| s.len).sum())
+    /// What the store holds and has done.
+    pub fn stats(&self) -> ChunkStoreStats {
+        let (used, chunks) = {
+            let index = self.lock();
+            (
+                index.used,
+                index.slots.values().filter(|s| s.ready).count() as u64,
+            )
+        };
+        let c = &self.counts;
+        ChunkStoreStats {
+            capacity: self.budget,
+            used,
+            chunks,
+            hits: c.hits.load(Ordering::Relaxed),
+            misses: c.misses.load(Ordering::Relaxed),
+            inserts: c.inserts.load(Ordering::Relaxed),
+            evictions: c.evictions.load(Ordering::Relaxed),
+        }
     }
 }
 
 impl Index {
-    /// Removes every slot overlapping `[start, end)`, unless one of them is pinned or being
-    /// filled: then nothing is removed and the answer is false.
-    fn evict(&mut self, start: u64, end: u64) -> bool {
-        let overlapping: Vec<(u64, Digest)> = self
+    /// Removes every slot overlapping `[start, end)` and returns how many, unless one of them
+    /// is pinned or being filled: then nothing is removed and the answer is None.
+    fn evict(&mut self, start: u64, end: u64) -> Option<u64> {
+        let overlapping: Vec<(u64, ChunkKey)> = self
             .by_offset
             .range(..end)
             .rev()
@@ -206,19 +259,27 @@ impl Index {
             let s = &self.slots[d];
             s.pins > 0 || !s.ready
         }) {
-            return false;
+            return None;
         }
-        for (offset, digest) in overlapping {
+        let count = overlapping.len() as u64;
+        for (offset, key) in overlapping {
             self.by_offset.remove(&offset);
-            self.slots.remove(&digest);
+            if let Some(slot) = self.slots.remove(&key) {
+                self.used -= slot.len;
+            }
         }
-        true
+        Some(count)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::format::Digest;
+
+    fn key(data: &[u8]) -> ChunkKey {
+        ChunkKey::new(Digest::of(data), false)
+    }
 
     fn read(p: &Pinned<'_>) -> Vec<u8> {
         let mut buf = vec![0; p.len() as usize];
@@ -231,7 +292,7 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let store = ChunkStore::new(1 << 20, Some(dir.path())).unwrap();
-        let d = Digest::of(b"x");
+        let d = key(b"x");
         assert!(store.insert(&d, &[9; 4096]));
         assert_eq!(read(&store.pin(&d).unwrap()), vec![9; 4096]);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "no name");
@@ -245,24 +306,21 @@ mod tests {
     #[test]
     fn stores_and_reads_back() {
         let store = ChunkStore::new(1000, None).unwrap();
-        let d = Digest::of(b"a");
+        let d = key(b"a");
         assert!(!store.contains(&d));
         assert!(store.pin(&d).is_none());
         assert!(store.insert(&d, &[7; 300]));
         assert!(store.contains(&d));
         let p = store.pin(&d).unwrap();
         assert_eq!(read(&p), vec![7; 300]);
-        assert!(
-            !store.insert(&Digest::of(b"big"), &[1; 1001]),
-            "over budget"
-        );
-        assert!(!store.insert(&Digest::of(b"empty"), &[]));
+        assert!(!store.insert(&key(b"big"), &[1; 1001]), "over budget");
+        assert!(!store.insert(&key(b"empty"), &[]));
     }
 
     #[test]
     fn wraps_around_evicting_the_oldest() {
         let store = ChunkStore::new(1000, None).unwrap();
-        let keys: Vec<Digest> = (0..5u8).map(|i| Digest::of(&[i])).collect();
+        let keys: Vec<ChunkKey> = (0..5u8).map(|i| key(&[i])).collect();
         for (i, k) in keys.iter().enumerate() {
             assert!(store.insert(k, &[i as u8; 400]));
         }
@@ -273,16 +331,17 @@ mod tests {
         assert!(!store.contains(&keys[2]));
         assert_eq!(read(&store.pin(&keys[3]).unwrap()), vec![3; 400]);
         assert_eq!(read(&store.pin(&keys[4]).unwrap()), vec![4; 400]);
-        let (chunks, bytes) = store.usage();
-        assert_eq!((chunks, bytes), (2, 800));
+        let stats = store.stats();
+        assert_eq!((stats.chunks, stats.used), (2, 800));
+        assert_eq!((stats.inserts, stats.evictions), (5, 3));
     }
 
     #[test]
     fn pinned_chunks_are_never_overwritten() {
         let store = ChunkStore::new(1000, None).unwrap();
-        let a = Digest::of(b"a");
-        let b = Digest::of(b"b");
-        let c = Digest::of(b"c");
+        let a = key(b"a");
+        let b = key(b"b");
+        let c = key(b"c");
         assert!(store.insert(&a, &[1; 600]));
         let pinned = store.pin(&a).unwrap();
         assert!(store.insert(&b, &[2; 300]));
@@ -294,5 +353,25 @@ mod tests {
         assert!(!store.contains(&a));
         assert_eq!(read(&store.pin(&c).unwrap()), vec![3; 500]);
         assert_eq!(read(&store.pin(&b).unwrap()), vec![2; 300]);
+    }
+
+    #[test]
+    fn compressed_and_plain_contents_of_one_digest_are_kept_apart() {
+        let store = ChunkStore::new(1000, None).unwrap();
+        let digest = Digest::of(b"stored bytes");
+        let plain = ChunkKey::new(digest, false);
+        let compressed = ChunkKey::new(digest, true);
+        assert!(store.insert(&plain, &[1; 100]));
+        assert!(!store.contains(&compressed), "another key");
+        assert!(store.pin(&compressed).is_none());
+        assert!(store.insert(&compressed, &[2; 300]));
+        assert_eq!(read(&store.pin(&plain).unwrap()), vec![1; 100]);
+        assert_eq!(read(&store.pin(&compressed).unwrap()), vec![2; 300]);
+        let stats = store.stats();
+        assert_eq!(
+            (stats.hits, stats.misses, stats.chunks, stats.used),
+            (2, 1, 2, 400)
+        );
+        assert_eq!(stats.capacity, 1000);
     }
 }
