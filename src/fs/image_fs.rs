@@ -8,6 +8,7 @@ use std::fs::File;
 use std::io;
 use std::mem::ManuallyDrop;
 use std::os::unix::io::{AsRawFd, FromRawFd};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,26 +20,76 @@ use fuse_backend_rs::api::filesystem::{
 
 use super::{reader_errno, PuzzleFs};
 use crate::format::Digest;
-use crate::reader::{BlobInfo, ChunkKey, ChunkStore, Extent, Image, NodeData};
+use crate::oci::OciError;
+use crate::reader::{BlobInfo, ChunkKey, ChunkStore, Extent, Image, NodeData, ReaderError};
 
 /// Default size of the store of verified chunks (only what guests read is allocated).
 pub const CHUNK_STORE_BYTES: u64 = 512 << 20;
 
-/// [`PuzzleFs`] whose file reads go through a [`ChunkStore`]; everything else is PuzzleFs's.
+/// [`PuzzleFs`] whose file reads go through a [`ChunkStore`] (which several images may
+/// share); everything else is PuzzleFs's.
 pub struct ImageFs {
     fs: PuzzleFs,
-    store: ChunkStore,
+    store: Arc<ChunkStore>,
     /// Blobs whose load failed, logged once each.
     reported: Mutex<HashSet<Digest>>,
+    counts: ReadCounts,
+}
+
+/// What this image's reads did to the chunk store.
+#[derive(Default)]
+struct ReadCounts {
+    hits: AtomicU64,
+    misses: AtomicU64,
+    loads: AtomicU64,
+    bytes_loaded: AtomicU64,
+    digest_failures: AtomicU64,
+    verity_failures: AtomicU64,
+    other_failures: AtomicU64,
+}
+
+/// Counters of an image's chunk reads (see [`ImageFs::read_stats`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ImageReadStats {
+    /// Chunk reads served from the store.
+    pub hits: u64,
+    /// Chunk reads that had to load the chunk.
+    pub misses: u64,
+    /// Chunks loaded, verified and decompressed.
+    pub loads: u64,
+    /// Bytes those loads produced.
+    pub bytes_loaded: u64,
+    /// Loads refused because a blob's sha256 did not match its name.
+    pub digest_failures: u64,
+    /// Loads refused because a blob's fs-verity state or measurement was wrong.
+    pub verity_failures: u64,
+    /// Other failed loads (missing blob, corrupt compression...).
+    pub other_failures: u64,
 }
 
 impl ImageFs {
     /// Serves `fs`, keeping verified chunks in `store`.
-    pub fn new(fs: PuzzleFs, store: ChunkStore) -> ImageFs {
+    pub fn new(fs: PuzzleFs, store: Arc<ChunkStore>) -> ImageFs {
         ImageFs {
             fs,
             store,
             reported: Mutex::new(HashSet::new()),
+            counts: ReadCounts::default(),
+        }
+    }
+
+    /// What this image's reads did so far.
+    pub fn read_stats(&self) -> ImageReadStats {
+        let c = &self.counts;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        ImageReadStats {
+            hits: get(&c.hits),
+            misses: get(&c.misses),
+            loads: get(&c.loads),
+            bytes_loaded: get(&c.bytes_loaded),
+            digest_failures: get(&c.digest_failures),
+            verity_failures: get(&c.verity_failures),
+            other_failures: get(&c.other_failures),
         }
     }
 
@@ -84,6 +135,7 @@ impl ImageFs {
     ) -> io::Result<()> {
         let key = ChunkKey::from(blob);
         if let Some(pinned) = self.store.pin(&key) {
+            self.counts.hits.fetch_add(1, Ordering::Relaxed);
             if stop > pinned.len() {
                 return Err(self.short_blob(blob, pinned.len(), stop));
             }
@@ -94,7 +146,14 @@ impl ImageFs {
                 ManuallyDrop::new(unsafe { File::from_raw_fd(pinned.file().as_raw_fd()) });
             return w.write_all_from(&mut *file, (stop - start) as usize, pinned.offset() + start);
         }
+        self.counts.misses.fetch_add(1, Ordering::Relaxed);
         let data = self.image().blob_data(blob).map_err(|e| {
+            let failures = match &e {
+                ReaderError::Oci(OciError::DigestMismatch { .. }) => &self.counts.digest_failures,
+                ReaderError::Oci(OciError::Verity { .. }) => &self.counts.verity_failures,
+                _ => &self.counts.other_failures,
+            };
+            failures.fetch_add(1, Ordering::Relaxed);
             let first = self
                 .reported
                 .lock()
@@ -108,6 +167,10 @@ impl ImageFs {
         if stop > data.len() as u64 {
             return Err(self.short_blob(blob, data.len() as u64, stop));
         }
+        self.counts.loads.fetch_add(1, Ordering::Relaxed);
+        self.counts
+            .bytes_loaded
+            .fetch_add(data.len() as u64, Ordering::Relaxed);
         self.store.insert(&key, &data);
         w.write_all(&data[start as usize..stop as usize])
     }

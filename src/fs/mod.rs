@@ -29,5 +29,5 @@ pub use errno::reader_errno;
 pub use error::FsError;
 pub use filesystem::PuzzleFs;
 pub use host_mount::{mount, unmount, MountOptions};
-pub use image_fs::{ImageFs, CHUNK_STORE_BYTES};
+pub use image_fs::{ImageFs, ImageReadStats, CHUNK_STORE_BYTES};
 pub use readonly::ReadOnly;

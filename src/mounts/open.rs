@@ -1,0 +1,179 @@
+//! [`Mounter`]: from a [`MountSpec`] to a file system the table can mount. Images are served
+//! as [`ImageFs`] (read-only), all of them sharing one chunk store; directories through
+//! fuse-backend-rs's pass-through file system. The source is opened through a path the caller
+//! gives (the host path itself, or `/proc/self/fd/N` for a directory descriptor handed to a
+//! sandboxed process), so this layer needs no access of its own to the host.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fuse_backend_rs::passthrough::{CachePolicy as PtCache, Config as PtConfig, PassthroughFs};
+
+use super::backend::Backend;
+use super::spec::{ImageRef, ImageSpec, MountSpec, PassthroughSpec};
+use super::{ImageMetrics, MountError};
+use crate::fs::{CachePolicy, FsConfig, ImageFs, PuzzleFs, ReadOnly};
+use crate::oci::{Descriptor, OciDir, MEDIA_TYPE_MANIFEST};
+use crate::reader::{ChunkCache, ChunkStore, Image, OpenOptions};
+
+/// Daemon-wide settings a mount request may leave out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MountDefaults {
+    /// How the guest may cache.
+    pub cache: CachePolicy,
+    /// Serve extended attributes of pass-through directories.
+    pub xattr: bool,
+    /// Honour the guest's O_DIRECT on pass-through directories.
+    pub allow_direct_io: bool,
+}
+
+/// Builds the file systems mount requests ask for.
+pub struct Mounter {
+    store: Arc<ChunkStore>,
+    defaults: MountDefaults,
+}
+
+impl Mounter {
+    /// Images will keep verified chunks in `store`.
+    pub fn new(store: Arc<ChunkStore>, defaults: MountDefaults) -> Self {
+        Mounter { store, defaults }
+    }
+
+    /// The chunk store the images share.
+    pub fn store(&self) -> &Arc<ChunkStore> {
+        &self.store
+    }
+
+    /// Opens what `spec` names, reaching its host directory through `dir` (the directory
+    /// itself, or another path to it).
+    pub fn open(&self, spec: &MountSpec, dir: &Path) -> Result<Box<dyn Backend>, MountError> {
+        match spec {
+            MountSpec::Image(image) => self.image(image, dir),
+            MountSpec::Passthrough(p) => self.passthrough(p, dir),
+        }
+    }
+
+    fn image(&self, spec: &ImageSpec, dir: &Path) -> Result<Box<dyn Backend>, MountError> {
+        let oci = OciDir::open(dir).map_err(|e| MountError::Image(e.to_string()))?;
+        let options = OpenOptions {
+            pin: spec.digest,
+            fs_verity: spec.fs_verity,
+            // Verified chunks live in the shared chunk store, outside the heap.
+            cache: Some(Arc::new(ChunkCache::new(0))),
+            ..OpenOptions::default()
+        };
+        let image = match &spec.image {
+            ImageRef::Tag(tag) => Image::open(&oci, tag, options),
+            ImageRef::Digest(digest) => {
+                let size = oci.blob_size(digest).ok_or_else(|| {
+                    MountError::Image(format!("no manifest {digest} in {}", dir.display()))
+                })?;
+                let desc = Descriptor {
+                    media_type: MEDIA_TYPE_MANIFEST.into(),
+                    digest: *digest,
+                    size,
+                    annotations: None,
+                    data: None,
+                    platform: None,
+                };
+                Image::open_descriptor(&oci, &desc, options)
+            }
+        }
+        .map_err(|e| MountError::Image(e.to_string()))?;
+        let cache = spec.cache.unwrap_or(self.defaults.cache);
+        let fs = PuzzleFs::new(Arc::new(image), FsConfig::new(cache));
+        Ok(Box::new(ReadOnly::new(ImageFs::new(
+            fs,
+            self.store.clone(),
+        ))))
+    }
+
+    fn passthrough(
+        &self,
+        spec: &PassthroughSpec,
+        dir: &Path,
+    ) -> Result<Box<dyn Backend>, MountError> {
+        let fail = |source| MountError::Source {
+            path: spec.dir.clone(),
+            source,
+        };
+        // The last component must not be a symlink to follow: "dir/." opens dir itself
+        // (a /proc/self/fd/N path included), with O_NOFOLLOW on ".".
+        let root = dir.join(".");
+        let root = root
+            .to_str()
+            .ok_or_else(|| fail(std::io::Error::other("the path is not valid UTF-8")))?;
+        let meta = std::fs::metadata(root).map_err(fail)?;
+        if !meta.is_dir() {
+            return Err(fail(std::io::Error::from_raw_os_error(libc::ENOTDIR)));
+        }
+        let fs = PassthroughFs::<()>::new(passthrough_config(
+            root,
+            spec.xattr.unwrap_or(self.defaults.xattr),
+            &self.defaults,
+        ))
+        .map_err(fail)?;
+        fs.import().map_err(fail)?;
+        Ok(if spec.readonly {
+            Box::new(ReadOnly::new(fs))
+        } else {
+            Box::new(fs)
+        })
+    }
+}
+
+/// The pass-through settings for a directory reached at `root`: virtiofsd's timeouts for the
+/// cache mode; no import at FUSE_INIT (the mount imports it, and under the table INIT comes
+/// with options already settled).
+fn passthrough_config(root: &str, xattr: bool, defaults: &MountDefaults) -> PtConfig {
+    let timeout = match defaults.cache {
+        CachePolicy::Never => Duration::ZERO,
+        CachePolicy::Auto => Duration::from_secs(1),
+        CachePolicy::Metadata | CachePolicy::Always => Duration::from_secs(86400),
+    };
+    PtConfig {
+        root_dir: root.to_string(),
+        cache_policy: match defaults.cache {
+            CachePolicy::Never => PtCache::Never,
+            CachePolicy::Metadata => PtCache::Metadata,
+            CachePolicy::Auto => PtCache::Auto,
+            CachePolicy::Always => PtCache::Always,
+        },
+        entry_timeout: timeout,
+        attr_timeout: timeout,
+        xattr,
+        allow_direct_io: defaults.allow_direct_io,
+        writeback: false,
+        do_import: false,
+        ..PtConfig::default()
+    }
+}
+
+/// Images: metadata is in memory, a read is quick when its chunks are stored.
+impl Backend for ReadOnly<ImageFs> {
+    fn is_quick(&self, _opcode: u32, inode: u64, read: Option<(u64, u32)>) -> bool {
+        match read {
+            Some((offset, size)) => self.inner().read_is_stored(inode, offset, size),
+            None => true,
+        }
+    }
+
+    fn image_metrics(&self) -> Option<ImageMetrics> {
+        let s = self.inner().read_stats();
+        Some(ImageMetrics {
+            chunk_hits: s.hits,
+            chunk_misses: s.misses,
+            chunk_loads: s.loads,
+            chunk_bytes_loaded: s.bytes_loaded,
+            digest_failures: s.digest_failures,
+            fs_verity_failures: s.verity_failures,
+            load_failures: s.other_failures,
+        })
+    }
+}
+
+/// Pass-through directories: any request may wait on the host's disk.
+impl Backend for PassthroughFs<()> {}
+
+impl Backend for ReadOnly<PassthroughFs<()>> {}
