@@ -14,6 +14,7 @@
 mod backend;
 mod cli;
 mod config;
+pub mod control;
 mod error;
 mod passthrough;
 mod pool;

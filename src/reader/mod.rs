@@ -10,7 +10,7 @@ mod table;
 mod walk;
 
 pub use cache::{ChunkCache, ChunkData, DEFAULT_CACHE_BYTES};
-pub use chunk_store::ChunkStore;
+pub use chunk_store::{ChunkStore, ChunkStoreStats};
 pub use error::ReaderError;
 pub use image::{BlobInfo, Image, OpenOptions, MAX_BLOB_BYTES, MAX_METADATA_BYTES};
 pub use key::ChunkKey;

@@ -1,0 +1,247 @@
+//! The control plane: mount, unmount and metrics requests, carried out on the mount table the
+//! daemon serves. In a sandboxed daemon the API runs in the supervisor, outside the sandbox:
+//! it opens each source on the host ([`source`]) and sends the request with the descriptor
+//! over a socket pair ([`channel`]) to the serving process, whose [`Executor`] mounts it.
+//! Without a sandbox the API calls the executor in-process.
+
+mod channel;
+mod source;
+
+use std::io;
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
+use std::sync::{Arc, Mutex};
+use std::time::UNIX_EPOCH;
+
+use serde::{Deserialize, Serialize};
+
+pub use source::{open_source, SourcePolicy};
+
+use crate::mounts::{ErrorClass, MetricsSnapshot, MountError, MountSpec, MountTable, Mounter};
+use crate::reader::ChunkStoreStats;
+
+/// A request to the serving process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// Mount; the source's directory descriptor travels with the message.
+    Mount {
+        mountpoint: String,
+        fs_type: String,
+        source: String,
+        config: String,
+    },
+    /// Unmount.
+    Umount { mountpoint: String },
+    /// Everything counted.
+    Metrics,
+    /// The live mounts.
+    Mounts,
+}
+
+/// One live mount, as the serving process reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MountEntry {
+    /// Where.
+    pub mountpoint: String,
+    /// `passthrough_fs` or `puzzlefs`.
+    pub fs_type: String,
+    /// As the request named it.
+    pub source: String,
+    /// Seconds since the epoch when it was mounted.
+    pub since: u64,
+}
+
+/// Whose fault a failed request is, on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fault {
+    /// The request is wrong.
+    BadRequest,
+    /// It conflicts with what is mounted.
+    Conflict,
+    /// Nothing is mounted there.
+    NotFound,
+    /// The daemon failed.
+    Internal,
+}
+
+/// The serving process's answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum Reply {
+    /// Sent once, unasked, when the serving process is ready for its front end.
+    Ready,
+    /// The mount or unmount happened.
+    Done,
+    /// It did not; nothing changed.
+    Failed { fault: Fault, message: String },
+    /// The metrics.
+    Metrics { snapshot: Box<MetricsSnapshot> },
+    /// The live mounts.
+    Mounts { mounts: Vec<MountEntry> },
+}
+
+impl Reply {
+    fn failed(e: &MountError) -> Reply {
+        let fault = match e.class() {
+            ErrorClass::BadRequest => Fault::BadRequest,
+            ErrorClass::Conflict => Fault::Conflict,
+            ErrorClass::NotFound => Fault::NotFound,
+            ErrorClass::Internal => Fault::Internal,
+        };
+        Reply::Failed {
+            fault,
+            message: e.to_string(),
+        }
+    }
+}
+
+/// Carries out requests on the table the daemon serves.
+pub struct Executor {
+    table: Arc<MountTable>,
+    mounter: Mounter,
+}
+
+impl Executor {
+    /// Requests will change `table`; `mounter` opens what they name.
+    pub fn new(table: Arc<MountTable>, mounter: Mounter) -> Self {
+        Executor { table, mounter }
+    }
+
+    /// The table served.
+    pub fn table(&self) -> &Arc<MountTable> {
+        &self.table
+    }
+
+    /// Carries out `request`. A mount reaches its source through `dir`, a descriptor of the
+    /// directory (the table keeps it open while mounted).
+    pub fn handle(&self, request: Request, dir: Option<OwnedFd>) -> Reply {
+        match request {
+            Request::Mount {
+                mountpoint,
+                fs_type,
+                source,
+                config,
+            } => match self.mount(&mountpoint, &fs_type, &source, &config, dir) {
+                Ok(()) => {
+                    log::info!("mounted {fs_type} {source} at {mountpoint}");
+                    Reply::Done
+                }
+                Err(e) => {
+                    log::warn!("mount at {mountpoint} refused: {e}");
+                    Reply::failed(&e)
+                }
+            },
+            Request::Umount { mountpoint } => match self.table.umount(&mountpoint) {
+                Ok(()) => {
+                    log::info!("unmounted {mountpoint}");
+                    Reply::Done
+                }
+                Err(e) => Reply::failed(&e),
+            },
+            Request::Metrics => Reply::Metrics {
+                snapshot: Box::new(
+                    self.table
+                        .metrics(store_metrics(self.mounter.store().stats())),
+                ),
+            },
+            Request::Mounts => Reply::Mounts {
+                mounts: self
+                    .table
+                    .mounts()
+                    .into_iter()
+                    .map(|m| MountEntry {
+                        mountpoint: m.mountpoint,
+                        fs_type: m.label.fs_type,
+                        source: m.label.source,
+                        since: m
+                            .since
+                            .duration_since(UNIX_EPOCH)
+                            .map_or(0, |d| d.as_secs()),
+                    })
+                    .collect(),
+            },
+        }
+    }
+
+    fn mount(
+        &self,
+        mountpoint: &str,
+        fs_type: &str,
+        source: &str,
+        config: &str,
+        dir: Option<OwnedFd>,
+    ) -> Result<(), MountError> {
+        let spec = MountSpec::parse(fs_type, source, config)?;
+        let dir = dir.ok_or_else(|| {
+            MountError::Internal("mount request without its source's descriptor".into())
+        })?;
+        let fs = self.mounter.open(&spec, &source::reach(&dir))?;
+        self.table.mount(mountpoint, spec.label(), fs, vec![dir])?;
+        Ok(())
+    }
+}
+
+fn store_metrics(s: ChunkStoreStats) -> crate::mounts::ChunkStoreMetrics {
+    crate::mounts::ChunkStoreMetrics {
+        capacity_bytes: s.capacity,
+        used_bytes: s.used,
+        chunks: s.chunks,
+        hits: s.hits,
+        misses: s.misses,
+        inserts: s.inserts,
+        evictions: s.evictions,
+    }
+}
+
+/// The serving process's side: tells the supervisor it is ready, then answers requests
+/// until the supervisor hangs up.
+pub fn answer_requests(sock: &UnixStream, executor: &Executor) -> io::Result<()> {
+    channel::send(sock, &Reply::Ready, &[])?;
+    while let Some((request, mut fds)) = channel::recv::<Request>(sock)? {
+        let dir = fds.pop();
+        let reply = executor.handle(request, dir);
+        channel::send(sock, &reply, &[])?;
+    }
+    Ok(())
+}
+
+/// The supervisor's side of the channel to the serving process.
+pub struct Client {
+    sock: Mutex<UnixStream>,
+}
+
+impl Client {
+    /// Waits for the serving process to say it is ready.
+    pub fn connect(sock: UnixStream) -> io::Result<Client> {
+        match channel::recv::<Reply>(&sock)? {
+            Some((Reply::Ready, _)) => Ok(Client {
+                sock: Mutex::new(sock),
+            }),
+            Some((other, _)) => Err(io::Error::other(format!(
+                "serving process said {other:?} before it was ready"
+            ))),
+            None => Err(io::Error::other(
+                "serving process exited before it was ready",
+            )),
+        }
+    }
+
+    /// Sends `request` (with the descriptor of a mount's source) and waits for the reply.
+    /// Requests are answered one at a time, in order.
+    pub fn call(&self, request: &Request, dir: Option<&OwnedFd>) -> io::Result<Reply> {
+        let sock = self.sock.lock().unwrap_or_else(|e| e.into_inner());
+        match dir {
+            Some(fd) => channel::send(&sock, request, &channel::one(fd))?,
+            None => channel::send(&sock, request, &[])?,
+        }
+        match channel::recv::<Reply>(&sock)? {
+            Some((reply, _)) => Ok(reply),
+            None => Err(io::Error::other("the serving process is gone")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
