@@ -7,10 +7,12 @@
 set -eu
 cache=${PFS_CACHE:-$HOME/.cache/puzzlefs-virtiofsd}
 # The modules, in load order; paths relative to lib/modules/VERSION/kernel. Besides virtio-fs:
-# a virtio disk with ext4 (fs-verity tests; the kernel has CONFIG_FS_VERITY=y built in).
+# a virtio disk with ext4 (fs-verity tests; the kernel has CONFIG_FS_VERITY=y built in), and
+# overlayfs (container roots as Kata builds them in the guest).
 MODULES="drivers/virtio/virtio_ring drivers/virtio/virtio drivers/virtio/virtio_pci_legacy_dev
 drivers/virtio/virtio_pci_modern_dev drivers/virtio/virtio_pci fs/fuse/fuse fs/fuse/virtiofs
-drivers/block/virtio_blk lib/crc16 crypto/crc32c_generic fs/mbcache fs/jbd2/jbd2 fs/ext4/ext4"
+drivers/block/virtio_blk lib/crc16 crypto/crc32c_generic fs/mbcache fs/jbd2/jbd2 fs/ext4/ext4
+fs/overlayfs/overlay"
 # A cached kernel counts only if it was made with this module list.
 stamp=$(printf '%s' "$MODULES" | sha256sum | cut -c1-16)
 

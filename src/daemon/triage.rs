@@ -28,6 +28,13 @@ impl Triage for SharedDirFs {
     }
 }
 
+/// Each mount of the table decides for its own inodes.
+impl Triage for crate::mounts::MountTable {
+    fn is_quick(&self, opcode: u32, inode: u64, read: Option<(u64, u32)>) -> bool {
+        crate::mounts::MountTable::is_quick(self, opcode, inode, read)
+    }
+}
+
 /// Metadata is in memory; a read is quick when every chunk it needs is stored.
 impl Triage for ReadOnly<ImageFs> {
     fn is_quick(&self, _: u32, inode: u64, read: Option<(u64, u32)>) -> bool {

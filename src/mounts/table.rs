@@ -320,6 +320,17 @@ impl MountTable {
         }
     }
 
+    /// Whether a request with `opcode` on `ino` is answered without waiting on I/O: the
+    /// table's own directories and stale inodes always are; otherwise the mount says.
+    pub fn is_quick(&self, opcode: u32, ino: u64, read: Option<(u64, u32)>) -> bool {
+        match decode(ino) {
+            Decoded::Mounted { slot, inode } => self
+                .mounted(slot)
+                .is_none_or(|m| m.fs.is_quick(opcode, inode, read)),
+            Decoded::Pseudo(_) | Decoded::Invalid => true,
+        }
+    }
+
     /// The mount in `slot`, if it is still the one that generation named.
     pub(super) fn mounted(&self, slot: SlotId) -> Option<Arc<Mounted>> {
         self.slots[usize::from(slot.index)]
