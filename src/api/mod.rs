@@ -44,10 +44,13 @@ mod control;
 mod error;
 mod prometheus;
 mod query;
+mod routes;
+mod server;
 mod types;
 
 pub use control::Control;
 pub use error::ApiError;
 pub use prometheus::{render as render_prometheus, CONTENT_TYPE as PROMETHEUS_CONTENT_TYPE};
 pub use query::{validate as validate_mountpoint, MAX_MOUNTPOINT_LEN};
+pub use server::{bind, serve, serve_with, ServerConfig};
 pub use types::{BackendInfo, BuildInfo, DaemonInfo, DaemonState, MountRequest};
