@@ -37,7 +37,8 @@
 //! - Connections are served concurrently (up to [`ServerConfig::max_connections`]), with
 //!   keep-alive; a connection idle or slow to send its headers past
 //!   [`ServerConfig::header_read_timeout`] is closed; a malformed request gets hyper's 400
-//!   (or 431 for huge headers) and its connection is closed. Nothing a client sends can
+//!   (or 431 for huge headers; hyper's own replies have an empty body, the request never
+//!   reaches the routes) and its connection is closed. Nothing a client sends can
 //!   panic the server or stop it serving others.
 
 mod control;
@@ -51,6 +52,6 @@ mod types;
 pub use control::Control;
 pub use error::ApiError;
 pub use prometheus::{render as render_prometheus, CONTENT_TYPE as PROMETHEUS_CONTENT_TYPE};
-pub use query::{validate as validate_mountpoint, MAX_MOUNTPOINT_LEN};
+pub use query::{validate as validate_mountpoint, MAX_COMPONENT_LEN, MAX_MOUNTPOINT_LEN};
 pub use server::{bind, serve, serve_with, ServerConfig};
 pub use types::{BackendInfo, BuildInfo, DaemonInfo, DaemonState, MountRequest};
