@@ -2,9 +2,11 @@
 //!
 //! Layers, lowest first: [`format`] (metadata types), [`oci`] (image layout), [`chunk`]
 //! (chunking, digests, compression), [`builder`], [`reader`], [`extract`], [`inspect`], [`fs`]
-//! (the FUSE file system), [`mounts`] (the run-time mount table), [`daemon`] (vhost-user-fs).
+//! (the FUSE file system), [`mounts`] (the run-time mount table), [`api`] (the
+//! nydusd-compatible HTTP API that drives it), [`daemon`] (vhost-user-fs).
 //! Each only uses the ones before it.
 
+pub mod api;
 pub mod builder;
 pub mod chunk;
 pub mod daemon;
