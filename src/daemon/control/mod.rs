@@ -4,6 +4,7 @@
 //! over a socket pair ([`channel`]) to the serving process, whose [`Executor`] mounts it.
 //! Without a sandbox the API calls the executor in-process.
 
+mod api_control;
 mod channel;
 mod source;
 
@@ -15,6 +16,7 @@ use std::time::UNIX_EPOCH;
 
 use serde::{Deserialize, Serialize};
 
+pub use api_control::{ApiControl, MountRecord, Serving};
 pub use source::{open_source, SourcePolicy};
 
 use crate::mounts::{ErrorClass, MetricsSnapshot, MountError, MountSpec, MountTable, Mounter};
@@ -82,16 +84,22 @@ pub enum Reply {
     Mounts { mounts: Vec<MountEntry> },
 }
 
-impl Reply {
-    fn failed(e: &MountError) -> Reply {
-        let fault = match e.class() {
+impl Fault {
+    /// Whose fault `e` is.
+    pub fn of(e: &MountError) -> Fault {
+        match e.class() {
             ErrorClass::BadRequest => Fault::BadRequest,
             ErrorClass::Conflict => Fault::Conflict,
             ErrorClass::NotFound => Fault::NotFound,
             ErrorClass::Internal => Fault::Internal,
-        };
+        }
+    }
+}
+
+impl Reply {
+    fn failed(e: &MountError) -> Reply {
         Reply::Failed {
-            fault,
+            fault: Fault::of(e),
             message: e.to_string(),
         }
     }
