@@ -17,6 +17,7 @@ mod cli;
 mod config;
 mod error;
 mod image_fs;
+mod init_options;
 mod passthrough;
 mod pool;
 mod request;
@@ -34,6 +35,7 @@ pub use config::{
 };
 pub use error::DaemonError;
 pub use image_fs::{ImageFs, CHUNK_STORE_BYTES};
+pub use init_options::InitOptions;
 pub use passthrough::{cache_timeout, shared_dir, SharedDirFs};
 pub use sandbox::{SandboxError, TRAPPED_EXIT_STATUS};
 pub use serve::{listen, serve, ServeOptions};
