@@ -120,6 +120,7 @@ pub fn start(config: &Config) -> Result<Started, DaemonError> {
     let socket_file = socket_file.filter(|_| !sandboxed);
     let needs = Needs {
         passthrough: matches!(fs, Served::SharedDir(_)),
+        writable: false,
         syslog: config.syslog,
         unlink_socket: socket_file.is_some(),
         chunk_store_fd,
