@@ -96,7 +96,7 @@ pub fn start(config: &Config) -> Result<Started, DaemonError> {
                 Sandbox::Chroot => Some(new_passthrough(&dir, Path::new("/"), config)?),
                 Sandbox::None | Sandbox::Namespace => None,
             };
-            let root = jail.confine(&dir, true)?;
+            let root = jail.confine(&dir, sandbox::Served::ReadOnlyDir)?;
             let fs = match early {
                 Some(fs) => fs,
                 None => new_passthrough(&dir, &root, config)?,
@@ -105,7 +105,7 @@ pub fn start(config: &Config) -> Result<Started, DaemonError> {
             Served::SharedDir(Box::new(import(fs, &dir)?))
         }
         Opened::Image(mut image, store) => {
-            let root = jail.confine(image.oci().path(), false)?;
+            let root = jail.confine(image.oci().path(), sandbox::Served::Image)?;
             image
                 .relocate(&root)
                 .map_err(|e| DaemonError::Image(e.to_string()))?;
