@@ -1,5 +1,7 @@
-//! The vhost-user-fs daemon: serves one file system read-only to a VM through QEMU's
-//! `vhost-user-fs-pci` or cloud-hypervisor's `--fs`.
+//! The vhost-user-fs daemon: serves one file system to a VM through QEMU's
+//! `vhost-user-fs-pci` or cloud-hypervisor's `--fs`: a PuzzleFS image (always read-only) or
+//! a shared directory (read-write, as virtiofsd serves Kata's, or read-only with
+//! `--readonly`).
 //!
 //! Layout: [`cli`](parse_args) turns a Kata/virtiofsd command line into a [`Config`];
 //! [`start`] opens what the config names, creates the socket and enters the `sandbox`
@@ -9,7 +11,8 @@
 //! queues); a queue thread serves the requests `triage` calls quick itself and hands the
 //! others to `pool`'s worker threads; `request` decodes, answers and completes one descriptor
 //! chain; completions happen in any order. Images are served by `image_fs`, whose file reads
-//! go through `chunk_store`.
+//! go through `chunk_store`; shared directories by `passthrough` (fuse-backend-rs's
+//! pass-through file system, behind `init_options` or, read-only, `fs::ReadOnly`).
 
 mod backend;
 mod chunk_store;
@@ -36,7 +39,7 @@ pub use config::{
 pub use error::DaemonError;
 pub use image_fs::{ImageFs, CHUNK_STORE_BYTES};
 pub use init_options::InitOptions;
-pub use passthrough::{cache_timeout, shared_dir, SharedDirFs};
+pub use passthrough::{cache_timeout, shared_dir, ReadOnlySharedDirFs, SharedDir, SharedDirFs};
 pub use sandbox::{SandboxError, TRAPPED_EXIT_STATUS};
 pub use serve::{listen, serve, ServeOptions};
 pub use start::{open_image, start, Daemon, Started, Supervising};

@@ -12,7 +12,7 @@ use vhost::vhost_user::Listener;
 use super::chunk_store::ChunkStore;
 use super::config::{Config, ImageSource, Sandbox, SocketSpec, Source};
 use super::image_fs::ImageFs;
-use super::passthrough::{check_shared_dir, import, new_passthrough, SharedDirFs};
+use super::passthrough::{check_shared_dir, import, new_passthrough, SharedDir};
 use super::sandbox::{self, Isolated, Needs, Supervisor};
 use super::serve::{listen, serve, ServeOptions};
 use super::DaemonError;
@@ -96,13 +96,23 @@ pub fn start(config: &Config) -> Result<Started, DaemonError> {
                 Sandbox::Chroot => Some(new_passthrough(&dir, Path::new("/"), config)?),
                 Sandbox::None | Sandbox::Namespace => None,
             };
-            let root = jail.confine(&dir, sandbox::Served::ReadOnlyDir)?;
+            let kept = if config.read_only {
+                sandbox::Served::ReadOnlyDir
+            } else {
+                sandbox::Served::WritableDir
+            };
+            let root = jail.confine(&dir, kept)?;
             let fs = match early {
                 Some(fs) => fs,
                 None => new_passthrough(&dir, &root, config)?,
             };
-            log::info!("serving {} read-only", dir.display());
-            Served::SharedDir(Box::new(import(fs, &dir)?))
+            let how = if config.read_only {
+                "read-only"
+            } else {
+                "read-write"
+            };
+            log::info!("serving {} {how}", dir.display());
+            Served::SharedDir(import(fs, &dir, config.read_only)?)
         }
         Opened::Image(mut image, store) => {
             let root = jail.confine(image.oci().path(), sandbox::Served::Image)?;
@@ -120,7 +130,7 @@ pub fn start(config: &Config) -> Result<Started, DaemonError> {
     let socket_file = socket_file.filter(|_| !sandboxed);
     let needs = Needs {
         passthrough: matches!(fs, Served::SharedDir(_)),
-        writable: false,
+        writable: matches!(fs, Served::SharedDir(SharedDir::ReadWrite(_))),
         syslog: config.syslog,
         unlink_socket: socket_file.is_some(),
         chunk_store_fd,
@@ -154,7 +164,7 @@ enum Opened {
 }
 
 enum Served {
-    SharedDir(Box<SharedDirFs>),
+    SharedDir(SharedDir),
     Image(Box<ReadOnly<ImageFs>>),
 }
 
@@ -202,7 +212,12 @@ impl Daemon {
     pub fn serve(self, on_ready: impl FnOnce()) -> Result<(), DaemonError> {
         sandbox::unblock_stop_signals()?;
         match self.fs {
-            Served::SharedDir(fs) => serve(*fs, self.listener, &self.opts, on_ready),
+            Served::SharedDir(SharedDir::ReadWrite(fs)) => {
+                serve(*fs, self.listener, &self.opts, on_ready)
+            }
+            Served::SharedDir(SharedDir::ReadOnly(fs)) => {
+                serve(*fs, self.listener, &self.opts, on_ready)
+            }
             Served::Image(fs) => serve(*fs, self.listener, &self.opts, on_ready),
         }
     }
