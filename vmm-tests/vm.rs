@@ -4,7 +4,8 @@
 //!
 //! Tests of PuzzleFS images served to guests are in `images` and `images_kata`; the daemon's
 //! sandbox and seccomp filter, seen from the host while it serves, in `sandbox`; fs-verity, on
-//! the guest kernel's ext4, in `fs_verity`. Every launch
+//! the guest kernel's ext4, in `fs_verity`; a shared directory written by the guest, compared
+//! with virtiofsd 1.14, in `shared_dir_writes`. Every launch
 //! runs with the defaults (`--sandbox namespace --seccomp kill`) unless it says otherwise.
 //!
 //! Needs qemu-system-x86, busybox-static, cpio, gcc with a static libc, debootstrap and apt
@@ -18,6 +19,7 @@ mod harness;
 mod images;
 mod images_kata;
 mod sandbox;
+mod shared_dir_writes;
 
 use std::collections::BTreeMap;
 use std::os::unix::net::UnixListener;
