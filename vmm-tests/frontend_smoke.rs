@@ -2,7 +2,8 @@
 //! serving plain and compressed images of a corner-case tree, and virtiofsd 1.14 serving the
 //! tree itself as the reference. Every workload runs with `--verify` through both VMM
 //! profiles, one and two request queues, depths 1 and 16; the hostile cases run against our
-//! daemon, followed by a verified workload. Correctness only: no timing is asserted.
+//! daemon (an image, and a copy of the tree served read-write), followed by a verified
+//! workload. Correctness only: no timing is asserted.
 //!
 //! Needs virtiofsd 1.14 ($VIRTIOFSD or /opt/virtiofsd/bin/virtiofsd; scripts/setup.sh).
 
@@ -14,6 +15,7 @@ use std::path::Path;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use harness::daemon::{Daemon, READY_LINE};
 use harness::tree::{make_big_files, make_fixture};
 use harness::virtiofsd::Virtiofsd;
 use harness::{image, DAEMON_DEADLINE};
@@ -218,6 +220,47 @@ fn hostile_requests_get_errors_and_the_daemon_serves_on() {
         let r = run_ours(&img.target, &mut o);
         check_hostile(&r, libc::EROFS);
     }
+}
+
+/// The same hostile requests against a copy of the tree served read-write (the default for
+/// `--shared-dir`, with the default sandbox and seccomp filter): the WRITE through a handle
+/// opened read-only gets EBADF, nothing else changes the tree, and the daemon lives on.
+#[test]
+fn hostile_requests_against_a_read_write_shared_dir() {
+    let tmp = tempfile::tempdir().unwrap();
+    let copy = tmp.path().join("copy");
+    let cp = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(tree())
+        .arg(&copy)
+        .status()
+        .unwrap();
+    assert!(cp.success());
+    let before = common::snapshot(&copy);
+    for profile in [Profile::Qemu, Profile::CloudHypervisor] {
+        let socket = tmp.path().join("vfs.sock");
+        let mut daemon = Daemon::spawn(&[
+            "--socket-path",
+            socket.to_str().unwrap(),
+            "--shared-dir",
+            copy.to_str().unwrap(),
+        ]);
+        daemon.wait_for_line(READY_LINE, DAEMON_DEADLINE);
+        let mut o = options(&socket, profile, 2, 16);
+        o.hostile = true;
+        o.hostile_wait = Duration::from_millis(500);
+        o.backend_pid = Some(daemon.pid());
+        let r = run(&o).unwrap_or_else(|e| panic!("{profile:?}: {e}\n{:#?}", daemon.stderr()));
+        check_hostile(&r, libc::EBADF);
+        let status = daemon.wait_exit(DAEMON_DEADLINE);
+        assert!(status.success(), "daemon: {status}");
+    }
+    let d = common::diff(&before, &common::snapshot(&copy), common::Compare::ALL);
+    assert!(
+        d.is_empty(),
+        "the hostile requests changed the tree:\n{}",
+        d.join("\n")
+    );
 }
 
 /// What every hostile case must have got; `write_errno` answers the WRITE on a handle opened
