@@ -2,14 +2,17 @@
 # Builds (once) a busybox-static initramfs for virtio-fs test guests and prints its path.
 # Its /init loads the virtio and virtiofs modules (from scripts/guest-kernel.sh), then, per the
 # kernel command line:
-#   pfs.tag=TAG       mount -t virtiofs TAG /mnt (read-write request; the daemon says EROFS)
+#   pfs.tag=TAG       mount -t virtiofs TAG /mnt (read-write; a read-only daemon says EROFS)
 #   pfs.root=1        instead mount TAG at /newroot and switch_root into it, running
 #                     /run/pfs-test.sh there (tmpfs are mounted on /newroot/run and /tmp)
 # and runs /test.sh (append a cpio holding it to this initramfs), framing its output with
 #   @@PFS-BEGIN@@ ... @@PFS-END rc=N@@   then powers off.
 # Without /test.sh it starts a shell on the console. It also holds /bin/pfs-list, a static
 # lister of every entry's attributes, xattrs, nanosecond mtime and sha256, compiled with
-# `gcc -static` from vmm-tests/guest/pfs-list.c (busybox has no getfattr and no %N in stat).
+# `gcc -static` from vmm-tests/guest/pfs-list.c (busybox has no getfattr and no %N in stat),
+# /bin/pfs-xattr, which sets and removes extended attributes (vmm-tests/guest/pfs-xattr.c;
+# busybox has no setfattr), and /bin/pfs-as, which runs a program as another uid and gid
+# (vmm-tests/guest/pfs-as.c; busybox's setpriv here cannot).
 # Cached under ${PFS_CACHE:-~/.cache/puzzlefs-virtiofsd}.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
@@ -21,6 +24,8 @@ if ! [ -x "$busybox" ] || ldd "$busybox" >/dev/null 2>&1; then
     exit 1
 fi
 lister=$here/../vmm-tests/guest/pfs-list.c
+xattr_tool=$here/../vmm-tests/guest/pfs-xattr.c
+as_tool=$here/../vmm-tests/guest/pfs-as.c
 if ! command -v gcc >/dev/null || ! [ -e /usr/lib/x86_64-linux-gnu/libc.a ]; then
     echo "guest-initramfs.sh: need gcc and a static libc (apt-get install gcc libc6-dev)" >&2
     exit 1
@@ -72,7 +77,7 @@ INIT
 )
 
 kver=$(cat "$kdir/version")
-key=$( (printf '%s' "$init"; gcc --version; cat "$lister" "$busybox" "$kdir"/modules/*.ko) | sha256sum | cut -c1-16)
+key=$( (printf '%s' "$init"; gcc --version; cat "$lister" "$xattr_tool" "$as_tool" "$busybox" "$kdir"/modules/*.ko) | sha256sum | cut -c1-16)
 out=$cache/initramfs/initramfs-$kver-$key.cpio.gz
 if [ -e "$out" ]; then
     echo "$out"
@@ -85,6 +90,8 @@ mkdir -p "$tmp/root/bin" "$tmp/root/modules" "$tmp/root/proc" "$tmp/root/sys" \
     "$tmp/root/dev" "$tmp/root/mnt" "$tmp/root/newroot" "$tmp/root/tmp"
 cp "$busybox" "$tmp/root/bin/busybox"
 gcc -static -O2 -s -Wall -Wextra -Werror -o "$tmp/root/bin/pfs-list" "$lister"
+gcc -static -O2 -s -Wall -Wextra -Werror -o "$tmp/root/bin/pfs-xattr" "$xattr_tool"
+gcc -static -O2 -s -Wall -Wextra -Werror -o "$tmp/root/bin/pfs-as" "$as_tool"
 cp "$kdir"/modules/*.ko "$kdir/modules/order" "$tmp/root/modules/"
 printf '%s\n' "$init" > "$tmp/root/init"
 chmod 755 "$tmp/root/init"

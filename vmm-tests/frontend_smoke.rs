@@ -2,7 +2,8 @@
 //! serving plain and compressed images of a corner-case tree, and virtiofsd 1.14 serving the
 //! tree itself as the reference. Every workload runs with `--verify` through both VMM
 //! profiles, one and two request queues, depths 1 and 16; the hostile cases run against our
-//! daemon, followed by a verified workload. Correctness only: no timing is asserted.
+//! daemon (an image, and a copy of the tree served read-write), followed by a verified
+//! workload. Correctness only: no timing is asserted.
 //!
 //! Needs virtiofsd 1.14 ($VIRTIOFSD or /opt/virtiofsd/bin/virtiofsd; scripts/setup.sh).
 
@@ -10,12 +11,13 @@
 mod common;
 mod harness;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use harness::daemon::{Daemon, READY_LINE};
 use harness::tree::{make_big_files, make_fixture};
+use harness::virtiofsd::Virtiofsd;
 use harness::{image, DAEMON_DEADLINE};
 use virtiofs_frontend::{run, FrontendError, Outcome, Profile, RunOptions, RunReport, Workload};
 
@@ -216,110 +218,119 @@ fn hostile_requests_get_errors_and_the_daemon_serves_on() {
         o.hostile = true;
         o.hostile_wait = Duration::from_millis(500);
         let r = run_ours(&img.target, &mut o);
-        check_workloads(&r);
-        let outcome = |name: &str| {
-            r.hostile
-                .iter()
-                .find(|c| c.name == name)
-                .unwrap_or_else(|| panic!("no case {name}"))
-                .outcome
-                .clone()
-        };
-        assert!(r.hostile.len() > 30, "{:?}", r.hostile);
-        assert!(r.hostile.iter().all(|c| c.outcome != Outcome::Died));
-        for name in ["getattr-before-init", "read-before-init"] {
-            assert_eq!(outcome(name), Outcome::Errno { errno: libc::EIO }, "{name}");
-        }
-        for name in [
-            "len-larger-than-chain",
-            "len-smaller-than-header",
-            "len-zero",
-        ] {
-            assert_eq!(
-                outcome(name),
-                Outcome::Errno {
-                    errno: libc::EINVAL
-                },
-                "{name}"
-            );
-        }
-        assert_eq!(
-            outcome("unknown-opcode"),
-            Outcome::Errno {
-                errno: libc::ENOSYS
-            }
-        );
-        assert_eq!(
-            outcome("write-readonly"),
-            Outcome::Errno { errno: libc::EROFS }
-        );
-        for name in [
-            "getattr-unknown-inode",
-            "lookup-unknown-parent",
-            "read-unknown-inode",
-        ] {
-            assert!(matches!(outcome(name), Outcome::Errno { .. }), "{name}");
-        }
-        // Descriptors the daemon cannot use come back empty (or, for a head past the table,
-        // cannot come back at all); none is answered as if it were fine.
-        for name in [
-            "in-desc-outside-ram",
-            "in-desc-below-ram",
-            "in-desc-straddles-end",
-            "out-desc-outside-ram",
-            "zero-len-writable",
-            "no-writable",
-        ] {
-            assert!(
-                matches!(outcome(name), Outcome::Empty { .. } | Outcome::Errno { .. }),
-                "{name}: {:?}",
-                outcome(name)
-            );
-        }
-        assert_eq!(outcome("head-past-table"), Outcome::Dropped);
+        check_hostile(&r, libc::EROFS);
     }
 }
 
-/// virtiofsd 1.14, the reference back end.
-fn virtiofsd() -> PathBuf {
-    let path = std::env::var_os("VIRTIOFSD")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/opt/virtiofsd/bin/virtiofsd"));
+/// The same hostile requests against a copy of the tree served read-write (the default for
+/// `--shared-dir`, with the default sandbox and seccomp filter): the WRITE through a handle
+/// opened read-only gets EBADF, nothing else changes the tree, and the daemon lives on.
+#[test]
+fn hostile_requests_against_a_read_write_shared_dir() {
+    let tmp = tempfile::tempdir().unwrap();
+    let copy = tmp.path().join("copy");
+    let cp = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(tree())
+        .arg(&copy)
+        .status()
+        .unwrap();
+    assert!(cp.success());
+    let before = common::snapshot(&copy);
+    for profile in [Profile::Qemu, Profile::CloudHypervisor] {
+        let socket = tmp.path().join("vfs.sock");
+        let mut daemon = Daemon::spawn(&[
+            "--socket-path",
+            socket.to_str().unwrap(),
+            "--shared-dir",
+            copy.to_str().unwrap(),
+        ]);
+        daemon.wait_for_line(READY_LINE, DAEMON_DEADLINE);
+        let mut o = options(&socket, profile, 2, 16);
+        o.hostile = true;
+        o.hostile_wait = Duration::from_millis(500);
+        o.backend_pid = Some(daemon.pid());
+        let r = run(&o).unwrap_or_else(|e| panic!("{profile:?}: {e}\n{:#?}", daemon.stderr()));
+        check_hostile(&r, libc::EBADF);
+        let status = daemon.wait_exit(DAEMON_DEADLINE);
+        assert!(status.success(), "daemon: {status}");
+    }
+    let d = common::diff(&before, &common::snapshot(&copy), common::Compare::ALL);
     assert!(
-        path.exists(),
-        "{} missing: run scripts/setup.sh (cargo install virtiofsd --version 1.14.0)",
-        path.display()
+        d.is_empty(),
+        "the hostile requests changed the tree:\n{}",
+        d.join("\n")
     );
-    path
 }
 
-struct Virtiofsd(Child);
-
-impl Drop for Virtiofsd {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+/// What every hostile case must have got; `write_errno` answers the WRITE on a handle opened
+/// read-only.
+fn check_hostile(r: &RunReport, write_errno: i32) {
+    check_workloads(r);
+    let outcome = |name: &str| {
+        r.hostile
+            .iter()
+            .find(|c| c.name == name)
+            .unwrap_or_else(|| panic!("no case {name}"))
+            .outcome
+            .clone()
+    };
+    assert!(r.hostile.len() > 30, "{:?}", r.hostile);
+    assert!(r.hostile.iter().all(|c| c.outcome != Outcome::Died));
+    for name in ["getattr-before-init", "read-before-init"] {
+        assert_eq!(outcome(name), Outcome::Errno { errno: libc::EIO }, "{name}");
     }
+    for name in [
+        "len-larger-than-chain",
+        "len-smaller-than-header",
+        "len-zero",
+    ] {
+        assert_eq!(
+            outcome(name),
+            Outcome::Errno {
+                errno: libc::EINVAL
+            },
+            "{name}"
+        );
+    }
+    assert_eq!(
+        outcome("unknown-opcode"),
+        Outcome::Errno {
+            errno: libc::ENOSYS
+        }
+    );
+    assert_eq!(
+        outcome("write-readonly"),
+        Outcome::Errno { errno: write_errno }
+    );
+    for name in [
+        "getattr-unknown-inode",
+        "lookup-unknown-parent",
+        "read-unknown-inode",
+    ] {
+        assert!(matches!(outcome(name), Outcome::Errno { .. }), "{name}");
+    }
+    // Descriptors the daemon cannot use come back empty (or, for a head past the table,
+    // cannot come back at all); none is answered as if it were fine.
+    for name in [
+        "in-desc-outside-ram",
+        "in-desc-below-ram",
+        "in-desc-straddles-end",
+        "out-desc-outside-ram",
+        "zero-len-writable",
+        "no-writable",
+    ] {
+        assert!(
+            matches!(outcome(name), Outcome::Empty { .. } | Outcome::Errno { .. }),
+            "{name}: {:?}",
+            outcome(name)
+        );
+    }
+    assert_eq!(outcome("head-past-table"), Outcome::Dropped);
 }
 
 fn start_virtiofsd(socket: &Path, dir: &Path) -> Virtiofsd {
-    let child = Command::new(virtiofsd())
-        .arg("--socket-path")
-        .arg(socket)
-        .arg("--shared-dir")
-        .arg(dir)
-        .args(["--sandbox", "none", "--seccomp", "none"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start virtiofsd");
-    let end = Instant::now() + DAEMON_DEADLINE;
-    while !socket.exists() {
-        assert!(Instant::now() < end, "virtiofsd never created its socket");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Virtiofsd(child)
+    Virtiofsd::start(socket, dir, &[])
 }
 
 /// virtiofsd 1.14 has one request queue (GET_QUEUE_NUM says 2 with hiprio), so the

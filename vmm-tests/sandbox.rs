@@ -1,7 +1,8 @@
 //! The daemon's confinement seen from the host while it serves (it runs with the defaults,
 //! `--sandbox namespace --seccomp kill`, unless a test says otherwise): other namespaces, the
-//! served directory as its root, no capabilities for an image, a seccomp filter on every
-//! thread, and every exit path ending every process.
+//! served directory as its root (a shared directory read-write unless `--readonly`, all else
+//! read-only), no capabilities for an image, a seccomp filter on every thread, and every exit
+//! path ending every process.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -53,6 +54,26 @@ fn same_file(a: &Path, b: &Path) -> bool {
     let (a, b) = (std::fs::metadata(a).unwrap(), std::fs::metadata(b).unwrap());
     (a.dev(), a.ino()) == (b.dev(), b.ino())
 }
+
+/// The mounts process `pid` sees: mount point -> whether it is read-only (from the
+/// per-mount options of /proc/PID/mountinfo).
+fn mounts(pid: u32) -> Vec<(String, bool)> {
+    let text = std::fs::read_to_string(proc_path(pid, "mountinfo")).unwrap();
+    text.lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            let read_only = f[5].split(',').any(|o| o == "ro");
+            (f[4].to_string(), read_only)
+        })
+        .collect()
+}
+
+/// virtiofsd's set for a shared directory: CHOWN, DAC_OVERRIDE, FOWNER, FSETID, SETGID,
+/// SETUID, MKNOD, SETFCAP.
+const VIRTIOFSD_CAPS: &str = "00000000880000db";
+/// The same plus DAC_READ_SEARCH, for a read-write shared directory (fuse-backend-rs's hard
+/// links need it once credentials were switched; see `sandbox::caps`).
+const WRITABLE_CAPS: &str = "00000000880000df";
 
 /// Every thread of `pid` has the seccomp filter, no new privileges, and `cap_eff`.
 fn assert_every_thread_confined(pid: u32, cap_eff: &str) {
@@ -157,8 +178,15 @@ fn namespace_sandbox_serves_shared_dir_xattrs_with_virtiofsd_capabilities() {
 
     let served = only_child(daemon.pid());
     assert!(same_file(&proc_path(served, "root/shared"), &share));
-    // virtiofsd's set: CHOWN, DAC_OVERRIDE, FOWNER, FSETID, SETGID, SETUID, MKNOD, SETFCAP.
-    assert_every_thread_confined(served, "00000000880000db");
+    assert_every_thread_confined(served, WRITABLE_CAPS);
+    // The shared directory is the one writable mount; the rest of its root is read-only.
+    let want =
+        [("/", true), ("/shared", false), ("/proc", true)].map(|(m, ro)| (m.to_string(), ro));
+    assert_eq!(
+        mounts(served),
+        want,
+        "mounts (point, read-only) of the daemon"
+    );
 
     // xattrs go through /proc/self/fd/N paths: the sandbox's own /proc must serve them.
     let out = run_vm(&Vm::new(&sock, "sandboxed-xattr", &pfs_list("/mnt")));
@@ -171,6 +199,35 @@ fn namespace_sandbox_serves_shared_dir_xattrs_with_virtiofsd_capabilities() {
         file.xattrs.get(b"user.pfs".as_slice()).map(Vec::as_slice),
         Some(b"sandboxed".as_slice())
     );
+    assert!(daemon.wait_exit(DAEMON_DEADLINE).success());
+    wait_gone(served);
+}
+
+#[test]
+fn readonly_shared_dir_is_bound_read_only_with_virtiofsd_capabilities() {
+    let tmp = tempfile::tempdir().unwrap();
+    let share = tmp.path().join("share");
+    std::fs::create_dir_all(&share).unwrap();
+    let sock = tmp.path().join("vfs.sock");
+    let mut daemon = Daemon::spawn(&[
+        "--socket-path",
+        s(&sock),
+        "--shared-dir",
+        s(&share),
+        "--readonly",
+    ]);
+    daemon.wait_for_line(READY_LINE, DAEMON_DEADLINE);
+    let served = only_child(daemon.pid());
+    assert!(same_file(&proc_path(served, "root/shared"), &share));
+    assert_every_thread_confined(served, VIRTIOFSD_CAPS);
+    let want = [("/", true), ("/shared", true), ("/proc", true)].map(|(m, ro)| (m.to_string(), ro));
+    assert_eq!(
+        mounts(served),
+        want,
+        "mounts (point, read-only) of the daemon"
+    );
+    // SAFETY: kill(2) with a pid we started and still own (not yet reaped).
+    assert_eq!(unsafe { libc::kill(daemon.pid() as i32, libc::SIGTERM) }, 0);
     assert!(daemon.wait_exit(DAEMON_DEADLINE).success());
     wait_gone(served);
 }

@@ -8,14 +8,17 @@
 //! Honoured:
 //! - `--socket-path PATH` / `--socket PATH`: listen there (an old socket file is replaced);
 //!   `--fd N`: accept on the inherited listening socket N. Exactly one of them.
-//! - `--shared-dir DIR` / `-o source=DIR`: serve DIR read-only (when no `--image`).
+//! - `--shared-dir DIR` / `-o source=DIR`: serve DIR (when no `--image`) read-write, as
+//!   virtiofsd does: the guest's writes, creations, renames, links, chmod/chown and (with
+//!   `--xattr`) extended attributes reach DIR.
+//! - `--readonly` / `-o readonly`: serve the shared directory read-only instead (every write
+//!   gets EROFS). Images are always served read-only.
 //! - `--image OCI_DIR:TAG`, `--digest SHA256`: serve that PuzzleFS image, pinned by digest.
 //! - `--cache auto|always|metadata|never` / `-o cache=`: guest cache timeouts and modes.
 //! - `--thread-pool-size N`: request workers (0: serve on the queue threads).
 //! - `--xattr` / `-o xattr` / `-o no_xattr`: extended attributes of the shared dir.
 //! - `--allow-direct-io` / `-o allow_direct_io`: honour the guest's O_DIRECT.
 //! - `--syslog`: log to syslog; `--log-level LEVEL` / `-o log_level=` / `-d`: verbosity.
-//! - `--readonly`: always true; writes get EROFS whatever the flags.
 //! - `--print-capabilities`: print the vhost-user capabilities JSON and exit.
 //! - `--sandbox namespace|chroot|none` (default namespace) and `--seccomp
 //!   kill|log|trap|none` (default kill): how the daemon confines itself (see `sandbox`).
@@ -23,8 +26,9 @@
 //! Accepted and ignored (logged at startup): `--announce-submounts` / `-o announce_submounts`
 //! (no submount crossing is announced yet), `--tag` (QEMU and cloud-hypervisor set the tag;
 //! we offer no CONFIG), `-f`, `--socket-group`, `--rlimit-nofile`,
-//! `--writeback`, `--no-readdirplus`, `--posix-acl`, and the `-o` options `flock`,
-//! `posix_lock`, `writeback`, `readdirplus`, `timeout`, `xattrmap`, `modcaps` (and `no_` forms).
+//! `--writeback` and `-o writeback` (no write-back cache is negotiated: guest writes reach the
+//! host as they are made), `--no-readdirplus`, `--posix-acl`, and the `-o` options `flock`,
+//! `posix_lock`, `readdirplus`, `timeout`, `xattrmap`, `modcaps` (and `no_` forms).
 //! Anything else is an error.
 
 use std::ffi::OsString;
@@ -58,7 +62,7 @@ pub enum Command {
 #[command(
     name = "puzzlefs-virtiofsd",
     version,
-    about = "Serve a PuzzleFS image (or a directory, read-only) to a VM over vhost-user-fs"
+    about = "Serve a PuzzleFS image (read-only) or a directory to a VM over vhost-user-fs"
 )]
 struct Args {
     /// vhost-user socket to listen on.
@@ -67,7 +71,7 @@ struct Args {
     /// Inherited listening socket to accept on (as Kata's Go runtime passes it).
     #[arg(long, value_name = "N")]
     fd: Option<i32>,
-    /// Directory to serve read-only when no --image is given.
+    /// Directory to serve (read-write unless --readonly) when no --image is given.
     #[arg(long = "shared-dir", value_name = "DIR")]
     shared_dir: Option<PathBuf>,
     /// PuzzleFS image to serve.
@@ -128,7 +132,7 @@ struct Args {
     /// Accepted for compatibility; the VMM sets the mount tag.
     #[arg(long, value_name = "TAG")]
     tag: Option<String>,
-    /// Serve read-only (always the case).
+    /// Serve the shared directory read-only (images always are).
     #[arg(long)]
     readonly: bool,
     /// Print the vhost-user backend capabilities as JSON and exit.
@@ -190,7 +194,6 @@ fn first_line(msg: &str) -> String {
 
 fn to_config(a: Args) -> Result<Config, DaemonError> {
     let o = parse_o(&a.options)?;
-    let _always_read_only = a.readonly;
     let mut ignored = o.ignored;
 
     let socket = match (a.socket_path, a.fd) {
@@ -278,6 +281,7 @@ fn to_config(a: Args) -> Result<Config, DaemonError> {
         cache,
         thread_pool_size,
         xattr: a.xattr || o.xattr.unwrap_or(false),
+        read_only: a.readonly || o.readonly,
         allow_direct_io: a.allow_direct_io || o.allow_direct_io.unwrap_or(false),
         syslog: a.syslog,
         log_level,

@@ -83,7 +83,33 @@ fn defaults() {
     assert_eq!(c.log_level, log::LevelFilter::Info);
     assert_eq!(c.sandbox, Sandbox::Namespace, "virtiofsd's default");
     assert_eq!(c.seccomp, Seccomp::Kill, "virtiofsd's default");
+    assert!(
+        !c.read_only,
+        "a shared directory is read-write, as virtiofsd serves it"
+    );
     assert!(c.ignored.is_empty());
+}
+
+#[test]
+fn readonly_flag_and_option_are_honoured_writeback_is_ignored() {
+    let base = ["--socket-path=/s", "--shared-dir=/d"];
+    for extra in [
+        &["--readonly"][..],
+        &["-o", "readonly"],
+        &["-o", "cache=auto,readonly"],
+    ] {
+        let c = run(&[&base[..], extra].concat());
+        assert!(c.read_only, "{extra:?}");
+        assert!(
+            c.ignored.is_empty(),
+            "{extra:?} is honoured: {:?}",
+            c.ignored
+        );
+    }
+    assert!(err(&[&base[..], &["-o", "readonly=1"]].concat()).contains("takes no value"));
+    let c = run(&[&base[..], &["--writeback", "-o", "writeback"]].concat());
+    assert!(!c.read_only);
+    assert_eq!(c.ignored, vec!["-o writeback", "--writeback"]);
 }
 
 #[test]
@@ -234,6 +260,7 @@ fn sandbox_seccomp_log_level() {
     assert_eq!(c.sandbox, Sandbox::Chroot);
     assert_eq!(c.seccomp, Seccomp::Kill);
     assert_eq!(c.log_level, log::LevelFilter::Warn);
+    assert!(c.read_only);
     assert!(c.ignored.iter().any(|i| i.starts_with("--tag myfs")));
     assert!(c.ignored.iter().any(|i| i == "-f"));
     let c = run(&["--socket-path=/s", "--shared-dir=/d", "-d"]);

@@ -20,7 +20,8 @@ pub enum SocketSpec {
 /// What is served.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
-    /// A host directory, read-only pass-through (`--shared-dir` without `--image`).
+    /// A host directory, served through the pass-through file system (`--shared-dir`
+    /// without `--image`): read-write unless [`Config::read_only`].
     SharedDir(PathBuf),
     /// A PuzzleFS image (`--image OCI_DIR:TAG [--digest SHA256]`).
     Image(ImageSource),
@@ -53,7 +54,8 @@ pub enum Sandbox {
     /// No confinement.
     None,
     /// The default: new user (when not root), pid, mount, net, IPC and UTS namespaces; the
-    /// served directory becomes the read-only root (pivot_root); capabilities dropped.
+    /// served directory becomes the root (pivot_root; an image's OCI directory read-only, a
+    /// shared directory read-write unless `--readonly`); capabilities dropped.
     #[default]
     Namespace,
     /// chroot into the served directory and drop capabilities; no namespaces.
@@ -87,6 +89,9 @@ pub struct Config {
     pub thread_pool_size: usize,
     /// Serve extended attributes (pass-through only; images always serve theirs).
     pub xattr: bool,
+    /// Serve the shared directory read-only (`--readonly`, `-o readonly`): every write
+    /// answers EROFS. Images are always read-only.
+    pub read_only: bool,
     /// Let files opened with O_DIRECT in the guest bypass its page cache.
     pub allow_direct_io: bool,
     /// Log to syslog instead of stderr.
@@ -202,11 +207,12 @@ pub(crate) struct OOptions {
     pub xattr: Option<bool>,
     pub announce_submounts: bool,
     pub allow_direct_io: Option<bool>,
+    pub readonly: bool,
     pub log_level: Option<log::LevelFilter>,
     pub ignored: Vec<String>,
 }
 
-/// Options virtiofsd accepts that mean nothing for a read-only server (or are not done yet).
+/// Options virtiofsd accepts that change nothing here (or are not done yet).
 const IGNORED_O: &[&str] = &[
     "flock",
     "no_flock",
@@ -227,7 +233,6 @@ const IGNORED_O: &[&str] = &[
     "xattrmap",
     "norace",
     "no_announce_submounts",
-    "readonly",
 ];
 
 /// Parses every `-o opt[=val][,opt[=val]...]` argument.
@@ -254,6 +259,7 @@ pub(crate) fn parse_o<'a>(args: &'a [String]) -> Result<OOptions, DaemonError> {
             "xattr" => o.xattr = Some(flag(val).map(|_| true)?),
             "no_xattr" => o.xattr = Some(flag(val).map(|_| false)?),
             "announce_submounts" => o.announce_submounts = flag(val).map(|_| true)?,
+            "readonly" => o.readonly = flag(val).map(|_| true)?,
             "allow_direct_io" => o.allow_direct_io = Some(flag(val).map(|_| true)?),
             "no_allow_direct_io" => o.allow_direct_io = Some(flag(val).map(|_| false)?),
             k if IGNORED_O.contains(&k) => o.ignored.push(format!("-o {opt}")),

@@ -1,5 +1,7 @@
-//! The vhost-user-fs daemon: serves one file system read-only to a VM through QEMU's
-//! `vhost-user-fs-pci` or cloud-hypervisor's `--fs`.
+//! The vhost-user-fs daemon: serves one file system to a VM through QEMU's
+//! `vhost-user-fs-pci` or cloud-hypervisor's `--fs`: a PuzzleFS image (always read-only) or
+//! a shared directory (read-write, as virtiofsd serves Kata's, or read-only with
+//! `--readonly`).
 //!
 //! Layout: [`cli`](parse_args) turns a Kata/virtiofsd command line into a [`Config`];
 //! [`start`] opens what the config names, creates the socket and enters the `sandbox`
@@ -9,13 +11,16 @@
 //! queues); a queue thread serves the requests `triage` calls quick itself and hands the
 //! others to `pool`'s worker threads; `request` decodes, answers and completes one descriptor
 //! chain; completions happen in any order. Images are served by [`crate::fs::ImageFs`], whose
-//! file reads go through a [`crate::reader::ChunkStore`].
+//! file reads go through a [`crate::reader::ChunkStore`]; shared directories by `passthrough`
+//! (fuse-backend-rs's pass-through file system, behind `init_options` or, read-only,
+//! `fs::ReadOnly`).
 
 mod backend;
 mod cli;
 mod config;
 pub mod control;
 mod error;
+mod init_options;
 mod passthrough;
 mod pool;
 mod request;
@@ -31,7 +36,8 @@ pub use config::{
     Source,
 };
 pub use error::DaemonError;
-pub use passthrough::{cache_timeout, shared_dir, SharedDirFs};
+pub use init_options::InitOptions;
+pub use passthrough::{cache_timeout, shared_dir, ReadOnlySharedDirFs, SharedDir, SharedDirFs};
 pub use sandbox::{SandboxError, TRAPPED_EXIT_STATUS};
 pub use serve::{listen, serve, ServeOptions};
 pub use start::{open_image, start, Daemon, Started, Supervising};

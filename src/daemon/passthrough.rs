@@ -1,5 +1,9 @@
-//! `--shared-dir DIR` without `--image`: fuse-backend-rs's pass-through file system over DIR,
-//! behind the read-only wrapper, with virtiofsd's cache timeouts.
+//! `--shared-dir DIR` without `--image`: fuse-backend-rs's pass-through file system over DIR
+//! with virtiofsd's cache timeouts, served read-write as virtiofsd serves Kata's shared
+//! directory (guest writes, creations, renames, links, ownership and mode changes and, with
+//! `--xattr`, extended attributes all reach DIR), or behind the read-only wrapper with
+//! `--readonly` (every write answers EROFS). Both ask for ASYNC_READ, PARALLEL_DIROPS and
+//! MAX_PAGES at FUSE_INIT and never negotiate the write-back cache or DAX.
 
 use std::io;
 use std::path::Path;
@@ -9,12 +13,24 @@ use fuse_backend_rs::abi::fuse_abi::FsOptions;
 use fuse_backend_rs::passthrough::{CachePolicy as PtCache, Config as PtConfig, PassthroughFs};
 
 use super::config::Config;
+use super::init_options::InitOptions;
 use super::DaemonError;
 use crate::fs::CachePolicy;
 use crate::fs::ReadOnly;
 
-/// The pass-through file system served for a shared directory.
-pub type SharedDirFs = ReadOnly<PassthroughFs<()>>;
+/// The pass-through file system served for a shared directory, read-write.
+pub type SharedDirFs = InitOptions<PassthroughFs<()>>;
+
+/// The pass-through file system served for a shared directory with `--readonly`.
+pub type ReadOnlySharedDirFs = ReadOnly<PassthroughFs<()>>;
+
+/// A shared directory, opened for serving as the configuration asks.
+pub enum SharedDir {
+    /// The default: guest writes reach the directory.
+    ReadWrite(Box<SharedDirFs>),
+    /// `--readonly`: every write answers EROFS.
+    ReadOnly(Box<ReadOnlySharedDirFs>),
+}
 
 /// Entry and attribute timeout for a cache mode (virtiofsd's values).
 pub fn cache_timeout(cache: CachePolicy) -> Duration {
@@ -25,11 +41,12 @@ pub fn cache_timeout(cache: CachePolicy) -> Duration {
     }
 }
 
-/// Opens `dir` for serving, read-only.
-pub fn shared_dir(dir: &Path, config: &Config) -> Result<SharedDirFs, DaemonError> {
+/// Opens `dir` for serving (without a sandbox): read-write, or read-only when
+/// `config.read_only`.
+pub fn shared_dir(dir: &Path, config: &Config) -> Result<SharedDir, DaemonError> {
     check_shared_dir(dir)?;
     let fs = new_passthrough(dir, dir, config)?;
-    import(fs, dir)
+    import(fs, dir, config.read_only)
 }
 
 fn at(dir: &Path) -> impl Fn(io::Error) -> DaemonError + '_ {
@@ -74,6 +91,8 @@ pub(crate) fn new_passthrough(
         attr_timeout: timeout,
         xattr: config.xattr,
         allow_direct_io: config.allow_direct_io,
+        // No write-back cache (`--writeback` is accepted and ignored): the guest's writes
+        // reach the directory as they are made, so the host and other guests see them.
         writeback: false,
         do_import: true,
         ..PtConfig::default()
@@ -81,10 +100,20 @@ pub(crate) fn new_passthrough(
     PassthroughFs::<()>::new(cfg).map_err(at(dir))
 }
 
-/// Opens the root of `fs` (so a bad directory fails before FUSE_INIT) and wraps it read-only.
-pub(crate) fn import(fs: PassthroughFs<()>, dir: &Path) -> Result<SharedDirFs, DaemonError> {
+/// Opens the root of `fs` (so a bad directory fails before FUSE_INIT) and wraps it for
+/// serving, read-only when `read_only`.
+pub(crate) fn import(
+    fs: PassthroughFs<()>,
+    dir: &Path,
+    read_only: bool,
+) -> Result<SharedDir, DaemonError> {
     fs.import().map_err(at(dir))?;
-    // PassthroughFs asks for none of these; without MAX_PAGES a guest read is 128 KiB at most.
+    // PassthroughFs asks for none of these; without MAX_PAGES a guest read is at most
+    // 128 KiB and fuse-backend-rs caps a write at 4 KiB (with it: 1 MiB both).
     let extra = FsOptions::ASYNC_READ | FsOptions::PARALLEL_DIROPS | FsOptions::MAX_PAGES;
-    Ok(ReadOnly::new(fs).with_init_options(extra))
+    Ok(if read_only {
+        SharedDir::ReadOnly(Box::new(ReadOnly::new(fs).with_init_options(extra)))
+    } else {
+        SharedDir::ReadWrite(Box::new(InitOptions::new(fs, extra)))
+    })
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use vhost::vhost_user::Listener;
 
 use super::config::{Config, ImageSource, Sandbox, SocketSpec, Source};
-use super::passthrough::{check_shared_dir, import, new_passthrough, SharedDirFs};
+use super::passthrough::{check_shared_dir, import, new_passthrough, SharedDir};
 use super::sandbox::{self, Isolated, Needs, Supervisor};
 use super::serve::{listen, serve, ServeOptions};
 use super::DaemonError;
@@ -94,16 +94,26 @@ pub fn start(config: &Config) -> Result<Started, DaemonError> {
                 Sandbox::Chroot => Some(new_passthrough(&dir, Path::new("/"), config)?),
                 Sandbox::None | Sandbox::Namespace => None,
             };
-            let root = jail.confine(&dir, true)?;
+            let kept = if config.read_only {
+                sandbox::Served::ReadOnlyDir
+            } else {
+                sandbox::Served::WritableDir
+            };
+            let root = jail.confine(&dir, kept)?;
             let fs = match early {
                 Some(fs) => fs,
                 None => new_passthrough(&dir, &root, config)?,
             };
-            log::info!("serving {} read-only", dir.display());
-            Served::SharedDir(Box::new(import(fs, &dir)?))
+            let how = if config.read_only {
+                "read-only"
+            } else {
+                "read-write"
+            };
+            log::info!("serving {} {how}", dir.display());
+            Served::SharedDir(import(fs, &dir, config.read_only)?)
         }
         Opened::Image(mut image, store) => {
-            let root = jail.confine(image.oci().path(), false)?;
+            let root = jail.confine(image.oci().path(), sandbox::Served::Image)?;
             image
                 .relocate(&root)
                 .map_err(|e| DaemonError::Image(e.to_string()))?;
@@ -118,6 +128,7 @@ pub fn start(config: &Config) -> Result<Started, DaemonError> {
     let socket_file = socket_file.filter(|_| !sandboxed);
     let needs = Needs {
         passthrough: matches!(fs, Served::SharedDir(_)),
+        writable: matches!(fs, Served::SharedDir(SharedDir::ReadWrite(_))),
         syslog: config.syslog,
         unlink_socket: socket_file.is_some(),
         chunk_store_fd,
@@ -151,7 +162,7 @@ enum Opened {
 }
 
 enum Served {
-    SharedDir(Box<SharedDirFs>),
+    SharedDir(SharedDir),
     Image(Box<ReadOnly<ImageFs>>),
 }
 
@@ -199,7 +210,12 @@ impl Daemon {
     pub fn serve(self, on_ready: impl FnOnce()) -> Result<(), DaemonError> {
         sandbox::unblock_stop_signals()?;
         match self.fs {
-            Served::SharedDir(fs) => serve(*fs, self.listener, &self.opts, on_ready),
+            Served::SharedDir(SharedDir::ReadWrite(fs)) => {
+                serve(*fs, self.listener, &self.opts, on_ready)
+            }
+            Served::SharedDir(SharedDir::ReadOnly(fs)) => {
+                serve(*fs, self.listener, &self.opts, on_ready)
+            }
             Served::Image(fs) => serve(*fs, self.listener, &self.opts, on_ready),
         }
     }

@@ -4,7 +4,7 @@
 use fuse_backend_rs::abi::fuse_abi::{InHeader, Opcode, ReadIn};
 use vm_memory::{Bytes, GuestMemory};
 
-use super::passthrough::SharedDirFs;
+use super::passthrough::{ReadOnlySharedDirFs, SharedDirFs};
 use super::request::{peek_header, Chain, GuestMem};
 use crate::fs::{ImageFs, ReadOnly};
 
@@ -23,6 +23,13 @@ impl<T: Triage> Triage for std::sync::Arc<T> {
 
 /// Any request may wait on the shared directory's disk.
 impl Triage for SharedDirFs {
+    fn is_quick(&self, _: u32, _: u64, _: Option<(u64, u32)>) -> bool {
+        false
+    }
+}
+
+/// The same, read-only.
+impl Triage for ReadOnlySharedDirFs {
     fn is_quick(&self, _: u32, _: u64, _: Option<(u64, u32)>) -> bool {
         false
     }

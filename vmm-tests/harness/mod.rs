@@ -3,12 +3,14 @@
 //! generous deadline (never a timing assertion).
 #![allow(dead_code)]
 
+pub mod changes;
 pub mod cpio;
 pub mod daemon;
 pub mod gate;
 pub mod image;
 pub mod listing;
 pub mod tree;
+pub mod virtiofsd;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};

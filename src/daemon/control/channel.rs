@@ -29,10 +29,8 @@ pub fn send<T: Serialize>(
     let len = (body.len() as u32).to_le_bytes();
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
     let mut control = SendAncillaryBuffer::new(&mut space);
-    if !fds.is_empty() {
-        if fds.len() > 1 || !control.push(SendAncillaryMessage::ScmRights(fds)) {
-            return Err(io::Error::other("one descriptor per control message"));
-        }
+    if !fds.is_empty() && (fds.len() > 1 || !control.push(SendAncillaryMessage::ScmRights(fds))) {
+        return Err(io::Error::other("one descriptor per control message"));
     }
     let mut sent = 0;
     while sent < len.len() {

@@ -20,6 +20,18 @@ pub(super) const PASSTHROUGH: CapabilitySet = CapabilitySet::CHOWN
     .union(CapabilitySet::MKNOD)
     .union(CapabilitySet::SETFCAP);
 
+/// [`PASSTHROUGH`] plus DAC_READ_SEARCH, for a shared directory served read-write:
+/// fuse-backend-rs makes hard links with `linkat(fd, "", ..., AT_EMPTY_PATH)` on the O_PATH
+/// descriptor it holds for the inode. Linux allows that only with DAC_READ_SEARCH, or (since
+/// 6.10) when the descriptor was opened under the caller's very credentials, which the
+/// per-request credential switch (setresuid/setresgid and back) replaces: without it, a hard
+/// link fails with ENOENT once any request of a non-root guest user ran on that thread (and
+/// always on kernels before 6.10). virtiofsd needs none of it because it links through
+/// `/proc/self/fd/N`. The capability's other use, `open_by_handle_at` (reaching files outside
+/// the shared directory by handle), is never in the seccomp allow-list.
+pub(super) const WRITABLE_PASSTHROUGH: CapabilitySet =
+    PASSTHROUGH.union(CapabilitySet::DAC_READ_SEARCH);
+
 /// Keeps only `keep` (of what this thread has). Call before starting threads: capabilities
 /// belong to each thread and new threads copy their creator's.
 pub(super) fn keep_only(keep: CapabilitySet) -> Result<(), SandboxError> {

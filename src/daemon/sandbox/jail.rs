@@ -1,5 +1,6 @@
-//! Making one directory the whole visible file system: pivot_root into a private read-only
-//! bind mount of it (in the new mount namespace), or chroot into it.
+//! Making one directory the whole visible file system: pivot_root into a private bind mount
+//! of it (in the new mount namespace; read-only unless it is a shared directory served
+//! read-write), or chroot into it.
 
 use std::path::{Path, PathBuf};
 
@@ -29,11 +30,12 @@ pub(super) fn pivot_into(dir: &Path) -> Result<(), SandboxError> {
     pivot_to(dir)
 }
 
-/// For a shared directory: fuse-backend-rs reads extended attributes through
-/// `/proc/self/fd/N` paths, so the root is an empty read-only tmpfs holding a fresh /proc (of
-/// the new pid namespace: only the daemon shows) and a read-only bind mount of `dir` at
-/// [`SHARED_DIR_INSIDE`]. Returns that path.
-pub(super) fn pivot_into_with_proc(dir: &Path) -> Result<PathBuf, SandboxError> {
+/// For a shared directory: fuse-backend-rs reads and writes extended attributes through
+/// `/proc/self/fd/N` paths, so the root is an empty read-only tmpfs holding a fresh,
+/// read-only /proc (of the new pid namespace: only the daemon shows) and a bind mount of
+/// `dir` at [`SHARED_DIR_INSIDE`], read-write when `writable` (its submounts keep their own
+/// flags), else read-only. Returns that path.
+pub(super) fn pivot_into_with_proc(dir: &Path, writable: bool) -> Result<PathBuf, SandboxError> {
     make_mounts_private()?;
     // The new root is built on the host's /proc (hidden in this namespace only): it always
     // exists and is never inside `dir`, so the recursive bind of `dir` cannot copy it.
@@ -45,8 +47,13 @@ pub(super) fn pivot_into_with_proc(dir: &Path) -> Result<PathBuf, SandboxError> 
     for sub in [&shared, &proc] {
         mkdir(sub, Mode::from_raw_mode(0o755)).map_err(at(sub))?;
     }
-    bind_read_only(dir, &shared)?;
-    mount("proc", &proc, "proc", hardened, None).map_err(at(&proc))?;
+    if writable {
+        mount_bind_recursive(dir, &shared).map_err(at(&shared))?;
+    } else {
+        bind_read_only(dir, &shared)?;
+    }
+    // Read-only procfs still resolves /proc/self/fd/N to the file, on the file's own mount.
+    mount("proc", &proc, "proc", hardened | MountFlags::RDONLY, None).map_err(at(&proc))?;
     mount_remount(staging, hardened | MountFlags::RDONLY, "").map_err(at(staging))?;
     pivot_to(staging)?;
     Ok(PathBuf::from(SHARED_DIR_INSIDE))

@@ -2,6 +2,12 @@
 //! and pivot_root into the served directory (or a chroot), capabilities dropped, then a
 //! seccomp allow-list of the system calls serving needs.
 //!
+//! A shared directory served read-write (the default for `--shared-dir`) stays writable in
+//! the sandbox: its bind mount is read-write while the rest of the daemon's root (an empty
+//! tmpfs and its own /proc) is read-only; the daemon keeps the capabilities that acting as
+//! any owner needs, and the seccomp filter adds the write path's system calls. With
+//! `--readonly`, and for images, the bind mount is read-only and those calls are refused.
+//!
 //! Order (driven by `daemon::start`): [`block_stop_signals`]; [`isolate`] (in namespace mode
 //! the process forks and the parent becomes a [`Supervisor`]); open what only the host file
 //! system has (the pass-through file system's /proc/self/fd); [`Jail::confine`];
@@ -50,23 +56,40 @@ pub(crate) struct Jail {
     mode: Sandbox,
 }
 
+/// What the confined daemon serves, which sets how its root is built and what it keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Served {
+    /// A PuzzleFS image: its OCI directory, read-only; no capabilities.
+    Image,
+    /// A shared directory with `--readonly`: read-only; virtiofsd's capabilities.
+    ReadOnlyDir,
+    /// A shared directory served read-write: a read-write bind; virtiofsd's capabilities and
+    /// DAC_READ_SEARCH (see `caps::WRITABLE_PASSTHROUGH`).
+    WritableDir,
+}
+
 impl Jail {
     /// Makes `dir` the root directory and drops every capability except, for a shared
-    /// directory (`passthrough`), those virtiofsd keeps. Returns the path `dir` now has: `/`,
-    /// or `/shared` for a shared directory in the namespace sandbox (whose root then also
-    /// holds the daemon's own /proc). Call before starting threads: capabilities are per
-    /// thread.
-    pub(crate) fn confine(self, dir: &Path, passthrough: bool) -> Result<PathBuf, SandboxError> {
-        let inside = match (self.mode, passthrough) {
+    /// directory, those virtiofsd keeps (plus DAC_READ_SEARCH when it is served read-write).
+    /// Returns the path `dir` now has: `/`, or `/shared` for a shared directory in the
+    /// namespace sandbox (whose root then also holds the daemon's own /proc). In the
+    /// namespace sandbox `dir` is bind-mounted read-only unless it is a writable shared
+    /// directory; a chroot changes no mount. Call before starting threads: capabilities are
+    /// per thread.
+    pub(crate) fn confine(self, dir: &Path, served: Served) -> Result<PathBuf, SandboxError> {
+        let inside = match (self.mode, served) {
             (Sandbox::None, _) => return Ok(dir.to_path_buf()),
-            (Sandbox::Namespace, false) => jail::pivot_into(dir).map(|()| PathBuf::from("/"))?,
-            (Sandbox::Namespace, true) => jail::pivot_into_with_proc(dir)?,
+            (Sandbox::Namespace, Served::Image) => {
+                jail::pivot_into(dir).map(|()| PathBuf::from("/"))?
+            }
+            (Sandbox::Namespace, Served::ReadOnlyDir) => jail::pivot_into_with_proc(dir, false)?,
+            (Sandbox::Namespace, Served::WritableDir) => jail::pivot_into_with_proc(dir, true)?,
             (Sandbox::Chroot, _) => jail::chroot_into(dir).map(|()| PathBuf::from("/"))?,
         };
-        caps::keep_only(if passthrough {
-            caps::PASSTHROUGH
-        } else {
-            CapabilitySet::empty()
+        caps::keep_only(match served {
+            Served::Image => CapabilitySet::empty(),
+            Served::ReadOnlyDir => caps::PASSTHROUGH,
+            Served::WritableDir => caps::WRITABLE_PASSTHROUGH,
         })?;
         Ok(inside)
     }

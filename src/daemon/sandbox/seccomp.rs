@@ -133,28 +133,36 @@ mod tests {
         }
     }
 
-    /// Forks a child that loads the image-mode filter with `action` and calls chroot(2), which
-    /// the list never allows; returns its wait status and what it wrote on stderr.
-    fn forbidden_call_under(action: Seccomp) -> (std::process::ExitStatus, String) {
+    const IMAGE: Needs = Needs {
+        passthrough: false,
+        writable: false,
+        syslog: false,
+        unlink_socket: false,
+        chunk_store_fd: None,
+        measure_verity: false,
+    };
+
+    /// Forks a child that loads the filter for `needs` with `action`, then runs `body` and
+    /// exits with what it returns; returns the child's wait status and what it wrote on
+    /// stderr. `body` may only make async-signal-safe calls.
+    fn under_filter(
+        action: Seccomp,
+        needs: Needs,
+        body: fn() -> i32,
+    ) -> (std::process::ExitStatus, String) {
         use std::io::Read;
         use std::os::fd::AsRawFd;
         use std::os::unix::process::ExitStatusExt;
-        let needs = Needs {
-            passthrough: false,
-            syslog: false,
-            unlink_socket: false,
-            chunk_store_fd: None,
-            measure_verity: false,
-        };
         let program = compile(mismatch_action(action).unwrap(), needs).unwrap();
         let (mut out, err) = std::io::pipe().unwrap();
         // SAFETY: the child only calls async-signal-safe functions (dup2, sigaction, prctl,
-        // seccomp, chroot, write in the handler, _exit) on memory prepared before the fork,
-        // so the other threads of the test process, absent in the child, hold nothing it needs.
+        // seccomp, what `body` calls, write in the handler, _exit) on memory prepared before
+        // the fork, so the other threads of the test process, absent in the child, hold
+        // nothing it needs.
         let pid = unsafe { libc::fork() };
         assert!(pid >= 0, "fork");
         if pid == 0 {
-            // SAFETY: as above; `err` is open in the child; the path is a valid C string.
+            // SAFETY: as above; `err` is open in the child.
             unsafe {
                 libc::dup2(err.as_raw_fd(), libc::STDERR_FILENO);
                 if action == Seccomp::Trap && install_sigsys_handler().is_err() {
@@ -163,8 +171,7 @@ mod tests {
                 if seccompiler::apply_filter(&program).is_err() {
                     libc::_exit(3);
                 }
-                let rc = libc::chroot(c"/nonexistent-pfs-seccomp-test".as_ptr());
-                libc::_exit(if rc == -1 { 0 } else { 4 });
+                libc::_exit(body());
             }
         }
         drop(err);
@@ -174,6 +181,70 @@ mod tests {
         // SAFETY: waits for the child forked above; `status` is valid for writes.
         assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
         (std::process::ExitStatus::from_raw(status), text)
+    }
+
+    /// The image-mode filter with `action`, and a call to chroot(2), which the list never
+    /// allows.
+    fn forbidden_call_under(action: Seccomp) -> (std::process::ExitStatus, String) {
+        under_filter(action, IMAGE, || {
+            // SAFETY: chroot(2) on a valid C string; it only fails (no such directory).
+            let rc = unsafe { libc::chroot(c"/nonexistent-pfs-seccomp-test".as_ptr()) };
+            if rc == -1 {
+                0
+            } else {
+                4
+            }
+        })
+    }
+
+    #[test]
+    fn the_write_filter_lets_only_the_effective_id_change() {
+        let writable = Needs {
+            passthrough: true,
+            writable: true,
+            ..IMAGE
+        };
+        let (status, text) = under_filter(Seccomp::Trap, writable, || {
+            let keep = u32::MAX as libc::c_long;
+            // SAFETY: raw set{res}uid/gid calls to root's ids (no change when run as root, and
+            // EPERM otherwise: either way the filter let them through) or refused by the
+            // filter; write(2) of a static string.
+            unsafe {
+                libc::syscall(libc::SYS_setresgid, keep, 0, keep);
+                libc::syscall(libc::SYS_setresuid, keep, 0, keep);
+                libc::write(libc::STDERR_FILENO, c"allowed\n".as_ptr().cast(), 8);
+                // The real uid may not be named: trapped.
+                libc::syscall(libc::SYS_setresuid, 0, keep, keep);
+            }
+            5
+        });
+        assert_eq!(
+            status.code(),
+            Some(TRAPPED_EXIT_STATUS),
+            "{status}: {text:?}"
+        );
+        let want = format!("forbidden system call {}\n", libc::SYS_setresuid);
+        assert!(
+            text.starts_with("allowed\n") && text.ends_with(&want),
+            "{text:?}"
+        );
+
+        // Without a writable shared dir even the effective-id switch is refused.
+        let read_only = Needs {
+            writable: false,
+            ..writable
+        };
+        let (status, text) = under_filter(Seccomp::Trap, read_only, || {
+            let keep = u32::MAX as libc::c_long;
+            // SAFETY: a raw setresuid that the filter refuses.
+            unsafe { libc::syscall(libc::SYS_setresuid, keep, 0, keep) };
+            5
+        });
+        assert_eq!(
+            status.code(),
+            Some(TRAPPED_EXIT_STATUS),
+            "{status}: {text:?}"
+        );
     }
 
     #[test]
@@ -197,6 +268,7 @@ mod tests {
             for syslog in [false, true] {
                 let needs = Needs {
                     passthrough,
+                    writable: passthrough && syslog,
                     syslog,
                     unlink_socket: syslog,
                     chunk_store_fd: (!passthrough).then_some(7),

@@ -1,8 +1,10 @@
 //! The seccomp allow-list: every system call the daemon makes once it is confined, grouped by
 //! who needs it. Found with `strace -f` over the QEMU guest tests (plain and compressed images,
-//! shared directories, both Kata launch styles, with and without `--syslog`): the calls after
-//! the `seccomp()` call. A few calls sit on paths those runs do not take (signal delivery,
-//! xattrs, statfs, the `--sandbox none` exit); each is marked. Anything missing here kills the
+//! shared directories read-only and read-write, both Kata launch styles, with and without
+//! `--syslog`, `--xattr`): the calls after the `seccomp()` call; the write path's also by
+//! reading fuse-backend-rs 0.14's `passthrough/sync_io.rs`, `passthrough/mod.rs` and
+//! `common/file_traits.rs`. A few calls sit on paths those runs do not take (signal delivery,
+//! statfs, the `--sandbox none` exit); each is marked. Anything missing here kills the
 //! daemon under `--seccomp kill`: run with `--seccomp log` and read the audit log to find it.
 
 use seccompiler::{BackendError, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompRule};
@@ -12,6 +14,8 @@ use seccompiler::{BackendError, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition
 pub(crate) struct Needs {
     /// Serving a shared directory through fuse-backend-rs's pass-through file system.
     pub passthrough: bool,
+    /// That shared directory is served read-write (no `--readonly`): the write path's calls.
+    pub writable: bool,
     /// Logging through syslog(3), which reconnects to /dev/log when it has no socket.
     pub syslog: bool,
     /// Removing the socket file at exit (`--sandbox none` with `--socket-path`).
@@ -92,8 +96,32 @@ const PASSTHROUGH: &[Nr] = &[
     libc::SYS_dup,       // FLUSH
     libc::SYS_umask,     // FUSE_INIT
     libc::SYS_fstatfs,   // not seen: STATFS (df in the guest)
-    libc::SYS_getxattr,  // not seen: --xattr, by /proc/self/fd/N path
-    libc::SYS_listxattr, // not seen: --xattr
+    libc::SYS_getxattr,  // --xattr, by /proc/self/fd/N path
+    libc::SYS_listxattr, // --xattr, by /proc/self/fd/N path
+];
+
+/// The write path of the pass-through file system (a shared directory served read-write), on
+/// top of [`PASSTHROUGH`]; by FUSE request. `openat` (CREATE, and reopening an inode for
+/// writing through /proc/self/fd) and `fcntl` (F_SETFL when a WRITE's flags differ from the
+/// open's) are already allowed. setresuid and setresgid are allowed separately, with rules.
+const WRITE: &[Nr] = &[
+    libc::SYS_mkdirat,     // MKDIR
+    libc::SYS_mknodat,     // MKNOD: fifos, sockets, device nodes
+    libc::SYS_symlinkat,   // SYMLINK
+    libc::SYS_linkat,      // LINK: linkat(fd, "", AT_EMPTY_PATH) on the inode's O_PATH fd
+    libc::SYS_unlinkat,    // UNLINK, RMDIR (AT_REMOVEDIR)
+    libc::SYS_renameat2,   // RENAME, RENAME2: a raw syscall, flags passed through
+    libc::SYS_pwritev,     // WRITE: the guest's buffers, always as an iovec (never pwrite64)
+    libc::SYS_fchmod,      // SETATTR mode with a handle (a user's ftruncate kills setuid)
+    libc::SYS_fchmodat,    // SETATTR mode without a handle: fchmodat(/proc/self/fd, "N")
+    libc::SYS_fchownat,    // SETATTR uid/gid: fchownat(fd, "", AT_EMPTY_PATH)
+    libc::SYS_ftruncate,   // SETATTR size (truncate, O_TRUNC)
+    libc::SYS_utimensat,   // SETATTR times (glibc's futimens is utimensat(fd, NULL))
+    libc::SYS_fallocate,   // FALLOCATE
+    libc::SYS_fsync,       // FSYNC, FSYNCDIR
+    libc::SYS_fdatasync,   // FSYNC, FSYNCDIR with the datasync flag
+    libc::SYS_setxattr,    // SETXATTR (--xattr only), by /proc/self/fd/N path
+    libc::SYS_removexattr, // REMOVEXATTR (--xattr only), by /proc/self/fd/N path
 ];
 
 /// syslog(3) (`--syslog`): sends, and retries connecting to /dev/log while it has no socket.
@@ -123,6 +151,10 @@ pub(super) fn allow_list(needs: Needs) -> Result<Vec<(i64, Vec<SeccompRule>)>, B
     } else {
         IMAGE
     });
+    let writable = needs.passthrough && needs.writable;
+    if writable {
+        any(WRITE);
+    }
     if needs.syslog {
         any(SYSLOG);
     }
@@ -133,6 +165,15 @@ pub(super) fn allow_list(needs: Needs) -> Result<Vec<(i64, Vec<SeccompRule>)>, B
     list.push((libc::SYS_prctl, vec![arg0_is(libc::PR_SET_NAME as u64)?]));
     if needs.syslog {
         list.push((libc::SYS_socket, vec![arg0_is(libc::AF_UNIX as u64)?]));
+    }
+    if writable {
+        // fuse-backend-rs's scoped_cred, around CREATE, MKDIR, MKNOD, SYMLINK (and opening an
+        // existing file in CREATE) for a guest user other than root: set{res}uid(-1, id, -1)
+        // on the calling thread only (a raw syscall, not glibc's process-wide wrapper), then
+        // (-1, 0, -1) back. Only the effective id may change: real and saved stay root.
+        for call in [libc::SYS_setresuid, libc::SYS_setresgid] {
+            list.push((call, vec![effective_id_only()?]));
+        }
     }
     if let Some(fd) = needs.chunk_store_fd {
         list.push((libc::SYS_pwrite64, vec![arg0_is(fd as u64)?]));
@@ -154,9 +195,31 @@ fn arg0_is(value: u64) -> Result<SeccompRule, BackendError> {
     SeccompRule::new(vec![cond])
 }
 
+/// set{res}uid/gid(-1, any, -1): the real (arg 0) and saved (arg 2) ids stay unchanged.
+fn effective_id_only() -> Result<SeccompRule, BackendError> {
+    let unchanged = |arg| {
+        SeccompCondition::new(
+            arg,
+            SeccompCmpArgLen::Dword,
+            SeccompCmpOp::Eq,
+            u64::from(u32::MAX),
+        )
+    };
+    SeccompRule::new(vec![unchanged(0)?, unchanged(2)?])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const IMAGE_ONLY: Needs = Needs {
+        passthrough: false,
+        writable: false,
+        syslog: false,
+        unlink_socket: false,
+        chunk_store_fd: None,
+        measure_verity: false,
+    };
 
     fn allowed(needs: Needs) -> Vec<i64> {
         allow_list(needs)
@@ -166,68 +229,121 @@ mod tests {
             .collect()
     }
 
+    /// How many rules each allowed `call` has (one entry per time it is listed).
+    fn rule_counts(needs: Needs, call: i64) -> Vec<usize> {
+        allow_list(needs)
+            .unwrap()
+            .iter()
+            .filter(|(nr, _)| *nr == call)
+            .map(|(_, rules)| rules.len())
+            .collect()
+    }
+
+    fn each_once(all: &[i64]) {
+        let mut sorted = all.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), all.len(), "each call appears once");
+    }
+
     #[test]
     fn groups_follow_the_needs() {
-        let image = Needs {
-            passthrough: false,
-            syslog: false,
-            unlink_socket: false,
-            chunk_store_fd: None,
-            measure_verity: false,
-        };
-        let all = allowed(image);
+        let all = allowed(IMAGE_ONLY);
         assert!(all.contains(&libc::SYS_openat) && all.contains(&libc::SYS_accept4));
         for absent in [libc::SYS_getdents64, libc::SYS_socket, libc::SYS_unlinkat] {
             assert!(!all.contains(&absent), "{absent} allowed for an image");
         }
-        let mut sorted = all.clone();
-        sorted.sort_unstable();
-        sorted.dedup();
-        assert_eq!(sorted.len(), all.len(), "each call appears once");
+        each_once(&all);
 
         let every = allowed(Needs {
             passthrough: true,
             syslog: true,
             unlink_socket: true,
-            chunk_store_fd: None,
-            measure_verity: false,
+            ..IMAGE_ONLY
         });
         for present in [libc::SYS_getdents64, libc::SYS_socket, libc::SYS_unlinkat] {
             assert!(every.contains(&present), "{present} missing");
         }
     }
 
+    /// The calls of the write path (one per kind of change a guest makes).
+    const WRITES: [i64; 10] = [
+        libc::SYS_mkdirat,
+        libc::SYS_renameat2,
+        libc::SYS_linkat,
+        libc::SYS_pwritev,
+        libc::SYS_fchownat,
+        libc::SYS_ftruncate,
+        libc::SYS_fsync,
+        libc::SYS_setxattr,
+        libc::SYS_setresuid,
+        libc::SYS_setresgid,
+    ];
+
+    #[test]
+    fn write_calls_only_for_a_writable_shared_dir() {
+        let read_only = Needs {
+            passthrough: true,
+            ..IMAGE_ONLY
+        };
+        let writable = Needs {
+            writable: true,
+            ..read_only
+        };
+        let image_asking = Needs {
+            writable: true,
+            ..IMAGE_ONLY
+        };
+        for (needs, what) in [(read_only, "--readonly"), (image_asking, "an image")] {
+            let list = allowed(needs);
+            for call in WRITES {
+                assert!(!list.contains(&call), "{call} allowed for {what}");
+            }
+        }
+        let list = allowed(writable);
+        each_once(&list);
+        for call in WRITES
+            .iter()
+            .chain(&[libc::SYS_mknodat, libc::SYS_fchmodat])
+        {
+            assert!(
+                list.contains(call),
+                "{call} missing for a writable shared dir"
+            );
+        }
+        for call in [libc::SYS_setresuid, libc::SYS_setresgid] {
+            assert_eq!(
+                rule_counts(writable, call),
+                [1],
+                "{call}: only the effective id may change"
+            );
+        }
+        assert!(
+            !list.contains(&libc::SYS_pwrite64),
+            "fuse-backend-rs writes with pwritev only"
+        );
+    }
+
     #[test]
     fn only_the_chunk_store_may_be_written() {
-        let list = allow_list(Needs {
-            passthrough: false,
-            syslog: false,
-            unlink_socket: false,
+        let needs = Needs {
             chunk_store_fd: Some(9),
             measure_verity: true,
-        })
-        .unwrap();
-        let rule_counts = |call: i64| -> Vec<usize> {
-            list.iter()
-                .filter(|(nr, _)| *nr == call)
-                .map(|(_, rules)| rules.len())
-                .collect()
+            ..IMAGE_ONLY
         };
         assert_eq!(
-            rule_counts(libc::SYS_pwrite64),
+            rule_counts(needs, libc::SYS_pwrite64),
             [1],
             "pwrite64 allowed once, with its fd rule"
         );
         assert_eq!(
-            rule_counts(libc::SYS_ioctl),
+            rule_counts(needs, libc::SYS_ioctl),
             [1],
             "ioctl allowed once, for FS_IOC_MEASURE_VERITY only"
         );
+        let list = allowed(needs);
         for absent in [libc::SYS_pwritev, libc::SYS_ftruncate] {
-            assert!(
-                !list.iter().any(|(nr, _)| *nr == absent),
-                "{absent} allowed"
-            );
+            assert!(!list.contains(&absent), "{absent} allowed");
         }
     }
 
@@ -235,22 +351,32 @@ mod tests {
     fn never_allowed() {
         let every = allowed(Needs {
             passthrough: true,
+            writable: true,
             syslog: true,
             unlink_socket: true,
-            chunk_store_fd: None,
-            measure_verity: false,
+            ..IMAGE_ONLY
         });
         for forbidden in [
             libc::SYS_ioctl,
             libc::SYS_execve,
+            libc::SYS_execveat,
             libc::SYS_ptrace,
             libc::SYS_mount,
+            libc::SYS_umount2,
+            libc::SYS_pivot_root,
             libc::SYS_unshare,
+            libc::SYS_setns,
             libc::SYS_chroot,
-            libc::SYS_mkdirat,
-            libc::SYS_renameat2,
-            libc::SYS_pwrite64,
-            libc::SYS_setxattr,
+            libc::SYS_open_by_handle_at,
+            libc::SYS_name_to_handle_at,
+            libc::SYS_setuid,
+            libc::SYS_setgid,
+            libc::SYS_setreuid,
+            libc::SYS_setgroups,
+            libc::SYS_setfsuid,
+            libc::SYS_capset,
+            libc::SYS_init_module,
+            libc::SYS_bpf,
         ] {
             assert!(!every.contains(&forbidden), "{forbidden} allowed");
         }
