@@ -42,7 +42,7 @@ fn run(config: &Config) -> Result<ExitCode, DaemonError> {
         Started::Supervisor(supervisor) => return Ok(exit_code(supervisor.wait()?)),
         Started::Daemon(daemon) => daemon,
     };
-    stop_on_signals(daemon.socket_file().map(PathBuf::from)).map_err(DaemonError::Workers)?;
+    stop_on_signals(daemon.socket_files().to_vec()).map_err(DaemonError::Workers)?;
     let ready = || {
         let mut err = std::io::stderr().lock();
         let _ = writeln!(err, "{}", daemon::READY_LINE);
@@ -74,9 +74,9 @@ fn init_logging(config: &Config) {
         .init();
 }
 
-/// SIGTERM and SIGINT end the daemon at once with status 0: it holds no state worth saving
-/// (everything it serves is read-only), so the only cleanup is the socket file it created.
-fn stop_on_signals(socket_file: Option<PathBuf>) -> std::io::Result<()> {
+/// SIGTERM and SIGINT end the daemon at once with status 0: what guests wrote is on the host
+/// already, so the only cleanup is the socket files it created.
+fn stop_on_signals(socket_files: Vec<PathBuf>) -> std::io::Result<()> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
     std::thread::Builder::new()
@@ -84,7 +84,7 @@ fn stop_on_signals(socket_file: Option<PathBuf>) -> std::io::Result<()> {
         .spawn(move || {
             if let Some(sig) = signals.forever().next() {
                 log::info!("signal {sig}: stopping");
-                if let Some(p) = &socket_file {
+                for p in &socket_files {
                     let _ = std::fs::remove_file(p);
                 }
                 std::process::exit(0);

@@ -38,7 +38,7 @@ use clap::{ArgAction, Parser};
 
 use super::config::{
     default_thread_pool_size, parse_cache, parse_digest, parse_image, parse_log_level, parse_o,
-    parse_root_hash, parse_sandbox, parse_seccomp, usage, Config, SocketSpec, Source,
+    parse_root_hash, parse_sandbox, parse_seccomp, usage, Config, SocketSpec, Source, TableSource,
     DEFAULT_CACHE_DIR,
 };
 use super::DaemonError;
@@ -66,7 +66,7 @@ pub enum Command {
 )]
 struct Args {
     /// vhost-user socket to listen on.
-    #[arg(long = "socket-path", visible_alias = "socket", value_name = "PATH")]
+    #[arg(long = "socket-path", visible_aliases = ["socket", "sock"], value_name = "PATH")]
     socket_path: Option<PathBuf>,
     /// Inherited listening socket to accept on (as Kata's Go runtime passes it).
     #[arg(long, value_name = "N")]
@@ -151,7 +151,32 @@ struct Args {
     no_readdirplus: bool,
     #[arg(long = "posix-acl", hide = true)]
     posix_acl: bool,
+    /// Serve a mount table filled at run time through a nydusd-compatible HTTP API on this
+    /// unix socket (instead of --image or --shared-dir).
+    #[arg(long, short = 'A', value_name = "PATH")]
+    apisock: Option<PathBuf>,
+    /// With --apisock: mount requests may only name directories inside DIR (repeatable;
+    /// default: any but /, /proc, /sys and /dev).
+    #[arg(long = "allow-mount-from", value_name = "DIR", requires = "apisock", action = ArgAction::Append)]
+    allow_mount_from: Vec<PathBuf>,
+    /// With --apisock: the daemon's id, as the API reports it (nydusd's --id).
+    #[arg(long, value_name = "ID", requires = "apisock")]
+    id: Option<String>,
+    // nydusd's flags that change nothing here.
+    #[arg(long = "hybrid-mode", hide = true)]
+    hybrid_mode: bool,
+    #[arg(long, hide = true)]
+    supervisor: Option<String>,
+    #[arg(long, hide = true)]
+    upgrade: bool,
+    #[arg(long = "log-file", short = 'L', hide = true)]
+    log_file: Option<PathBuf>,
+    #[arg(long = "log-rotation-size", hide = true)]
+    log_rotation_size: Option<u64>,
 }
+
+/// The first argument that makes the rest nydusd's `virtiofs` command line.
+const VIRTIOFS: &str = "virtiofs";
 
 /// Largest `--thread-pool-size` accepted.
 pub const MAX_THREAD_POOL_SIZE: usize = 1024;
@@ -162,6 +187,12 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
+    let mut args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    // `puzzlefs-virtiofsd virtiofs ...`: as Kata's nydus mode runs nydusd.
+    let virtiofs = args.get(1).is_some_and(|a| a == VIRTIOFS);
+    if virtiofs {
+        args.remove(1);
+    }
     let a = match Args::try_parse_from(args) {
         Ok(a) => a,
         Err(e) => {
@@ -175,6 +206,11 @@ where
     if a.print_capabilities {
         return Ok(Command::PrintCapabilities(
             "{\n  \"type\": \"fs\"\n}".into(),
+        ));
+    }
+    if virtiofs && a.apisock.is_none() {
+        return Err(usage(
+            "virtiofs: missing --apisock PATH (images are mounted through the API)",
         ));
     }
     Ok(Command::Run(Box::new(to_config(a)?)))
@@ -207,6 +243,23 @@ fn to_config(a: Args) -> Result<Config, DaemonError> {
     // Explicit flags win over -o.
     let shared_dir = a.shared_dir.or(o.source);
     let source = match (a.image, shared_dir) {
+        (image, shared) if a.apisock.is_some() => {
+            if image.is_some() || shared.is_some() {
+                return Err(usage(
+                    "with --apisock, mount images and directories through the API",
+                ));
+            }
+            if a.digest.is_some() || a.fs_verity.is_some() {
+                return Err(usage(
+                    "with --apisock, pins go in each mount request's config",
+                ));
+            }
+            Source::Table(TableSource {
+                apisock: a.apisock.clone().unwrap_or_default(),
+                allow_mount_from: a.allow_mount_from.clone(),
+                id: a.id.clone(),
+            })
+        }
         (Some(image), shared) => {
             if let Some(dir) = shared {
                 ignored.push(format!(
@@ -272,6 +325,14 @@ fn to_config(a: Args) -> Result<Config, DaemonError> {
         (a.writeback, "--writeback"),
         (a.no_readdirplus, "--no-readdirplus"),
         (a.posix_acl, "--posix-acl"),
+        (a.hybrid_mode, "--hybrid-mode"),
+        (a.supervisor.is_some(), "--supervisor"),
+        (a.upgrade, "--upgrade"),
+        (
+            a.log_file.is_some(),
+            "--log-file (logs go to stderr or --syslog)",
+        ),
+        (a.log_rotation_size.is_some(), "--log-rotation-size"),
     ];
     ignored.extend(hidden.iter().filter(|h| h.0).map(|h| h.1.to_string()));
 

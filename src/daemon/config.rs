@@ -25,6 +25,20 @@ pub enum Source {
     SharedDir(PathBuf),
     /// A PuzzleFS image (`--image OCI_DIR:TAG [--digest SHA256]`).
     Image(ImageSource),
+    /// A mount table, filled at run time through the API (`virtiofs --apisock PATH`, as Kata
+    /// runs nydusd).
+    Table(TableSource),
+}
+
+/// A mount table driven through the API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableSource {
+    /// The API's unix socket.
+    pub apisock: PathBuf,
+    /// If not empty, mount requests may only name directories inside these.
+    pub allow_mount_from: Vec<PathBuf>,
+    /// The daemon's id, as the API reports it (nydusd's `--id`).
+    pub id: Option<String>,
 }
 
 /// A PuzzleFS image to serve.

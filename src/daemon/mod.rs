@@ -27,13 +27,14 @@ mod request;
 mod sandbox;
 mod serve;
 mod start;
+mod start_table;
 mod syslog;
 mod triage;
 
 pub use cli::{parse_args, Command, MAX_THREAD_POOL_SIZE};
 pub use config::{
     default_thread_pool_size, parse_cache, Config, ImageSource, Sandbox, Seccomp, SocketSpec,
-    Source,
+    Source, TableSource,
 };
 pub use error::DaemonError;
 pub use init_options::InitOptions;

@@ -1,6 +1,6 @@
 //! From a [`Config`] to a confined daemon ready to serve: open what is served (so a bad image
 //! or directory fails before the socket exists), create the socket, enter the sandbox, load
-//! the seccomp filter.
+//! the seccomp filter. A mount table driven through the API starts in `start_table`.
 
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
@@ -13,8 +13,10 @@ use super::config::{Config, ImageSource, Sandbox, SocketSpec, Source};
 use super::passthrough::{check_shared_dir, import, new_passthrough, SharedDir};
 use super::sandbox::{self, Isolated, Needs, Supervisor};
 use super::serve::{listen, serve, ServeOptions};
+use super::start_table::{self, ApiHost, Plane};
 use super::DaemonError;
 use crate::fs::{FsConfig, ImageFs, PuzzleFs, ReadOnly};
+use crate::mounts::MountTable;
 use crate::oci::OciDir;
 use crate::reader::{ChunkCache, ChunkStore, Image, OpenOptions};
 
@@ -31,6 +33,9 @@ pub enum Started {
 /// Must run before the process starts any thread. The stop signals (SIGTERM, SIGINT) are
 /// blocked from here until [`Daemon::serve`] begins, so install their handlers in between.
 pub fn start(config: &Config) -> Result<Started, DaemonError> {
+    if let Source::Table(table) = &config.source {
+        return start_table::start(config, table);
+    }
     log_ignored(config);
     if config.xattr && config.sandbox == Sandbox::Chroot {
         if let Source::SharedDir(_) = config.source {
@@ -44,18 +49,9 @@ pub fn start(config: &Config) -> Result<Started, DaemonError> {
         Source::SharedDir(dir) => check_shared_dir(dir).map(|()| Opened::SharedDir(dir.clone())),
         Source::Image(source) => {
             let image = open_image(source)?;
-            // Before the sandbox: a --cache-dir is out of its reach afterwards.
-            let bytes = config.chunk_store_bytes;
-            let store = match ChunkStore::new(bytes, config.chunk_store_dir.as_deref()) {
-                Err(e) if config.chunk_store_fallback => {
-                    log::info!("chunk store: {e}; keeping it in a memfd");
-                    ChunkStore::new(bytes, None)
-                }
-                other => other,
-            }
-            .map_err(|e| DaemonError::Usage(format!("chunk store: {e}")))?;
-            Ok(Opened::Image(Box::new(image), store))
+            Ok(Opened::Image(Box::new(image), open_chunk_store(config)?))
         }
+        Source::Table(_) => unreachable!("started above"),
     }?;
     // Before the filter: the default pool size reads /proc/self/cgroup.
     let opts = ServeOptions {
@@ -69,16 +65,17 @@ pub fn start(config: &Config) -> Result<Started, DaemonError> {
     } else {
         listen(&config.socket)?
     };
-    let socket_file = match &config.socket {
-        SocketSpec::Path(p) => Some(p.clone()),
-        SocketSpec::Fd(_) => None,
+    let socket_files: Vec<PathBuf> = match &config.socket {
+        SocketSpec::Path(p) => vec![p.clone()],
+        SocketSpec::Fd(_) => Vec::new(),
     };
     sandbox::block_stop_signals()?;
     let jail = match sandbox::isolate(config.sandbox)? {
         Isolated::Supervisor(supervisor) => {
             return Ok(Started::Supervisor(Supervising {
                 supervisor,
-                socket_file,
+                socket_files,
+                api: None,
             }));
         }
         Isolated::Daemon(jail) => jail,
@@ -125,12 +122,14 @@ pub fn start(config: &Config) -> Result<Started, DaemonError> {
             Served::Image(Box::new(ReadOnly::new(fs)))
         }
     };
-    let socket_file = socket_file.filter(|_| !sandboxed);
+    let socket_files = if sandboxed { Vec::new() } else { socket_files };
     let needs = Needs {
         passthrough: matches!(fs, Served::SharedDir(_)),
         writable: matches!(fs, Served::SharedDir(SharedDir::ReadWrite(_))),
         syslog: config.syslog,
-        unlink_socket: socket_file.is_some(),
+        images: matches!(fs, Served::Image(_)),
+        api: false,
+        unlink_socket: !socket_files.is_empty(),
         chunk_store_fd,
         measure_verity,
     };
@@ -139,8 +138,23 @@ pub fn start(config: &Config) -> Result<Started, DaemonError> {
         fs,
         listener,
         opts,
-        socket_file,
+        socket_files,
+        plane: None,
     })))
+}
+
+/// The chunk store images share, made before the sandbox (a `--cache-dir` is out of its
+/// reach afterwards).
+pub(super) fn open_chunk_store(config: &Config) -> Result<ChunkStore, DaemonError> {
+    let bytes = config.chunk_store_bytes;
+    match ChunkStore::new(bytes, config.chunk_store_dir.as_deref()) {
+        Err(e) if config.chunk_store_fallback => {
+            log::info!("chunk store: {e}; keeping it in a memfd");
+            ChunkStore::new(bytes, None)
+        }
+        other => other,
+    }
+    .map_err(|e| DaemonError::Usage(format!("chunk store: {e}")))
 }
 
 /// Opens (and, with `--digest`, pins) the image to serve.
@@ -161,15 +175,18 @@ enum Opened {
     Image(Box<Image>, ChunkStore),
 }
 
-enum Served {
+pub(super) enum Served {
     SharedDir(SharedDir),
     Image(Box<ReadOnly<ImageFs>>),
+    Table(Arc<MountTable>),
 }
 
 /// The parent of a sandboxed daemon.
 pub struct Supervising {
-    supervisor: Supervisor,
-    socket_file: Option<PathBuf>,
+    pub(super) supervisor: Supervisor,
+    pub(super) socket_files: Vec<PathBuf>,
+    /// For a mount table: the API it serves for the daemon.
+    pub(super) api: Option<ApiHost>,
 }
 
 impl Supervising {
@@ -178,11 +195,15 @@ impl Supervising {
         self.supervisor.child_pid()
     }
 
-    /// Waits for the daemon, forwarding SIGTERM and SIGINT to it; then removes the socket
-    /// file it listened on and returns how the daemon ended.
+    /// Serves the API of a mount table, if the daemon has one, and waits for the daemon,
+    /// forwarding SIGTERM and SIGINT to it; then removes the socket files and returns how
+    /// the daemon ended.
     pub fn wait(self) -> Result<ExitStatus, DaemonError> {
+        if let Some(api) = self.api {
+            api.start()?;
+        }
         let status = self.supervisor.wait()?;
-        if let Some(path) = &self.socket_file {
+        for path in &self.socket_files {
             let _ = std::fs::remove_file(path);
         }
         Ok(status)
@@ -191,24 +212,29 @@ impl Supervising {
 
 /// A confined daemon, ready to serve.
 pub struct Daemon {
-    fs: Served,
-    listener: Listener,
-    opts: ServeOptions,
-    socket_file: Option<PathBuf>,
+    pub(super) fs: Served,
+    pub(super) listener: Listener,
+    pub(super) opts: ServeOptions,
+    pub(super) socket_files: Vec<PathBuf>,
+    /// For a mount table: where its requests come from.
+    pub(super) plane: Option<Plane>,
 }
 
 impl Daemon {
-    /// The socket file to remove if the process is stopped by a signal: `None` when the
-    /// daemon is sandboxed (it cannot reach the path; the supervisor removes it) or inherited
-    /// its socket.
-    pub fn socket_file(&self) -> Option<&Path> {
-        self.socket_file.as_deref()
+    /// The socket files to remove if the process is stopped by a signal: none when the
+    /// daemon is sandboxed (it cannot reach the paths; the supervisor removes them) or
+    /// inherited its socket.
+    pub fn socket_files(&self) -> &[PathBuf] {
+        &self.socket_files
     }
 
     /// Unblocks the stop signals, then serves one front end until it disconnects (see
     /// [`serve`]); `on_ready` runs when the daemon waits for the connection.
     pub fn serve(self, on_ready: impl FnOnce()) -> Result<(), DaemonError> {
         sandbox::unblock_stop_signals()?;
+        if let Some(plane) = self.plane {
+            start_table::run_plane(plane)?;
+        }
         match self.fs {
             Served::SharedDir(SharedDir::ReadWrite(fs)) => {
                 serve(*fs, self.listener, &self.opts, on_ready)
@@ -217,12 +243,13 @@ impl Daemon {
                 serve(*fs, self.listener, &self.opts, on_ready)
             }
             Served::Image(fs) => serve(*fs, self.listener, &self.opts, on_ready),
+            Served::Table(table) => serve(table, self.listener, &self.opts, on_ready),
         }
     }
 }
 
 /// Like [`listen`], but the socket file is not removed when the listener is dropped.
-fn listen_keeping_the_file(spec: &SocketSpec) -> Result<Listener, DaemonError> {
+pub(super) fn listen_keeping_the_file(spec: &SocketSpec) -> Result<Listener, DaemonError> {
     let SocketSpec::Path(path) = spec else {
         return listen(spec);
     };
@@ -242,7 +269,7 @@ fn listen_keeping_the_file(spec: &SocketSpec) -> Result<Listener, DaemonError> {
     Ok(Listener::from(listener))
 }
 
-fn log_ignored(config: &Config) {
+pub(super) fn log_ignored(config: &Config) {
     for opt in &config.ignored {
         log::info!("accepted for compatibility, no effect: {opt}");
     }

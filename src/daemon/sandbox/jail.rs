@@ -36,27 +36,40 @@ pub(super) fn pivot_into(dir: &Path) -> Result<(), SandboxError> {
 /// `dir` at [`SHARED_DIR_INSIDE`], read-write when `writable` (its submounts keep their own
 /// flags), else read-only. Returns that path.
 pub(super) fn pivot_into_with_proc(dir: &Path, writable: bool) -> Result<PathBuf, SandboxError> {
+    pivot_into_proc_and(Some((dir, writable)))?;
+    Ok(PathBuf::from(SHARED_DIR_INSIDE))
+}
+
+/// For a mount table: an empty read-only tmpfs holding only a fresh, read-only /proc (what
+/// it serves arrives later, as descriptors of private mounts, reached through /proc/self/fd).
+pub(super) fn pivot_into_proc_only() -> Result<(), SandboxError> {
+    pivot_into_proc_and(None)
+}
+
+/// The root of [`pivot_into_with_proc`] and [`pivot_into_proc_only`]: a tmpfs with /proc
+/// and, given `shared`, that directory at [`SHARED_DIR_INSIDE`].
+fn pivot_into_proc_and(shared: Option<(&Path, bool)>) -> Result<(), SandboxError> {
     make_mounts_private()?;
     // The new root is built on the host's /proc (hidden in this namespace only): it always
     // exists and is never inside `dir`, so the recursive bind of `dir` cannot copy it.
     let staging = Path::new("/proc");
     let hardened = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
     mount("tmpfs", staging, "tmpfs", hardened, c"mode=0755,size=16k").map_err(at(staging))?;
-    let shared = staging.join(SHARED_DIR_INSIDE.trim_start_matches('/'));
     let proc = staging.join("proc");
-    for sub in [&shared, &proc] {
-        mkdir(sub, Mode::from_raw_mode(0o755)).map_err(at(sub))?;
-    }
-    if writable {
-        mount_bind_recursive(dir, &shared).map_err(at(&shared))?;
-    } else {
-        bind_read_only(dir, &shared)?;
+    mkdir(&proc, Mode::from_raw_mode(0o755)).map_err(at(&proc))?;
+    if let Some((dir, writable)) = shared {
+        let shared = staging.join(SHARED_DIR_INSIDE.trim_start_matches('/'));
+        mkdir(&shared, Mode::from_raw_mode(0o755)).map_err(at(&shared))?;
+        if writable {
+            mount_bind_recursive(dir, &shared).map_err(at(&shared))?;
+        } else {
+            bind_read_only(dir, &shared)?;
+        }
     }
     // Read-only procfs still resolves /proc/self/fd/N to the file, on the file's own mount.
     mount("proc", &proc, "proc", hardened | MountFlags::RDONLY, None).map_err(at(&proc))?;
     mount_remount(staging, hardened | MountFlags::RDONLY, "").map_err(at(staging))?;
-    pivot_to(staging)?;
-    Ok(PathBuf::from(SHARED_DIR_INSIDE))
+    pivot_to(staging)
 }
 
 /// Stops mount events from flowing between this namespace and the host.

@@ -51,6 +51,17 @@ pub(crate) fn isolate(mode: Sandbox) -> Result<Isolated, SandboxError> {
     Ok(Isolated::Daemon(Jail { mode }))
 }
 
+/// [`isolate`] for a supervisor that will start threads (see
+/// `namespace::enter_keeping_threads`).
+pub(crate) fn isolate_keeping_threads(mode: Sandbox) -> Result<Isolated, SandboxError> {
+    if mode == Sandbox::Namespace {
+        if let namespace::Forked::Supervisor(s) = namespace::enter_keeping_threads()? {
+            return Ok(Isolated::Supervisor(s));
+        }
+    }
+    Ok(Isolated::Daemon(Jail { mode }))
+}
+
 /// A daemon process about to be confined.
 pub(crate) struct Jail {
     mode: Sandbox,
@@ -92,6 +103,24 @@ impl Jail {
             Served::WritableDir => caps::WRITABLE_PASSTHROUGH,
         })?;
         Ok(inside)
+    }
+
+    /// For a mount table: the root becomes an empty read-only directory holding only the
+    /// daemon's own /proc (namespace sandbox; no sandbox changes nothing), and the daemon
+    /// keeps what a read-write shared directory needs, since it may be given one. A chroot
+    /// cannot reach what is mounted later: refused.
+    pub(crate) fn confine_table(self) -> Result<(), SandboxError> {
+        match self.mode {
+            Sandbox::None => return Ok(()),
+            Sandbox::Namespace => jail::pivot_into_proc_only()?,
+            Sandbox::Chroot => {
+                return Err(SandboxError::Setup {
+                    what: "serve a mount table in a chroot".into(),
+                    source: std::io::Error::other("use --sandbox namespace or none"),
+                })
+            }
+        }
+        caps::keep_only(caps::WRITABLE_PASSTHROUGH)
     }
 }
 

@@ -135,6 +135,8 @@ mod tests {
 
     const IMAGE: Needs = Needs {
         passthrough: false,
+        images: true,
+        api: false,
         writable: false,
         syslog: false,
         unlink_socket: false,
@@ -268,6 +270,8 @@ mod tests {
             for syslog in [false, true] {
                 let needs = Needs {
                     passthrough,
+                    images: !passthrough,
+                    api: syslog,
                     writable: passthrough && syslog,
                     syslog,
                     unlink_socket: syslog,

@@ -14,6 +14,11 @@ use seccompiler::{BackendError, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition
 pub(crate) struct Needs {
     /// Serving a shared directory through fuse-backend-rs's pass-through file system.
     pub passthrough: bool,
+    /// Serving PuzzleFS images.
+    pub images: bool,
+    /// Serving the HTTP API in this process (no sandbox: tokio, hyper, and opening the
+    /// sources of mount requests).
+    pub api: bool,
     /// That shared directory is served read-write (no `--readonly`): the write path's calls.
     pub writable: bool,
     /// Logging through syslog(3), which reconnects to /dev/log when it has no socket.
@@ -124,6 +129,24 @@ const WRITE: &[Nr] = &[
     libc::SYS_removexattr, // REMOVEXATTR (--xattr only), by /proc/self/fd/N path
 ];
 
+/// The HTTP API served in-process (`--sandbox none`): tokio's and hyper's socket calls, and
+/// opening each mount's source (resolving it, cloning a private mount of it).
+const API: &[Nr] = &[
+    libc::SYS_writev,
+    libc::SYS_readv,
+    libc::SYS_shutdown,
+    libc::SYS_getsockopt,
+    libc::SYS_setsockopt,
+    libc::SYS_getsockname,
+    libc::SYS_getpeername,
+    libc::SYS_openat,
+    libc::SYS_readlinkat,
+    libc::SYS_newfstatat,
+    libc::SYS_open_tree,
+    libc::SYS_mount_setattr,
+    libc::SYS_sched_yield,
+];
+
 /// syslog(3) (`--syslog`): sends, and retries connecting to /dev/log while it has no socket.
 const SYSLOG: &[Nr] = &[libc::SYS_connect, libc::SYS_sendto, libc::SYS_getpid];
 
@@ -146,11 +169,15 @@ pub(super) fn allow_list(needs: Needs) -> Result<Vec<(i64, Vec<SeccompRule>)>, B
     };
     any(RUNTIME);
     any(VHOST_USER);
-    any(if needs.passthrough {
-        PASSTHROUGH
-    } else {
-        IMAGE
-    });
+    if needs.passthrough {
+        any(PASSTHROUGH);
+    }
+    if needs.images {
+        any(IMAGE);
+    }
+    if needs.api {
+        any(API);
+    }
     let writable = needs.passthrough && needs.writable;
     if writable {
         any(WRITE);
@@ -214,6 +241,8 @@ mod tests {
 
     const IMAGE_ONLY: Needs = Needs {
         passthrough: false,
+        images: true,
+        api: false,
         writable: false,
         syslog: false,
         unlink_socket: false,
