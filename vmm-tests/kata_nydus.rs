@@ -116,7 +116,10 @@ fn containers_get_their_roots_from_images_mounted_through_the_api() {
         std::thread::spawn(move || {
             let containers = shared.clone();
             wait_for(&containers, "guest-up");
-            for (at, source) in [("/rafs/c1/lowerdir", &minbase), ("/rafs/c2/lowerdir", &python)] {
+            for (at, source) in [
+                ("/rafs/c1/lowerdir", &minbase),
+                ("/rafs/c2/lowerdir", &python),
+            ] {
                 let r = api::mount(&apisock, at, "rafs", source, "");
                 assert_eq!(r.status, 204, "{at}: {}", r.body);
             }
@@ -149,7 +152,11 @@ fn containers_get_their_roots_from_images_mounted_through_the_api() {
     assert_eq!(line("c2-py"), r#"[3, "ok"]"#);
     let want = sha256_file(&imgs.fixture_tree.join("sizes/f1048589"));
     assert_eq!(line("c3-sha"), want);
-    assert_eq!(line("c1-after"), "0", "the unmounted image is gone from the guest's view");
+    assert_eq!(
+        line("c1-after"),
+        "0",
+        "the unmounted image is gone from the guest's view"
+    );
 
     // The containers' writes landed in their upper directories on the host.
     let upper = |c: &str| shared.join(c).join("snapshotdir/fs");
@@ -165,11 +172,20 @@ fn containers_get_their_roots_from_images_mounted_through_the_api() {
     assert_eq!(r.status, 200, "{}", r.body);
     let m = r.json();
     let mounts = m["mounts"].as_array().unwrap();
-    let at: Vec<&str> = mounts.iter().map(|x| x["mountpoint"].as_str().unwrap()).collect();
-    assert_eq!(at, ["/containers", "/rafs/c2/lowerdir", "/rafs/c3/lowerdir"]);
+    let at: Vec<&str> = mounts
+        .iter()
+        .map(|x| x["mountpoint"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        at,
+        ["/containers", "/rafs/c2/lowerdir", "/rafs/c3/lowerdir"]
+    );
     for mount in &mounts[1..] {
         assert!(mount["bytes_read"].as_u64().unwrap() > 0, "{mount}");
-        assert!(mount["image"]["chunk_loads"].as_u64().unwrap() > 0, "{mount}");
+        assert!(
+            mount["image"]["chunk_loads"].as_u64().unwrap() > 0,
+            "{mount}"
+        );
     }
     assert!(mounts[0]["bytes_written"].as_u64().unwrap() > 0);
     let text = api::request(&apisock, "GET", "/metrics", None).unwrap();

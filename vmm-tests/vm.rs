@@ -18,6 +18,7 @@ mod fs_verity;
 mod harness;
 mod images;
 mod images_kata;
+mod kata_nydus;
 mod sandbox;
 mod shared_dir_writes;
 

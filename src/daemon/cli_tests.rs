@@ -1,7 +1,7 @@
 //! Unit tests of the command line: every Kata launch form, `-o` lists, and errors.
 
 use super::*;
-use crate::daemon::config::{ImageSource, Sandbox, Seccomp};
+use crate::daemon::config::{ImageSource, Sandbox, Seccomp, TableSource};
 use std::path::Path;
 
 fn run(args: &[&str]) -> Config {
@@ -337,4 +337,67 @@ fn chunk_store_size_and_dir() {
     let mut args = img.to_vec();
     args.extend(["--cache-dir", "/no/such/dir"]);
     assert!(err(&args).contains("not a directory"));
+}
+
+#[test]
+fn kata_nydus_forms() {
+    // Kata's Go runtime (virtcontainers/nydusd.go): no --shared-dir, no bootstrap.
+    let c = run(&[
+        "virtiofs",
+        "--log-level",
+        "info",
+        "--apisock",
+        "/run/vc/vm/s/nydusd-api.sock",
+        "--sock",
+        "/run/vc/vm/s/vhost-fs.sock",
+    ]);
+    assert_eq!(
+        c.socket,
+        SocketSpec::Path("/run/vc/vm/s/vhost-fs.sock".into())
+    );
+    assert_eq!(
+        c.source,
+        Source::Table(TableSource {
+            apisock: "/run/vc/vm/s/nydusd-api.sock".into(),
+            allow_mount_from: Vec::new(),
+            id: None,
+        })
+    );
+    assert_eq!(c.log_level, log::LevelFilter::Info);
+    // runtime-rs adds --hybrid-mode; Kata's default extra args are virtiofsd's.
+    let c = run(&[
+        "virtiofs",
+        "--hybrid-mode",
+        "--log-level",
+        "debug",
+        "--apisock",
+        "a.sock",
+        "--sock",
+        "v.sock",
+        "--thread-pool-size=1",
+        "-o",
+        "announce_submounts",
+        "--id",
+        "sandbox-1",
+        "--allow-mount-from",
+        "/run/kata-containers",
+        "--allow-mount-from=/var/lib/images",
+    ]);
+    let Source::Table(t) = &c.source else {
+        panic!("{:?}", c.source)
+    };
+    assert_eq!(t.id.as_deref(), Some("sandbox-1"));
+    assert_eq!(t.allow_mount_from.len(), 2);
+    assert_eq!(c.thread_pool_size, 1);
+    assert!(c.ignored.iter().any(|i| i == "--hybrid-mode"));
+}
+
+#[test]
+fn kata_nydus_form_errors() {
+    assert!(err(&["virtiofs", "--sock", "v.sock"]).contains("--apisock"));
+    let both = err(&["--apisock=a", "--sock=v", "--shared-dir=/d"]);
+    assert!(both.contains("through the API"), "{both}");
+    assert!(err(&["--apisock=a", "--sock=v", "--image=/o:t"]).contains("through the API"));
+    assert!(err(&["--sock=v", "--allow-mount-from=/x", "--shared-dir=/d"]).contains("apisock"));
+    assert!(err(&["virtiofs", "--apisock=a"]).contains("--socket-path"));
 }

@@ -230,21 +230,29 @@ impl Daemon {
 
     /// Unblocks the stop signals, then serves one front end until it disconnects (see
     /// [`serve`]); `on_ready` runs when the daemon waits for the connection.
+    /// The socket files it created are removed when it ends.
     pub fn serve(self, on_ready: impl FnOnce()) -> Result<(), DaemonError> {
         sandbox::unblock_stop_signals()?;
-        if let Some(plane) = self.plane {
+        let Daemon {
+            fs,
+            listener,
+            opts,
+            socket_files,
+            plane,
+        } = self;
+        if let Some(plane) = plane {
             start_table::run_plane(plane)?;
         }
-        match self.fs {
-            Served::SharedDir(SharedDir::ReadWrite(fs)) => {
-                serve(*fs, self.listener, &self.opts, on_ready)
-            }
-            Served::SharedDir(SharedDir::ReadOnly(fs)) => {
-                serve(*fs, self.listener, &self.opts, on_ready)
-            }
-            Served::Image(fs) => serve(*fs, self.listener, &self.opts, on_ready),
-            Served::Table(table) => serve(table, self.listener, &self.opts, on_ready),
+        let served = match fs {
+            Served::SharedDir(SharedDir::ReadWrite(fs)) => serve(*fs, listener, &opts, on_ready),
+            Served::SharedDir(SharedDir::ReadOnly(fs)) => serve(*fs, listener, &opts, on_ready),
+            Served::Image(fs) => serve(*fs, listener, &opts, on_ready),
+            Served::Table(table) => serve(table, listener, &opts, on_ready),
+        };
+        for path in &socket_files {
+            let _ = std::fs::remove_file(path);
         }
+        served
     }
 }
 

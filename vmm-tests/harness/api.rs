@@ -22,7 +22,12 @@ impl Response {
 }
 
 /// Sends one request and reads the whole answer.
-pub fn request(sock: &Path, method: &str, path: &str, body: Option<&str>) -> std::io::Result<Response> {
+pub fn request(
+    sock: &Path,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> std::io::Result<Response> {
     let mut stream = UnixStream::connect(sock)?;
     stream.set_read_timeout(Some(Duration::from_secs(300)))?;
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
@@ -81,5 +86,11 @@ pub fn mount(sock: &Path, at: &str, fs_type: &str, source: &str, config: &str) -
 
 /// `DELETE /api/v1/mount?mountpoint=AT`.
 pub fn umount(sock: &Path, at: &str) -> Response {
-    request(sock, "DELETE", &format!("/api/v1/mount?mountpoint={at}"), None).expect("API request")
+    request(
+        sock,
+        "DELETE",
+        &format!("/api/v1/mount?mountpoint={at}"),
+        None,
+    )
+    .expect("API request")
 }

@@ -3,6 +3,7 @@
 //! generous deadline (never a timing assertion).
 #![allow(dead_code)]
 
+pub mod api;
 pub mod changes;
 pub mod cpio;
 pub mod daemon;

@@ -6,9 +6,10 @@
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{open, Mode, OFlags};
+use rustix::fs::{openat, readlinkat, Mode, OFlags, CWD};
 use rustix::mount::{open_tree, OpenTreeFlags};
 
 use crate::mounts::{MountError, MountSpec};
@@ -54,13 +55,15 @@ pub fn open_source(spec: &MountSpec, policy: &SourcePolicy) -> Result<OwnedFd, M
         path: dir.to_path_buf(),
         source,
     };
-    let fd = open(
+    let fd = openat(
+        CWD,
         dir,
         OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
     )
     .map_err(|e| fail(e.into()))?;
-    let real = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).map_err(fail)?;
+    let link = readlinkat(CWD, reach(&fd), Vec::new()).map_err(|e| fail(e.into()))?;
+    let real = PathBuf::from(std::ffi::OsString::from_vec(link.into_bytes()));
     policy.check(spec, &real)?;
     let tree = match open_tree(
         fd.as_fd(),

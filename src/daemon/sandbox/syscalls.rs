@@ -129,22 +129,16 @@ const WRITE: &[Nr] = &[
     libc::SYS_removexattr, // REMOVEXATTR (--xattr only), by /proc/self/fd/N path
 ];
 
-/// The HTTP API served in-process (`--sandbox none`): tokio's and hyper's socket calls, and
-/// opening each mount's source (resolving it, cloning a private mount of it).
+/// The HTTP API served in-process (`--sandbox none`): hyper's replies and closing
+/// connections, and opening each mount's source (resolving it, cloning a private mount of
+/// it when the process may).
 const API: &[Nr] = &[
     libc::SYS_writev,
-    libc::SYS_readv,
     libc::SYS_shutdown,
-    libc::SYS_getsockopt,
-    libc::SYS_setsockopt,
-    libc::SYS_getsockname,
-    libc::SYS_getpeername,
     libc::SYS_openat,
     libc::SYS_readlinkat,
-    libc::SYS_newfstatat,
     libc::SYS_open_tree,
     libc::SYS_mount_setattr,
-    libc::SYS_sched_yield,
 ];
 
 /// syslog(3) (`--syslog`): sends, and retries connecting to /dev/log while it has no socket.
