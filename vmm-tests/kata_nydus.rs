@@ -3,6 +3,8 @@
 //! Kata's agent does (overlay: the image below, an upper directory in the pass-through).
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::harness::api;
@@ -15,16 +17,17 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-/// Waits for the guest to leave `name` in the shared directory.
-fn wait_for(dir: &Path, name: &str) {
+/// Waits for the guest to leave `name` in the shared directory; false if the guest ended
+/// first (or never wrote it).
+fn wait_for(dir: &Path, name: &str, guest_done: &AtomicBool) -> bool {
     let start = Instant::now();
     while !dir.join(name).exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(900),
-            "the guest never wrote {name}"
-        );
+        if guest_done.load(Ordering::Relaxed) || start.elapsed() > Duration::from_secs(900) {
+            return false;
+        }
         std::thread::sleep(Duration::from_millis(100));
     }
+    true
 }
 
 /// The guest's side, in Kata's paths: the `kataShared` device at
@@ -42,7 +45,7 @@ await() {
 rootfs() {
     c=$1
     mkdir -p $S/containers/$c/snapshotdir/fs $S/containers/$c/snapshotdir/work $S/containers/$c/rootfs
-    mount -t overlay overlay -o upperdir=$S/containers/$c/snapshotdir/fs,workdir=$S/containers/$c/snapshotdir/work,lowerdir=$S/rafs/$c/lowerdir,index=off $S/containers/$c/rootfs || { echo "overlay $c failed"; exit 92; }
+    mount -t overlay overlay -o upperdir=$S/containers/$c/snapshotdir/fs,workdir=$S/containers/$c/snapshotdir/work,lowerdir=$S/rafs/$c/lowerdir,index=off $S/containers/$c/rootfs || { echo "overlay $c failed"; dmesg | tail -5; exit 92; }
 }
 touch $S/containers/guest-up
 await go
@@ -58,6 +61,8 @@ await go2
 rootfs c3
 echo "c3-sha=$(sha256sum $S/containers/c3/rootfs/sizes/f1048589 | cut -d' ' -f1)"
 echo "c1-after=$(ls $S/rafs/c1 | wc -l)"
+touch $S/containers/done-reading
+await bye
 umount $S/containers/c2/rootfs $S/containers/c3/rootfs
 exit 0
 "#;
@@ -105,7 +110,9 @@ fn containers_get_their_roots_from_images_mounted_through_the_api() {
     let r = api::mount(&apisock, "/containers", "passthrough_fs", s(&shared), "");
     assert_eq!(r.status, 204, "{}", r.body);
 
+    let guest_done = Arc::new(AtomicBool::new(false));
     let host = {
+        let guest_done = guest_done.clone();
         let shared = shared.clone();
         let apisock = apisock.clone();
         let (minbase, python, fixture) = (
@@ -115,7 +122,9 @@ fn containers_get_their_roots_from_images_mounted_through_the_api() {
         );
         std::thread::spawn(move || {
             let containers = shared.clone();
-            wait_for(&containers, "guest-up");
+            if !wait_for(&containers, "guest-up", &guest_done) {
+                return None;
+            }
             for (at, source) in [
                 ("/rafs/c1/lowerdir", &minbase),
                 ("/rafs/c2/lowerdir", &python),
@@ -124,20 +133,32 @@ fn containers_get_their_roots_from_images_mounted_through_the_api() {
                 assert_eq!(r.status, 204, "{at}: {}", r.body);
             }
             std::fs::write(containers.join("go"), b"").unwrap();
-            wait_for(&containers, "c1-released");
+            if !wait_for(&containers, "c1-released", &guest_done) {
+                return None;
+            }
             let r = api::umount(&apisock, "/rafs/c1/lowerdir");
             assert_eq!(r.status, 204, "{}", r.body);
             let r = api::mount(&apisock, "/rafs/c3/lowerdir", "rafs", &fixture, "{}");
             assert_eq!(r.status, 204, "{}", r.body);
             std::fs::write(containers.join("go2"), b"").unwrap();
+            // The daemon ends with the VM: read the metrics while the guest waits.
+            if !wait_for(&containers, "done-reading", &guest_done) {
+                return None;
+            }
+            let json = api::request(&apisock, "GET", "/api/v1/metrics", None).unwrap();
+            let text = api::request(&apisock, "GET", "/metrics", None).unwrap();
+            std::fs::write(containers.join("bye"), b"").unwrap();
+            Some((json, text))
         })
     };
 
     let mut vm = Vm::new(&sock, "kataShared", GUEST);
     vm.mem_mib = 1024;
     let out = run_vm(&vm);
-    host.join().expect("the host side of the flow failed");
+    guest_done.store(true, Ordering::Relaxed);
+    let metrics = host.join().expect("the host side of the flow failed");
     assert_eq!(out.rc, 0, "{}", tail(&out.console, 60));
+    let (r, text) = metrics.expect("the guest ended before the metrics were read");
     let line = |key: &str| -> String {
         out.output
             .lines()
@@ -168,7 +189,6 @@ fn containers_get_their_roots_from_images_mounted_through_the_api() {
     assert!(hostname.ends_with("changed\n"), "{hostname:?}");
 
     // The reads show in the metrics, per mount.
-    let r = api::request(&apisock, "GET", "/api/v1/metrics", None).unwrap();
     assert_eq!(r.status, 200, "{}", r.body);
     let m = r.json();
     let mounts = m["mounts"].as_array().unwrap();
@@ -188,7 +208,6 @@ fn containers_get_their_roots_from_images_mounted_through_the_api() {
         );
     }
     assert!(mounts[0]["bytes_written"].as_u64().unwrap() > 0);
-    let text = api::request(&apisock, "GET", "/metrics", None).unwrap();
     assert_eq!(text.status, 200);
     assert!(
         text.body.contains(r#"mountpoint="/rafs/c3/lowerdir""#),

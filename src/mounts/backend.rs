@@ -15,6 +15,12 @@ pub trait Backend: FileSystem<Inode = u64, Handle = u64> + Send + Sync {
         false
     }
 
+    /// Whether the guest's `trusted.*` extended attributes are stored as `user.virtiofs.*`
+    /// ones (see `xattr_names.rs`): for host directories passed through.
+    fn maps_trusted_xattrs(&self) -> bool {
+        false
+    }
+
     /// Counters of an image's reads (images only).
     fn image_metrics(&self) -> Option<ImageMetrics> {
         None

@@ -16,6 +16,7 @@ use fuse_backend_rs::api::filesystem::{
 use super::metrics::Op;
 use super::pseudo::Child;
 use super::table::{MountTable, Mounted, Target, PSEUDO_TIMEOUT};
+use super::xattr_names;
 
 /// What the table asks for at FUSE_INIT (of what the guest offers), the same whatever is
 /// mounted later: no write-back cache, no zero-message opens (pass-through needs its opens),
@@ -31,6 +32,18 @@ const WANTED: FsOptions = FsOptions::ASYNC_READ
 
 /// FUSE's root inode, in every mounted file system too.
 const FS_ROOT: u64 = 1;
+
+/// The most bytes a list of extended attribute names takes (the kernel's XATTR_LIST_MAX).
+const XATTR_LIST_MAX: u32 = 65536;
+
+/// The name to pass to a mount for the guest's extended attribute `name`.
+fn host_name<'a>(m: &Mounted, name: &'a CStr) -> std::borrow::Cow<'a, CStr> {
+    if m.fs.maps_trusted_xattrs() {
+        xattr_names::to_host(name)
+    } else {
+        std::borrow::Cow::Borrowed(name)
+    }
+}
 
 /// (inode, lookup count) pairs to forget.
 type Forgets = Vec<(u64, u64)>;
@@ -560,7 +573,7 @@ impl FileSystem for MountTable {
             inode,
             Op::Setxattr,
             |_| err(libc::EROFS),
-            |m, ino| m.fs.setxattr(ctx, ino, name, value, flags),
+            |m, ino| m.fs.setxattr(ctx, ino, &host_name(m, name), value, flags),
         )
     }
 
@@ -575,7 +588,7 @@ impl FileSystem for MountTable {
             inode,
             Op::Getxattr,
             |_| err(libc::ENODATA),
-            |m, ino| m.fs.getxattr(ctx, ino, name, size),
+            |m, ino| m.fs.getxattr(ctx, ino, &host_name(m, name), size),
         )
     }
 
@@ -590,7 +603,22 @@ impl FileSystem for MountTable {
                     ListxattrReply::Names(Vec::new())
                 })
             },
-            |m, ino| m.fs.listxattr(ctx, ino, size),
+            |m, ino| {
+                if !m.fs.maps_trusted_xattrs() {
+                    return m.fs.listxattr(ctx, ino, size);
+                }
+                // The guest's names differ in length from the host's: list them all, then
+                // answer the size asked about.
+                let names = match m.fs.listxattr(ctx, ino, XATTR_LIST_MAX)? {
+                    ListxattrReply::Names(names) => xattr_names::list_to_guest(&names),
+                    count => return Ok(count),
+                };
+                match size {
+                    0 => Ok(ListxattrReply::Count(names.len() as u32)),
+                    s if names.len() > s as usize => err(libc::ERANGE),
+                    _ => Ok(ListxattrReply::Names(names)),
+                }
+            },
         )
     }
 
@@ -599,7 +627,7 @@ impl FileSystem for MountTable {
             inode,
             Op::Removexattr,
             |_| err(libc::EROFS),
-            |m, ino| m.fs.removexattr(ctx, ino, name),
+            |m, ino| m.fs.removexattr(ctx, ino, &host_name(m, name)),
         )
     }
 

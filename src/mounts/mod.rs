@@ -17,6 +17,7 @@ mod path;
 mod pseudo;
 mod spec;
 mod table;
+mod xattr_names;
 
 pub use backend::Backend;
 pub use error::{ErrorClass, MountError};

@@ -173,7 +173,16 @@ impl Backend for ReadOnly<ImageFs> {
     }
 }
 
-/// Pass-through directories: any request may wait on the host's disk.
-impl Backend for PassthroughFs<()> {}
+/// Pass-through directories: any request may wait on the host's disk; the guest's overlayfs
+/// keeps its `trusted.*` attributes in the user namespace of the host's.
+impl Backend for PassthroughFs<()> {
+    fn maps_trusted_xattrs(&self) -> bool {
+        true
+    }
+}
 
-impl Backend for ReadOnly<PassthroughFs<()>> {}
+impl Backend for ReadOnly<PassthroughFs<()>> {
+    fn maps_trusted_xattrs(&self) -> bool {
+        true
+    }
+}

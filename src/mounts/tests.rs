@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use fuse_backend_rs::api::filesystem::{
-    Context, DirEntry, Entry, FileSystem, FsOptions, ZeroCopyWriter,
+    Context, DirEntry, Entry, FileSystem, FsOptions, GetxattrReply, ListxattrReply, ZeroCopyWriter,
 };
 use fuse_backend_rs::file_buf::FileVolatileSlice;
 use fuse_backend_rs::file_traits::FileReadWriteVolatile;
@@ -117,8 +117,11 @@ fn name(s: &str) -> CString {
     CString::new(s).unwrap()
 }
 
-fn errno<T: std::fmt::Debug>(r: io::Result<T>) -> i32 {
-    r.unwrap_err().raw_os_error().unwrap()
+fn errno<T>(r: io::Result<T>) -> i32 {
+    match r {
+        Ok(_) => panic!("succeeded"),
+        Err(e) => e.raw_os_error().unwrap(),
+    }
 }
 
 fn walk(t: &MountTable, path: &str) -> io::Result<Entry> {
@@ -469,4 +472,61 @@ fn a_pass_through_root_has_no_parent_on_the_host() {
         "the table's root, not the host's parent directory"
     );
     assert!(Path::new(&s.tmp.path().join("oci")).exists());
+}
+
+#[test]
+fn a_pass_through_keeps_the_guests_trusted_xattrs_in_the_user_namespace() {
+    let s = setup();
+    let share = s.share();
+    let mounter = Mounter::new(
+        Arc::new(ChunkStore::new(1 << 20, None).unwrap()),
+        MountDefaults {
+            cache: CachePolicy::Auto,
+            xattr: true,
+            allow_direct_io: false,
+        },
+    );
+    let spec = MountSpec::parse("passthrough_fs", share.to_str().unwrap(), "").unwrap();
+    let fs = mounter.open(&spec, spec.host_dir()).unwrap();
+    s.table
+        .mount("/containers", spec.label(), fs, Vec::new())
+        .unwrap();
+    let sub = walk(&s.table, "containers/sub").unwrap();
+    s.table
+        .setxattr(&ctx(), sub.inode, c"trusted.overlay.opaque", b"y", 0)
+        .unwrap();
+    xattr::set(share.join("sub"), "user.virtiofs.stray", b"z").unwrap();
+    xattr::set(share.join("sub"), "user.plain", b"p").unwrap();
+    let host = xattr::get(share.join("sub"), "user.virtiofs.trusted.overlay.opaque").unwrap();
+    assert_eq!(host.as_deref(), Some(&b"y"[..]));
+    let listed = match s.table.listxattr(&ctx(), sub.inode, 4096).unwrap() {
+        ListxattrReply::Names(n) => n,
+        ListxattrReply::Count(_) => panic!("asked for names"),
+    };
+    let mut names: Vec<&[u8]> = listed
+        .split(|&b| b == 0)
+        .filter(|n| !n.is_empty())
+        .collect();
+    names.sort();
+    assert_eq!(names, [&b"trusted.overlay.opaque"[..], b"user.plain"]);
+    match s.table.listxattr(&ctx(), sub.inode, 0).unwrap() {
+        ListxattrReply::Count(n) => assert_eq!(n as usize, listed.len()),
+        ListxattrReply::Names(_) => panic!("asked for the size"),
+    }
+    assert_eq!(errno(s.table.listxattr(&ctx(), sub.inode, 5)), libc::ERANGE);
+    match s
+        .table
+        .getxattr(&ctx(), sub.inode, c"trusted.overlay.opaque", 16)
+        .unwrap()
+    {
+        GetxattrReply::Value(v) => assert_eq!(v, b"y"),
+        GetxattrReply::Count(_) => panic!("asked for the value"),
+    }
+    s.table
+        .removexattr(&ctx(), sub.inode, c"trusted.overlay.opaque")
+        .unwrap();
+    assert_eq!(
+        xattr::get(share.join("sub"), "user.virtiofs.trusted.overlay.opaque").unwrap(),
+        None
+    );
 }
