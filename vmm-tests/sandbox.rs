@@ -351,3 +351,79 @@ fn chroot_sandbox_confines_without_namespaces() {
         "--xattr needs /proc, which a chroot lacks"
     );
 }
+
+#[test]
+fn a_mount_table_is_served_from_an_empty_root_and_reaches_only_what_was_mounted() {
+    use crate::harness::api;
+    let tmp = tempfile::tempdir().unwrap();
+    let (oci, img) = one_file_image(tmp.path());
+    let share = tmp.path().join("share");
+    std::fs::create_dir_all(&share).unwrap();
+    std::fs::write(tmp.path().join("secret"), b"not mounted").unwrap();
+    let (apisock, sock) = (tmp.path().join("api.sock"), tmp.path().join("vfs.sock"));
+    let mut daemon = Daemon::spawn(&[
+        "virtiofs",
+        "--apisock",
+        s(&apisock),
+        "--sock",
+        s(&sock),
+        "--allow-mount-from",
+        s(tmp.path()),
+    ]);
+    api::wait_running(&apisock, DAEMON_DEADLINE);
+    assert_eq!(
+        api::mount(&apisock, "/c", "passthrough_fs", s(&share), "").status,
+        204
+    );
+    assert_eq!(
+        api::mount(&apisock, "/i", "rafs", &img.target, "").status,
+        204
+    );
+    let refused = api::mount(&apisock, "/e", "passthrough_fs", "/etc", "");
+    assert_eq!(refused.status, 400, "{}", refused.body);
+
+    // supervisor -> waiter -> daemon: the supervisor serves the API, the daemon the table.
+    let waiter = only_child(daemon.pid());
+    let served = only_child(waiter);
+    for ns in ["mnt", "pid", "net", "ipc", "uts"] {
+        let ours = std::fs::read_link(format!("/proc/self/ns/{ns}")).unwrap();
+        let its = std::fs::read_link(proc_path(served, &format!("ns/{ns}"))).unwrap();
+        assert_ne!(ours, its, "the daemon shares our {ns} namespace");
+    }
+    let want = [("/", true), ("/proc", true)].map(|(m, ro)| (m.to_string(), ro));
+    assert_eq!(
+        mounts(served),
+        want,
+        "mounts (point, read-only) of the daemon"
+    );
+    assert_every_thread_confined(served, WRITABLE_CAPS);
+    // What it holds: the two sources, as private mounts, and nothing above them.
+    let fds: Vec<PathBuf> = std::fs::read_dir(proc_path(served, "fd"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    for source in [&share, &oci] {
+        assert!(
+            fds.iter().any(|fd| same_file(fd, source)),
+            "{}",
+            source.display()
+        );
+    }
+    let reached = fds
+        .iter()
+        .filter(|fd| same_file(fd, &share) || same_file(fd, &oci));
+    for fd in reached {
+        assert!(
+            !fd.join("../secret").exists(),
+            "{} reaches above its source",
+            fd.display()
+        );
+    }
+
+    // Kata stops it with SIGKILL: nothing is left behind.
+    // SAFETY: kill(2) with a pid we started and still own (not yet reaped).
+    assert_eq!(unsafe { libc::kill(daemon.pid() as i32, libc::SIGKILL) }, 0);
+    daemon.wait_exit(DAEMON_DEADLINE);
+    wait_gone(waiter);
+    wait_gone(served);
+}

@@ -358,11 +358,16 @@ impl MountTable {
     }
 
     /// Records that FUSE_INIT settled on `opts` and initialises every mounted file system with
-    /// them (a failure is logged: the others keep serving).
+    /// them (a failure is logged: the others keep serving). A second INIT (the guest
+    /// rebooted) first makes them forget the first session's state: its inodes mean nothing
+    /// to the new guest kernel.
     pub(super) fn initialised(&self, opts: FsOptions) {
         let mut admin = self.admin();
-        admin.negotiated = Some(opts);
+        let again = admin.negotiated.replace(opts).is_some();
         for m in self.live() {
+            if again {
+                m.fs.destroy();
+            }
             if let Err(e) = m.fs.init(opts) {
                 log::error!("{}: cannot initialise: {e}", m.mountpoint.display());
             }
