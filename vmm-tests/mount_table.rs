@@ -21,6 +21,8 @@ mod harness;
 
 #[path = "mount_table/many.rs"]
 mod many;
+#[path = "mount_table/stale.rs"]
+mod stale;
 
 use std::collections::BTreeMap;
 use std::fs;
