@@ -19,6 +19,8 @@
 mod common;
 mod harness;
 
+#[path = "mount_table/hostile.rs"]
+mod hostile;
 #[path = "mount_table/many.rs"]
 mod many;
 #[path = "mount_table/stale.rs"]
