@@ -21,6 +21,8 @@ mod harness;
 
 #[path = "mount_table/hostile.rs"]
 mod hostile;
+#[path = "mount_table/lifecycle.rs"]
+mod lifecycle;
 #[path = "mount_table/many.rs"]
 mod many;
 #[path = "mount_table/stale.rs"]
