@@ -209,3 +209,104 @@ fn unmounted_node_ids_go_stale_and_never_reach_the_next_mount() {
     let status = daemon.wait_exit(crate::harness::DAEMON_DEADLINE);
     assert!(status.success(), "daemon: {status}");
 }
+
+/// Remounts the guest cannot see coming: one mount point swapped between two images as fast
+/// as the API allows, while the guest looks the same file up again and again and reads it
+/// through each node id it got. Every READ returns the bytes of the image that node id's
+/// generation was mounted with, or ESTALE; never the other image's. Every failed LOOKUP is
+/// ENOENT (nothing mounted there at that moment) or ESTALE (the mount went mid-walk).
+#[test]
+fn reads_racing_remounts_get_their_own_image_or_estale() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    const SWAPS: u64 = 300;
+    const READ: u32 = 65536;
+    let fx = fixtures();
+    let d = TableDaemon::start(&[]);
+    // Mount number g of the slot (its generation g) serves images[(g - 1) % 2].
+    let images = [&fx.v1.zstd, &fx.v2.plain];
+    let blob = |b: &super::Built| std::fs::read(b.tree.join("data/blob")).unwrap();
+    let want = [blob(&fx.v1), blob(&fx.v2)];
+    d.must_mount("/race", "rafs", &images[0].target, "");
+
+    let mut o = RunOptions::new(&d.sock);
+    o.depth = 1;
+    let mut g = Guest::connect(&o).unwrap();
+    let done = AtomicBool::new(false);
+    let (mut good, mut stale, mut gone) = (0u64, 0u64, 0u64);
+    let mut generations = std::collections::BTreeSet::new();
+    std::thread::scope(|scope| {
+        let swapper = scope.spawn(|| {
+            struct Done<'a>(&'a AtomicBool);
+            impl Drop for Done<'_> {
+                fn drop(&mut self) {
+                    self.0.store(true, Ordering::SeqCst);
+                }
+            }
+            let _done = Done(&done);
+            for k in 1..=SWAPS {
+                d.must_umount("/race");
+                d.must_mount("/race", "rafs", &images[(k % 2) as usize].target, "");
+            }
+        });
+        while !done.load(Ordering::SeqCst) {
+            let file = match g.lookup_path("/race/data/blob").unwrap() {
+                Ok(a) => a,
+                Err(e) if e == libc::ENOENT || e == libc::ESTALE => {
+                    gone += 1;
+                    continue;
+                }
+                Err(e) => panic!("LOOKUP: errno {e}"),
+            };
+            let gen = generation(file.nodeid);
+            generations.insert(gen);
+            let expected = &want[((gen - 1) % 2) as usize];
+            let fh = match g.open(file.nodeid, false).unwrap() {
+                Ok(fh) => fh,
+                Err(libc::ESTALE) => {
+                    stale += 1;
+                    continue;
+                }
+                Err(e) => panic!("OPEN: errno {e}"),
+            };
+            let mut off = 0u64;
+            while off < file.size {
+                match g.read(file.nodeid, fh, off, READ).unwrap() {
+                    Ok(data) => {
+                        let end = (off as usize + data.len()).min(expected.len());
+                        assert!(!data.is_empty(), "generation {gen}: empty READ at {off}");
+                        assert!(
+                            data == expected[off as usize..end],
+                            "generation {gen}: READ at {off} returned another image's bytes"
+                        );
+                        good += 1;
+                        off += data.len() as u64;
+                    }
+                    Err(libc::ESTALE) => {
+                        stale += 1;
+                        break;
+                    }
+                    Err(e) => panic!("READ: errno {e}"),
+                }
+            }
+            match g.release(file.nodeid, fh, false).unwrap() {
+                Ok(()) | Err(libc::ESTALE) => {}
+                Err(e) => panic!("RELEASE: errno {e}"),
+            }
+            g.forget(file.nodeid, 1).unwrap();
+        }
+        swapper.join().expect("the swapping client failed");
+    });
+    eprintln!(
+        "{good} good reads, {stale} stale, {gone} lookups found nothing, {} generations seen",
+        generations.len()
+    );
+    assert!(good > 0);
+    // Settled: the last mount serves its own image, in the slot's last generation.
+    let file = ok("lookup", g.lookup_path("/race/data/blob"));
+    assert_eq!(generation(file.nodeid), SWAPS + 1);
+    let data = ok("read", g.read_file(file.nodeid, file.size));
+    assert_eq!(data, want[(SWAPS % 2) as usize]);
+    g.stop().unwrap();
+    let status = { d.daemon }.wait_exit(crate::harness::DAEMON_DEADLINE);
+    assert!(status.success(), "daemon: {status}");
+}
