@@ -474,3 +474,79 @@ fn bad_requests_get_their_status_while_a_guest_reads() {
     let status = { d.daemon }.wait_exit(crate::harness::DAEMON_DEADLINE);
     assert!(status.success(), "daemon: {status}");
 }
+
+/// Clients racing each other: many mount requests for one mount point at once get exactly
+/// one 204 (the winner's source is what is mounted) and 409 for the rest; as many unmounts
+/// get one 204 and 404s. Mounts of distinct mount points at once all succeed, each in a
+/// slot of its own.
+#[test]
+fn racing_clients_one_mount_point_one_winner() {
+    const CLIENTS: usize = 16;
+    let fx = fixtures();
+    let d = TableDaemon::start(&[]);
+    let source = |i: usize| fx.sets[i % fx.sets.len()].plain.target.clone();
+    for round in 0..4 {
+        let statuses: Vec<u16> = std::thread::scope(|scope| {
+            let all: Vec<_> = (0..CLIENTS)
+                .map(|i| {
+                    let d = &d;
+                    let src = source(i);
+                    scope.spawn(move || d.mount("/contested", "rafs", &src, "").status)
+                })
+                .collect();
+            all.into_iter().map(|t| t.join().unwrap()).collect()
+        });
+        let winners: Vec<usize> = (0..CLIENTS).filter(|&i| statuses[i] == 204).collect();
+        assert_eq!(winners.len(), 1, "round {round}: {statuses:?}");
+        assert!(
+            statuses.iter().all(|&s| s == 204 || s == 409),
+            "round {round}: {statuses:?}"
+        );
+        let backends = d.backends();
+        assert_eq!(
+            backends["/contested"].1,
+            source(winners[0]),
+            "round {round}"
+        );
+        let statuses: Vec<u16> = std::thread::scope(|scope| {
+            let all: Vec<_> = (0..CLIENTS)
+                .map(|_| scope.spawn(|| api::umount(&d.api, "/contested").status))
+                .collect();
+            all.into_iter().map(|t| t.join().unwrap()).collect()
+        });
+        assert_eq!(
+            statuses.iter().filter(|&&s| s == 204).count(),
+            1,
+            "round {round}: {statuses:?}"
+        );
+        assert!(
+            statuses.iter().all(|&s| s == 204 || s == 404),
+            "{statuses:?}"
+        );
+        assert!(d.backends().is_empty());
+    }
+    std::thread::scope(|scope| {
+        for i in 0..2 * CLIENTS {
+            let d = &d;
+            let src = source(i);
+            scope.spawn(move || d.must_mount(&format!("/rafs/c{i}/lowerdir"), "rafs", &src, ""));
+        }
+    });
+    let m = d.metrics();
+    let slots: std::collections::BTreeSet<u64> = m["mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["slot"].as_u64().unwrap())
+        .collect();
+    assert_eq!(slots.len(), 2 * CLIENTS, "a slot each: {slots:?}");
+    assert_eq!(d.backends().len(), 2 * CLIENTS);
+    std::thread::scope(|scope| {
+        for i in 0..2 * CLIENTS {
+            let d = &d;
+            scope.spawn(move || d.must_umount(&format!("/rafs/c{i}/lowerdir")));
+        }
+    });
+    assert!(d.backends().is_empty());
+    assert_eq!(d.metrics()["mounts"].as_array().unwrap().len(), 0);
+}
