@@ -55,6 +55,14 @@ enum End {
     Sigterm,
     /// The VMM connects, then goes away.
     Disconnect,
+    /// SIGTERM while the VMM is connected (Kata stops the daemon before the VM is gone).
+    SigtermConnected,
+}
+
+fn sigterm(daemon: &crate::harness::daemon::Daemon) {
+    // SAFETY: kill only sends a signal to the daemon process this test started.
+    let rc = unsafe { libc::kill(daemon.pid() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(rc, 0);
 }
 
 fn history_then_end(sandbox: &[&str], end: End) {
@@ -86,20 +94,25 @@ fn history_then_end(sandbox: &[&str], end: End) {
         sock,
         _dir,
     } = d;
+    let mut guest = None;
     match end {
-        End::Sigterm => {
-            // SAFETY: kill only sends a signal to the daemon process this test started.
-            let rc = unsafe { libc::kill(daemon.pid() as libc::pid_t, libc::SIGTERM) };
-            assert_eq!(rc, 0);
-        }
-        End::Disconnect => {
+        End::Sigterm => sigterm(&daemon),
+        End::Disconnect | End::SigtermConnected => {
             let mut g = Guest::connect(&RunOptions::new(&sock)).unwrap();
             let names = g.list(1).unwrap().unwrap();
             assert_eq!(names, ["containers", "rafs"], "{end:?}");
-            g.stop().unwrap();
+            let rafs = g.lookup(1, "rafs").unwrap().unwrap().nodeid;
+            assert_eq!(g.list(rafs).unwrap().unwrap(), ["c1", "c2", "c4"]);
+            if matches!(end, End::Disconnect) {
+                g.stop().unwrap();
+            } else {
+                sigterm(&daemon);
+                guest = Some(g);
+            }
         }
     }
     let status = daemon.wait_exit(DAEMON_DEADLINE);
+    drop(guest);
     assert!(status.success(), "{sandbox:?} {end:?}: {status}");
     assert!(!api.exists(), "{sandbox:?} {end:?}: the API socket is left");
     assert!(
@@ -112,6 +125,12 @@ fn history_then_end(sandbox: &[&str], end: End) {
 fn backend_collection_is_the_mounts_made_and_sigterm_removes_the_sockets() {
     history_then_end(&[], End::Sigterm);
     history_then_end(&["--sandbox", "none"], End::Sigterm);
+}
+
+#[test]
+fn sigterm_with_the_vmm_connected_removes_the_sockets() {
+    history_then_end(&[], End::SigtermConnected);
+    history_then_end(&["--sandbox", "none"], End::SigtermConnected);
 }
 
 #[test]
