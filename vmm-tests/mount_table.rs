@@ -356,3 +356,25 @@ pub fn op_requests(mount: &serde_json::Value, op: &str) -> u64 {
         .find(|o| o["op"] == op)
         .map_or(0, |o| o["requests"].as_u64().unwrap())
 }
+
+/// The process that serves the table: the daemon itself without a sandbox, else its deepest
+/// descendant (the supervisor waits for a process holding the pid namespace, which holds
+/// the confined daemon).
+pub fn serving_pid(pid: u32) -> u32 {
+    let children = fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .map(|t| {
+            let path = t.unwrap().path().join("children");
+            fs::read_to_string(path).unwrap_or_default()
+        })
+        .collect::<String>();
+    match children.split_whitespace().next() {
+        Some(child) => serving_pid(child.parse().unwrap()),
+        None => pid,
+    }
+}
+
+/// Descriptors `pid` holds open.
+pub fn open_fds(pid: u32) -> usize {
+    fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count()
+}

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use virtiofs_frontend::{Guest, RunOptions, Workload};
 
-use super::{assert_error_body, file_stats, fixtures, TableDaemon};
+use super::{assert_error_body, file_stats, fixtures, open_fds, serving_pid, TableDaemon};
 use crate::harness::api;
 
 /// Mount/unmount cycles of the churning client.
@@ -417,6 +417,8 @@ fn bad_requests_get_their_status_while_a_guest_reads() {
         while !started.load(Ordering::SeqCst) {
             std::thread::sleep(Duration::from_millis(10));
         }
+        let serving = serving_pid(d.daemon.pid());
+        let fds = open_fds(serving);
         let churner = scope.spawn(|| churn(&d, &dirs.share));
         let bad = bad_requests(&dirs);
         for pass in 0..PASSES {
@@ -446,6 +448,12 @@ fn bad_requests_get_their_status_while_a_guest_reads() {
             umounts += 1;
         }
         churner.join().expect("the churning client failed");
+        // Every unmount and every refusal closed what its request brought.
+        assert_eq!(
+            open_fds(serving),
+            fds,
+            "descriptors leaked by the serving process"
+        );
         done.store(true, Ordering::SeqCst);
         reader.join().expect("the guest failed")
     });
