@@ -6,9 +6,10 @@
 //!   per-mount metrics add up to exactly what was read.
 //! - `hostile`: every malformed or refused API request gets its exact status and a JSON
 //!   `{"code","message"}` body, while a guest reads and checks a stable mount and other
-//!   mount points are mounted and unmounted in a loop.
+//!   mount points are mounted and unmounted in a loop (no descriptor leaks); racing clients
+//!   of one mount point get one winner.
 //! - `stale`: node ids of an unmounted image or directory get ESTALE, also once the slot
-//!   serves the next mount.
+//!   serves the next mount; reads racing remounts get their own image's bytes or ESTALE.
 //! - `lifecycle`: `backend_collection` is what was mounted; the daemon's exit (SIGTERM, the
 //!   VMM disconnecting) removes both socket files.
 //!

@@ -112,13 +112,9 @@ fn many_mounts(case: Case) {
 
     // The VMM is gone: so is the daemon, with both its sockets.
     let mut daemon = d.daemon;
-    let status = daemon.wait_exit(harness_deadline());
+    let status = daemon.wait_exit(crate::harness::DAEMON_DEADLINE);
     assert!(status.success(), "daemon: {status}");
     assert!(!d.api.exists() && !d.sock.exists(), "socket files left");
-}
-
-fn harness_deadline() -> std::time::Duration {
-    crate::harness::DAEMON_DEADLINE
 }
 
 /// Every mount was read, by exactly the bytes of its files plus its share of the random
