@@ -46,12 +46,16 @@ impl Mounter {
     }
 
     /// Opens what `spec` names, reaching its host directory through `dir` (the directory
-    /// itself, or another path to it).
+    /// itself, or another path to it). Errors name the directory as `spec` does, not `dir`.
     pub fn open(&self, spec: &MountSpec, dir: &Path) -> Result<Box<dyn Backend>, MountError> {
-        match spec {
+        let opened = match spec {
             MountSpec::Image(image) => self.image(image, dir),
             MountSpec::Passthrough(p) => self.passthrough(p, dir),
-        }
+        };
+        opened.map_err(|e| match e {
+            MountError::Image(m) => MountError::Image(named_as(&m, dir, spec.host_dir())),
+            other => other,
+        })
     }
 
     fn image(&self, spec: &ImageSpec, dir: &Path) -> Result<Box<dyn Backend>, MountError> {
@@ -123,6 +127,27 @@ impl Mounter {
     }
 }
 
+/// `message` with the path `via` (`/proc/self/fd/N` in a sandboxed process) written as
+/// `source`, the directory the request named: the message ends up in Kata's log. Only whole
+/// occurrences are replaced (`/proc/self/fd/7` is not a part of `/proc/self/fd/71`).
+fn named_as(message: &str, via: &Path, source: &Path) -> String {
+    let (via, source) = (via.to_string_lossy(), source.to_string_lossy());
+    if via.is_empty() || via == source {
+        return message.to_string();
+    }
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(at) = rest.find(&*via) {
+        let after = &rest[at + via.len()..];
+        let whole = !after.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        out.push_str(&rest[..at]);
+        out.push_str(if whole { &source } else { &via });
+        rest = after;
+    }
+    out.push_str(rest);
+    out
+}
+
 /// The pass-through settings for a directory reached at `root`: virtiofsd's timeouts for the
 /// cache mode; no import at FUSE_INIT (the mount imports it, and under the table INIT comes
 /// with options already settled).
@@ -184,5 +209,29 @@ impl Backend for PassthroughFs<()> {
 impl Backend for ReadOnly<PassthroughFs<()>> {
     fn maps_trusted_xattrs(&self) -> bool {
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_name_the_source_not_the_path_it_was_reached_by() {
+        let (via, source) = (Path::new("/proc/self/fd/7"), Path::new("/var/lib/img"));
+        assert_eq!(
+            named_as("no manifest m in /proc/self/fd/7", via, source),
+            "no manifest m in /var/lib/img"
+        );
+        assert_eq!(
+            named_as("/proc/self/fd/7/blobs/sha256/ab: bad", via, source),
+            "/var/lib/img/blobs/sha256/ab: bad"
+        );
+        assert_eq!(
+            named_as("/proc/self/fd/71 and /proc/self/fd/7.", via, source),
+            "/proc/self/fd/71 and /var/lib/img."
+        );
+        assert_eq!(named_as("nothing", via, source), "nothing");
+        assert_eq!(named_as("/x: y", Path::new("/x"), Path::new("/x")), "/x: y");
     }
 }

@@ -414,6 +414,29 @@ fn an_image_refused_by_its_pin_is_a_bad_request() {
     assert!(e.to_string().contains("manifest digest"), "{e}");
 }
 
+/// A sandboxed daemon reaches each source through `/proc/self/fd/N`: its refusals still
+/// name the directory the request named (the message goes to Kata's log).
+#[test]
+fn image_errors_name_the_source_not_the_path_it_was_reached_by() {
+    let s = setup();
+    let via = s.tmp.path().join("via-oci");
+    std::os::unix::fs::symlink(s.oci(), &via).unwrap();
+    let missing = format!("{}@sha256:{}", s.oci().display(), "0".repeat(64));
+    let spec = MountSpec::parse("rafs", &missing, "").unwrap();
+    let e = s.mounter.open(&spec, &via).err().unwrap().to_string();
+    assert!(e.contains(&s.oci().display().to_string()), "{e}");
+    assert!(!e.contains("via-oci"), "{e}");
+
+    let via = s.tmp.path().join("via-share");
+    std::os::unix::fs::symlink(s.share(), &via).unwrap();
+    let spec = MountSpec::parse("rafs", &format!("{}:t", s.share().display()), "").unwrap();
+    let e = s.mounter.open(&spec, &via).err().unwrap();
+    assert_eq!(e.class(), ErrorClass::BadRequest);
+    let e = e.to_string();
+    assert!(e.contains(&s.share().display().to_string()), "{e}");
+    assert!(!e.contains("via-share"), "{e}");
+}
+
 #[test]
 fn every_slot_can_be_used_and_the_next_mount_is_refused() {
     let s = setup();

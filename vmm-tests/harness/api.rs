@@ -39,9 +39,31 @@ pub fn request(
     }
     req.push_str("\r\n");
     req.push_str(body.unwrap_or(""));
-    stream.write_all(req.as_bytes())?;
+    // A server refusing the request (413) may answer and close before reading all of it:
+    // the rest of the write then fails, and the read after the answer may get a reset.
+    // What it answered is what counts.
+    let dropped = |e: &std::io::Error| {
+        matches!(
+            e.kind(),
+            std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+        )
+    };
+    if let Err(e) = stream.write_all(req.as_bytes()) {
+        if !dropped(&e) {
+            return Err(e);
+        }
+    }
     let mut raw = Vec::new();
-    stream.read_to_end(&mut raw)?;
+    let mut buf = [0u8; 16384];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if dropped(&e) && !raw.is_empty() => break,
+            Err(e) => return Err(e),
+        }
+    }
     let text = String::from_utf8_lossy(&raw).into_owned();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let status = head

@@ -5,6 +5,7 @@
 mod device;
 mod error;
 mod fuse;
+mod guest;
 mod hostile;
 mod memory;
 mod report;
@@ -18,6 +19,7 @@ use std::time::Duration;
 
 pub use device::{Device, DeviceConfig, Profile};
 pub use error::{FrontendError, Result};
+pub use guest::{Answer, Attr, Guest, SubtreeReport};
 pub use hostile::{CaseResult, Outcome};
 pub use memory::GuestRam;
 pub use report::{RunReport, WorkloadReport};
@@ -84,9 +86,8 @@ fn ram_size(o: &RunOptions, slots: usize, out_room: u32) -> u64 {
     queues + slots as u64 * per_slot + (4 << 20)
 }
 
-/// Connects, negotiates, runs the hostile cases (if asked) and the workloads, forgets every
-/// inode, checks against `verify` (if given), and stops the device.
-pub fn run(o: &RunOptions) -> Result<RunReport> {
+/// Connects and sets up the device and the request slots `o` asks for (no FUSE yet).
+fn connect(o: &RunOptions) -> Result<Session> {
     if o.depth == 0 || o.depth > 4096 {
         return Err(FrontendError::Usage(
             "depth must be between 1 and 4096".into(),
@@ -101,7 +102,13 @@ pub fn run(o: &RunOptions) -> Result<RunReport> {
         queue_size: o.queue_size,
     };
     let dev = Device::start(&o.socket, &cfg, ram)?;
-    let mut s = Session::new(dev, slots, out_room, o.timeout)?;
+    Session::new(dev, slots, out_room, o.timeout)
+}
+
+/// Connects, negotiates, runs the hostile cases (if asked) and the workloads, forgets every
+/// inode, checks against `verify` (if given), and stops the device.
+pub fn run(o: &RunOptions) -> Result<RunReport> {
+    let mut s = connect(o)?;
     let mut hostile = Vec::new();
     if o.hostile {
         hostile.extend(hostile::before_init(&mut s, o.hostile_wait, o.backend_pid)?);

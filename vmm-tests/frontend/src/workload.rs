@@ -54,6 +54,19 @@ pub struct Ctx {
     pub read_size: u32,
     pub random_reads: usize,
     pub seed: u64,
+    /// The node id the walks start from (0: FUSE's root, 1).
+    pub root: u64,
+}
+
+impl Ctx {
+    /// The node id the walks start from.
+    pub fn root(&self) -> u64 {
+        if self.root == 0 {
+            1
+        } else {
+            self.root
+        }
+    }
 }
 
 /// Counters of one workload run.
@@ -113,13 +126,14 @@ pub fn run(s: &mut Session, ctx: &mut Ctx, w: Workload, depth: usize) -> Result<
 }
 
 fn walk(s: &mut Session, ctx: &mut Ctx, depth: usize, plus: bool) -> Result<Measured> {
-    let root = expect_ok("GETATTR", "/", s.call(fuse::getattr(1))?)?;
+    let start = ctx.root();
+    let root = expect_ok("GETATTR", "/", s.call(fuse::getattr(start))?)?;
     let root: AttrOut = fuse::parse("GETATTR", &root)?;
     ctx.tree.clear();
     ctx.tree.insert(
         Vec::new(),
         Node {
-            nodeid: 1,
+            nodeid: start,
             mode: root.attr.mode,
             size: root.attr.size,
             link: None,
@@ -127,7 +141,7 @@ fn walk(s: &mut Session, ctx: &mut Ctx, depth: usize, plus: bool) -> Result<Meas
     );
     let mut m = Measured::default();
     let mut ops = VecDeque::new();
-    ops.push_back((fuse::open(1, true), WalkOp::OpenDir(Vec::new(), 1)));
+    ops.push_back((fuse::open(start, true), WalkOp::OpenDir(Vec::new(), start)));
     let readdir = if plus {
         Opcode::Readdirplus
     } else {
