@@ -38,7 +38,7 @@ pub use config::{
 };
 pub use error::DaemonError;
 pub use init_options::InitOptions;
-pub use passthrough::{cache_timeout, shared_dir, ReadOnlySharedDirFs, SharedDir, SharedDirFs};
+pub use passthrough::{shared_dir, ReadOnlySharedDirFs, SharedDir, SharedDirFs};
 pub use sandbox::{SandboxError, TRAPPED_EXIT_STATUS};
 pub use serve::{listen, serve, ServeOptions};
 pub use start::{open_image, start, Daemon, Started, Supervising};

@@ -7,16 +7,15 @@
 
 use std::io;
 use std::path::Path;
-use std::time::Duration;
 
 use fuse_backend_rs::abi::fuse_abi::FsOptions;
-use fuse_backend_rs::passthrough::{CachePolicy as PtCache, Config as PtConfig, PassthroughFs};
+use fuse_backend_rs::passthrough::PassthroughFs;
 
 use super::config::Config;
 use super::init_options::InitOptions;
 use super::DaemonError;
-use crate::fs::CachePolicy;
 use crate::fs::ReadOnly;
+use crate::mounts::passthrough_config;
 
 /// The pass-through file system served for a shared directory, read-write.
 pub type SharedDirFs = InitOptions<PassthroughFs<()>>;
@@ -30,15 +29,6 @@ pub enum SharedDir {
     ReadWrite(Box<SharedDirFs>),
     /// `--readonly`: every write answers EROFS.
     ReadOnly(Box<ReadOnlySharedDirFs>),
-}
-
-/// Entry and attribute timeout for a cache mode (virtiofsd's values).
-pub fn cache_timeout(cache: CachePolicy) -> Duration {
-    match cache {
-        CachePolicy::Never => Duration::ZERO,
-        CachePolicy::Auto => Duration::from_secs(1),
-        CachePolicy::Metadata | CachePolicy::Always => Duration::from_secs(86400),
-    }
 }
 
 /// Opens `dir` for serving (without a sandbox): read-write, or read-only when
@@ -78,25 +68,13 @@ pub(crate) fn new_passthrough(
     let root = root
         .to_str()
         .ok_or_else(|| at(dir)(io::Error::other("path is not valid UTF-8")))?;
-    let timeout = cache_timeout(config.cache);
-    let cfg = PtConfig {
-        root_dir: root.to_string(),
-        cache_policy: match config.cache {
-            CachePolicy::Never => PtCache::Never,
-            CachePolicy::Metadata => PtCache::Metadata,
-            CachePolicy::Auto => PtCache::Auto,
-            CachePolicy::Always => PtCache::Always,
-        },
-        entry_timeout: timeout,
-        attr_timeout: timeout,
-        xattr: config.xattr,
-        allow_direct_io: config.allow_direct_io,
-        // No write-back cache (`--writeback` is accepted and ignored): the guest's writes
-        // reach the directory as they are made, so the host and other guests see them.
-        writeback: false,
-        do_import: true,
-        ..PtConfig::default()
-    };
+    let cfg = passthrough_config(
+        root,
+        config.cache,
+        config.xattr,
+        config.allow_direct_io,
+        true,
+    );
     PassthroughFs::<()>::new(cfg).map_err(at(dir))
 }
 

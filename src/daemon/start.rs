@@ -53,22 +53,8 @@ pub fn start(config: &Config) -> Result<Started, DaemonError> {
         }
         Source::Table(_) => unreachable!("started above"),
     }?;
-    // Before the filter: the default pool size reads /proc/self/cgroup.
-    let opts = ServeOptions {
-        thread_pool_size: config.thread_pool_size,
-        ..ServeOptions::default()
-    };
     let sandboxed = config.sandbox != Sandbox::None;
-    let listener = if sandboxed {
-        // Unlinking it at exit is the supervisor's job: the daemon cannot reach the path.
-        listen_keeping_the_file(&config.socket)?
-    } else {
-        listen(&config.socket)?
-    };
-    let socket_files: Vec<PathBuf> = match &config.socket {
-        SocketSpec::Path(p) => vec![p.clone()],
-        SocketSpec::Fd(_) => Vec::new(),
-    };
+    let (opts, listener, socket_files) = vhost_user_socket(config)?;
     sandbox::block_stop_signals()?;
     let jail = match sandbox::isolate(config.sandbox)? {
         Isolated::Supervisor(supervisor) => {
@@ -141,6 +127,28 @@ pub fn start(config: &Config) -> Result<Started, DaemonError> {
         socket_files,
         plane: None,
     })))
+}
+
+/// How the device will be served (made before the seccomp filter: the default pool size
+/// reads /proc/self/cgroup), its listening socket, and the socket file made for it, if any.
+pub(super) fn vhost_user_socket(
+    config: &Config,
+) -> Result<(ServeOptions, Listener, Vec<PathBuf>), DaemonError> {
+    let opts = ServeOptions {
+        thread_pool_size: config.thread_pool_size,
+        ..ServeOptions::default()
+    };
+    let listener = if config.sandbox != Sandbox::None {
+        // Unlinking it at exit is the supervisor's job: the daemon cannot reach the path.
+        listen_keeping_the_file(&config.socket)?
+    } else {
+        listen(&config.socket)?
+    };
+    let files = match &config.socket {
+        SocketSpec::Path(p) => vec![p.clone()],
+        SocketSpec::Fd(_) => Vec::new(),
+    };
+    Ok((opts, listener, files))
 }
 
 /// The chunk store images share, made before the sandbox (a `--cache-dir` is out of its
@@ -257,7 +265,7 @@ impl Daemon {
 }
 
 /// Like [`listen`], but the socket file is not removed when the listener is dropped.
-pub(super) fn listen_keeping_the_file(spec: &SocketSpec) -> Result<Listener, DaemonError> {
+fn listen_keeping_the_file(spec: &SocketSpec) -> Result<Listener, DaemonError> {
     let SocketSpec::Path(path) = spec else {
         return listen(spec);
     };

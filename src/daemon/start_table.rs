@@ -5,15 +5,13 @@
 //! the requests it is sent. Without a sandbox one process does both.
 
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
-use super::config::{Config, Sandbox, SocketSpec, TableSource};
+use super::config::{Config, Sandbox, TableSource};
 use super::control::{answer_requests, ApiControl, Client, Executor, Serving, SourcePolicy};
 use super::sandbox::{self, Isolated, Needs};
-use super::serve::{listen, ServeOptions};
 use super::start::Served;
-use super::start::{listen_keeping_the_file, log_ignored, open_chunk_store};
+use super::start::{log_ignored, open_chunk_store, vhost_user_socket};
 use super::{Daemon, DaemonError, Started, Supervising};
 use crate::api::Control;
 use crate::mounts::{MountDefaults, MountTable, Mounter};
@@ -102,20 +100,8 @@ pub(crate) fn start(config: &Config, table: &TableSource) -> Result<Started, Dae
     let api = crate::api::bind(&table.apisock).map_err(|e| {
         DaemonError::socket(format!("cannot listen on {}", table.apisock.display()), e)
     })?;
-    let opts = ServeOptions {
-        thread_pool_size: config.thread_pool_size,
-        ..ServeOptions::default()
-    };
     let sandboxed = config.sandbox != Sandbox::None;
-    let listener = if sandboxed {
-        listen_keeping_the_file(&config.socket)?
-    } else {
-        listen(&config.socket)?
-    };
-    let mut socket_files: Vec<PathBuf> = match &config.socket {
-        SocketSpec::Path(p) => vec![p.clone()],
-        SocketSpec::Fd(_) => Vec::new(),
-    };
+    let (opts, listener, mut socket_files) = vhost_user_socket(config)?;
     socket_files.push(table.apisock.clone());
     let policy = SourcePolicy {
         allowed: table.allow_mount_from.clone(),

@@ -26,7 +26,7 @@ pub use metrics::{
     ChunkStoreMetrics, Histogram, ImageMetrics, MetricsSnapshot, MountCounters, MountMetrics, Op,
     OpMetrics, LATENCY_BOUNDS_SECONDS,
 };
-pub use open::{MountDefaults, Mounter};
+pub use open::{cache_timeout, passthrough_config, MountDefaults, Mounter};
 pub use path::Mountpoint;
 pub use spec::{ImageRef, ImageSpec, MountSpec, PassthroughSpec};
 pub use table::{MountInfo, MountLabel, MountTable, PSEUDO_TIMEOUT};

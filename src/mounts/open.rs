@@ -114,8 +114,10 @@ impl Mounter {
         }
         let fs = PassthroughFs::<()>::new(passthrough_config(
             root,
+            self.defaults.cache,
             spec.xattr.unwrap_or(self.defaults.xattr),
-            &self.defaults,
+            self.defaults.allow_direct_io,
+            false,
         ))
         .map_err(fail)?;
         fs.import().map_err(fail)?;
@@ -148,18 +150,32 @@ fn named_as(message: &str, via: &Path, source: &Path) -> String {
     out
 }
 
-/// The pass-through settings for a directory reached at `root`: virtiofsd's timeouts for the
-/// cache mode; no import at FUSE_INIT (the mount imports it, and under the table INIT comes
-/// with options already settled).
-fn passthrough_config(root: &str, xattr: bool, defaults: &MountDefaults) -> PtConfig {
-    let timeout = match defaults.cache {
+/// Entry and attribute timeout of a pass-through directory for a cache mode (virtiofsd's
+/// values).
+pub fn cache_timeout(cache: CachePolicy) -> Duration {
+    match cache {
         CachePolicy::Never => Duration::ZERO,
         CachePolicy::Auto => Duration::from_secs(1),
         CachePolicy::Metadata | CachePolicy::Always => Duration::from_secs(86400),
-    };
+    }
+}
+
+/// fuse-backend-rs's pass-through settings for a directory reached at `root`, as virtiofsd
+/// would serve it with `cache`: its timeouts, no write-back cache (guest writes reach the
+/// directory as they are made, so the host sees them at once), and the root opened again at
+/// FUSE_INIT only with `import_at_init` (under the table, INIT comes with options already
+/// settled and the mount imported it).
+pub fn passthrough_config(
+    root: &str,
+    cache: CachePolicy,
+    xattr: bool,
+    allow_direct_io: bool,
+    import_at_init: bool,
+) -> PtConfig {
+    let timeout = cache_timeout(cache);
     PtConfig {
         root_dir: root.to_string(),
-        cache_policy: match defaults.cache {
+        cache_policy: match cache {
             CachePolicy::Never => PtCache::Never,
             CachePolicy::Metadata => PtCache::Metadata,
             CachePolicy::Auto => PtCache::Auto,
@@ -168,9 +184,9 @@ fn passthrough_config(root: &str, xattr: bool, defaults: &MountDefaults) -> PtCo
         entry_timeout: timeout,
         attr_timeout: timeout,
         xattr,
-        allow_direct_io: defaults.allow_direct_io,
+        allow_direct_io,
         writeback: false,
-        do_import: false,
+        do_import: import_at_init,
         ..PtConfig::default()
     }
 }
