@@ -103,7 +103,7 @@ pub fn start(config: &Config) -> Result<Started, DaemonError> {
             log::info!("serving image {} read-only", image.manifest_digest());
             measure_verity = matches!(&config.source, Source::Image(s) if s.fs_verity.is_some());
             let fs = PuzzleFs::new(Arc::new(*image), FsConfig::new(config.cache));
-            let fs = ImageFs::new(fs, Arc::new(store));
+            let fs = ImageFs::new(Arc::new(fs), Arc::new(store));
             chunk_store_fd = Some(fs.store_fd());
             Served::Image(Box::new(ReadOnly::new(fs)))
         }

@@ -13,7 +13,7 @@ pub const LONG_TIMEOUT: Duration = Duration::from_secs(86_400);
 pub const READ_AHEAD_CHUNKS: usize = 2;
 
 /// Cache modes, named and meant as virtiofsd's `--cache`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum CachePolicy {
     /// Nothing cached: zero timeouts, direct I/O, no readdirplus.
     Never,

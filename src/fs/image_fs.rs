@@ -29,7 +29,7 @@ pub const CHUNK_STORE_BYTES: u64 = 512 << 20;
 /// [`PuzzleFs`] whose file reads go through a [`ChunkStore`] (which several images may
 /// share); everything else is PuzzleFs's.
 pub struct ImageFs {
-    fs: PuzzleFs,
+    fs: Arc<PuzzleFs>,
     store: Arc<ChunkStore>,
     /// Blobs whose load failed, logged once each.
     reported: Mutex<HashSet<Digest>>,
@@ -68,8 +68,9 @@ pub struct ImageReadStats {
 }
 
 impl ImageFs {
-    /// Serves `fs`, keeping verified chunks in `store`.
-    pub fn new(fs: PuzzleFs, store: Arc<ChunkStore>) -> ImageFs {
+    /// Serves `fs` (which other `ImageFs` may serve too: it holds no per-client state),
+    /// keeping verified chunks in `store`.
+    pub fn new(fs: Arc<PuzzleFs>, store: Arc<ChunkStore>) -> ImageFs {
         ImageFs {
             fs,
             store,

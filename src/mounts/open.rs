@@ -4,8 +4,10 @@
 //! gives (the host path itself, or `/proc/self/fd/N` for a directory descriptor handed to a
 //! sandboxed process), so this layer needs no access of its own to the host.
 
-use std::path::Path;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use fuse_backend_rs::passthrough::{CachePolicy as PtCache, Config as PtConfig, PassthroughFs};
@@ -13,9 +15,11 @@ use fuse_backend_rs::passthrough::{CachePolicy as PtCache, Config as PtConfig, P
 use super::backend::Backend;
 use super::spec::{ImageRef, ImageSpec, MountSpec, PassthroughSpec};
 use super::{ImageMetrics, MountError};
+use crate::format::Digest;
 use crate::fs::{CachePolicy, FsConfig, ImageFs, PuzzleFs, ReadOnly};
 use crate::oci::{Descriptor, OciDir, MEDIA_TYPE_MANIFEST};
-use crate::reader::{ChunkCache, ChunkStore, Image, OpenOptions};
+use crate::reader::{ChunkCache, ChunkStore, Image, OpenOptions, ReaderError};
+use rustix::fs::{fstat, openat, Mode, OFlags, CWD};
 
 /// Daemon-wide settings a mount request may leave out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,17 +36,39 @@ pub struct MountDefaults {
 pub struct Mounter {
     store: Arc<ChunkStore>,
     defaults: MountDefaults,
+    /// Images opened and still mounted somewhere: mounting one again shares its inode table.
+    images: Mutex<HashMap<ImageKey, Weak<PuzzleFs>>>,
+}
+
+/// What an opened image is a function of: the layout directory (as the kernel names it),
+/// the manifest, the fs-verity pin and the cache policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct ImageKey {
+    dir: (u64, u64),
+    manifest: Digest,
+    fs_verity: Option<[u8; 32]>,
+    cache: CachePolicy,
 }
 
 impl Mounter {
     /// Images will keep verified chunks in `store`.
     pub fn new(store: Arc<ChunkStore>, defaults: MountDefaults) -> Self {
-        Mounter { store, defaults }
+        Mounter {
+            store,
+            defaults,
+            images: Mutex::new(HashMap::new()),
+        }
     }
 
     /// The chunk store the images share.
     pub fn store(&self) -> &Arc<ChunkStore> {
         &self.store
+    }
+
+    /// How many opened images are mounted somewhere.
+    pub fn images_open(&self) -> usize {
+        let opened = self.images.lock().unwrap_or_else(|e| e.into_inner());
+        opened.values().filter(|i| i.strong_count() > 0).count()
     }
 
     /// Opens what `spec` names, reaching its host directory through `dir` (the directory
@@ -59,34 +85,71 @@ impl Mounter {
     }
 
     fn image(&self, spec: &ImageSpec, dir: &Path) -> Result<Box<dyn Backend>, MountError> {
-        let oci = OciDir::open(dir).map_err(|e| MountError::Image(e.to_string()))?;
-        let options = OpenOptions {
-            pin: spec.digest,
-            fs_verity: spec.fs_verity,
-            // Verified chunks live in the shared chunk store, outside the heap.
-            cache: Some(Arc::new(ChunkCache::new(0))),
-            ..OpenOptions::default()
+        let fail = |e: String| MountError::Image(e);
+        // The image reaches its blobs through a descriptor of its own, so that it outlives
+        // the mount that opened it when others share it.
+        let held = openat(
+            CWD,
+            dir,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| MountError::Source {
+            path: spec.oci_dir.clone(),
+            source: e.into(),
+        })?;
+        let st = fstat(&held).map_err(|e| fail(e.to_string()))?;
+        let via = PathBuf::from(format!("/proc/self/fd/{}", held.as_raw_fd()));
+        let named = |e: String| fail(named_as(&e, &via, dir));
+        let oci = OciDir::open_held(held).map_err(|e| named(e.to_string()))?;
+        let desc = match &spec.image {
+            ImageRef::Tag(tag) => oci.resolve(tag).map_err(|e| named(e.to_string()))?,
+            ImageRef::Digest(digest) => Descriptor {
+                media_type: MEDIA_TYPE_MANIFEST.into(),
+                digest: *digest,
+                size: oci
+                    .blob_size(digest)
+                    .ok_or_else(|| fail(format!("no manifest {digest} in {}", dir.display())))?,
+                annotations: None,
+                data: None,
+                platform: None,
+            },
         };
-        let image = match &spec.image {
-            ImageRef::Tag(tag) => Image::open(&oci, tag, options),
-            ImageRef::Digest(digest) => {
-                let size = oci.blob_size(digest).ok_or_else(|| {
-                    MountError::Image(format!("no manifest {digest} in {}", dir.display()))
-                })?;
-                let desc = Descriptor {
-                    media_type: MEDIA_TYPE_MANIFEST.into(),
-                    digest: *digest,
-                    size,
-                    annotations: None,
-                    data: None,
-                    platform: None,
-                };
-                Image::open_descriptor(&oci, &desc, options)
-            }
+        if let Some(pin) = spec.digest.filter(|pin| *pin != desc.digest) {
+            return Err(fail(
+                ReaderError::PinMismatch {
+                    expected: pin,
+                    actual: desc.digest,
+                }
+                .to_string(),
+            ));
         }
-        .map_err(|e| MountError::Image(e.to_string()))?;
         let cache = spec.cache.unwrap_or(self.defaults.cache);
-        let fs = PuzzleFs::new(Arc::new(image), FsConfig::new(cache));
+        let key = ImageKey {
+            dir: (st.st_dev, st.st_ino),
+            manifest: desc.digest,
+            fs_verity: spec.fs_verity,
+            cache,
+        };
+        let mut opened = self.images.lock().unwrap_or_else(|e| e.into_inner());
+        opened.retain(|_, image| image.strong_count() > 0);
+        let fs = match opened.get(&key).and_then(Weak::upgrade) {
+            Some(fs) => fs,
+            None => {
+                let options = OpenOptions {
+                    pin: spec.digest,
+                    fs_verity: spec.fs_verity,
+                    // Verified chunks live in the shared chunk store, outside the heap.
+                    cache: Some(Arc::new(ChunkCache::new(0))),
+                    ..OpenOptions::default()
+                };
+                let image = Image::open_descriptor(&oci, &desc, options)
+                    .map_err(|e| named(e.to_string()))?;
+                let fs = Arc::new(PuzzleFs::new(Arc::new(image), FsConfig::new(cache)));
+                opened.insert(key, Arc::downgrade(&fs));
+                fs
+            }
+        };
         Ok(Box::new(ReadOnly::new(ImageFs::new(
             fs,
             self.store.clone(),

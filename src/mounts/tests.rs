@@ -553,3 +553,45 @@ fn a_pass_through_keeps_the_guests_trusted_xattrs_in_the_user_namespace() {
         None
     );
 }
+
+#[test]
+fn mounts_of_one_image_share_it_and_outlive_each_other() {
+    use std::os::fd::{AsRawFd, OwnedFd};
+    let s = setup();
+    let source = s.image_source("a");
+    let spec = MountSpec::parse("rafs", &source, "").unwrap();
+    // Each mount reaches the layout through a descriptor of its own, as in the sandbox.
+    let mount = |at: &str| {
+        let fd: OwnedFd = std::fs::File::open(s.oci()).unwrap().into();
+        let via = std::path::PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+        let fs = s.mounter.open(&spec, &via).unwrap();
+        s.table.mount(at, spec.label(), fs, vec![fd]).unwrap();
+    };
+    mount("/x");
+    mount("/y");
+    assert_eq!(s.mounter.images_open(), 1, "one inode table for both");
+    let x = walk(&s.table, "x/data").unwrap();
+    assert_eq!(
+        read_all(&s.table, x.inode, x.attr.st_size as u64),
+        content(1)
+    );
+    // The first mount goes, and its descriptor with it: the second still reads.
+    s.table.umount("/x").unwrap();
+    let y = walk(&s.table, "y/data").unwrap();
+    assert_ne!(x.inode, y.inode, "each mount numbers its own inodes");
+    assert_eq!(
+        read_all(&s.table, y.inode, y.attr.st_size as u64),
+        content(1)
+    );
+    s.table.umount("/y").unwrap();
+    assert_eq!(s.mounter.images_open(), 0, "gone with its last mount");
+    // Another manifest, a pin, a cache mode: not the same opened image.
+    mount("/x");
+    let pinned = MountSpec::parse("rafs", &s.image_source("b"), "").unwrap();
+    let fs = s.mounter.open(&pinned, pinned.host_dir()).unwrap();
+    s.table.mount("/z", pinned.label(), fs, Vec::new()).unwrap();
+    let never = MountSpec::parse("rafs", &source, r#"{"cache":"never"}"#).unwrap();
+    let fs = s.mounter.open(&never, never.host_dir()).unwrap();
+    s.table.mount("/w", never.label(), fs, Vec::new()).unwrap();
+    assert_eq!(s.mounter.images_open(), 3);
+}

@@ -27,6 +27,8 @@ const LAYOUT_JSON: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
 #[derive(Debug, Clone)]
 pub struct OciDir {
     root: PathBuf,
+    /// The directory descriptor `root` reaches the layout through, if it was opened so.
+    _held: Option<std::sync::Arc<std::os::fd::OwnedFd>>,
 }
 
 impl OciDir {
@@ -60,7 +62,20 @@ impl OciDir {
         }
         Ok(OciDir {
             root: path.to_path_buf(),
+            _held: None,
         })
+    }
+
+    /// Opens the layout that the directory descriptor `dir` refers to, reaching it through
+    /// `/proc/self/fd/N` for as long as this value (or a clone) lives: for a process that
+    /// cannot reach the layout by its path, or must keep reaching the same directory whatever
+    /// happens to the path.
+    pub fn open_held(dir: std::os::fd::OwnedFd) -> Result<Self, OciError> {
+        use std::os::fd::AsRawFd;
+        let path = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()));
+        let mut oci = Self::open(&path)?;
+        oci._held = Some(std::sync::Arc::new(dir));
+        Ok(oci)
     }
 
     /// Opens a layout, creating it if `path` does not exist or holds nothing but a layout
@@ -87,6 +102,7 @@ impl OciDir {
         fs::create_dir_all(&blobs).map_err(|e| OciError::io(&blobs, e))?;
         let dir = OciDir {
             root: path.to_path_buf(),
+            _held: None,
         };
         if !path.join(LAYOUT_FILE).exists() {
             dir.atomic_write(LAYOUT_FILE, LAYOUT_JSON)?;
