@@ -19,7 +19,7 @@ use crate::format::Digest;
 use crate::fs::{CachePolicy, FsConfig, ImageFs, PuzzleFs, ReadOnly};
 use crate::oci::{Descriptor, OciDir, MEDIA_TYPE_MANIFEST};
 use crate::reader::{ChunkCache, ChunkStore, Image, OpenOptions, ReaderError};
-use rustix::fs::{fstat, openat, Mode, OFlags, CWD};
+use rustix::fs::{openat, statx, AtFlags, Mode, OFlags, StatxFlags, CWD};
 
 /// Daemon-wide settings a mount request may leave out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,7 +98,9 @@ impl Mounter {
             path: spec.oci_dir.clone(),
             source: e.into(),
         })?;
-        let st = fstat(&held).map_err(|e| fail(e.to_string()))?;
+        // statx: what the daemon's seccomp filter allows (fstat is not in it).
+        let st = statx(&held, "", AtFlags::EMPTY_PATH, StatxFlags::INO)
+            .map_err(|e| fail(e.to_string()))?;
         let via = PathBuf::from(format!("/proc/self/fd/{}", held.as_raw_fd()));
         let named = |e: String| fail(named_as(&e, &via, dir));
         let oci = OciDir::open_held(held).map_err(|e| named(e.to_string()))?;
@@ -126,7 +128,10 @@ impl Mounter {
         }
         let cache = spec.cache.unwrap_or(self.defaults.cache);
         let key = ImageKey {
-            dir: (st.st_dev, st.st_ino),
+            dir: (
+                (u64::from(st.stx_dev_major) << 32) | u64::from(st.stx_dev_minor),
+                st.stx_ino,
+            ),
             manifest: desc.digest,
             fs_verity: spec.fs_verity,
             cache,
