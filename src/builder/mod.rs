@@ -308,7 +308,8 @@ fn reuse_from_base(
             continue;
         };
         let node = table.node(id);
-        let (NodeData::File(extents), Some(digest)) = (&node.data, node.file_digest) else {
+        let (NodeData::File(extents), Some(&digest)) = (&node.data, node.file_digest.as_deref())
+        else {
             continue;
         };
         if node.size != f.size {

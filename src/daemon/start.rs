@@ -173,6 +173,7 @@ pub fn open_image(source: &ImageSource) -> Result<Image, DaemonError> {
         fs_verity: source.fs_verity,
         // Verified chunks live in ImageFs's chunk store, outside the heap.
         cache: Some(Arc::new(ChunkCache::new(0))),
+        lean: true,
         ..OpenOptions::default()
     };
     Image::open(&oci, &source.tag, options).map_err(|e| DaemonError::Image(e.to_string()))

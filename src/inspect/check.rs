@@ -245,7 +245,7 @@ fn check_files(
                 .map_err(|e| ReaderError::BadMetadata(e.to_string()))
         });
         match r {
-            Ok(_) if Some(w.finish()) == node.file_digest => None,
+            Ok(_) if node.file_digest.as_deref() == Some(&w.finish()) => None,
             Ok(_) => Some(format!(
                 "tag {tag}: /{}: contents do not match the recorded sha256",
                 String::from_utf8_lossy(&item.path)

@@ -146,6 +146,7 @@ impl Mounter {
                     fs_verity: spec.fs_verity,
                     // Verified chunks live in the shared chunk store, outside the heap.
                     cache: Some(Arc::new(ChunkCache::new(0))),
+                    lean: true,
                     ..OpenOptions::default()
                 };
                 let image = Image::open_descriptor(&oci, &desc, options)

@@ -41,6 +41,11 @@ pub struct OpenOptions {
     /// Require fs-verity: the manifest file must measure to this fs-verity digest, and the
     /// metadata and every data blob to the digests the image records for them.
     pub fs_verity: Option<[u8; 32]>,
+    /// Keep only what serving the image's files needs: the manifest's layer list (one
+    /// descriptor per chunk, a fifth of an opened image's memory) and the files' recorded
+    /// sha256 are dropped once checked, so [`Image::manifest`] has no layers. For daemons
+    /// that keep many images open.
+    pub lean: bool,
 }
 
 /// A PuzzleFS image, ready to be read.
@@ -124,6 +129,12 @@ impl Image {
                     .map_err(ReaderError::ReadAhead)?,
             ),
         };
+        let mut manifest = manifest;
+        let mut table = table;
+        if options.lean {
+            manifest.layers = Vec::new();
+            table.forget_file_digests();
+        }
         Ok(Image {
             oci: oci.clone(),
             manifest_digest: desc.digest,
@@ -148,7 +159,7 @@ impl Image {
         self.manifest_digest
     }
 
-    /// The image manifest.
+    /// The image manifest (without its layers if opened [`OpenOptions::lean`]).
     pub fn manifest(&self) -> &ImageManifest {
         &self.manifest
     }

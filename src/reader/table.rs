@@ -43,8 +43,9 @@ pub struct Node {
     pub size: u64,
     /// Extended attributes.
     pub xattrs: Box<[Xattr]>,
-    /// sha256 of a regular file's contents, when the image records it.
-    pub file_digest: Option<Digest>,
+    /// sha256 of a regular file's contents, when the image records it (boxed: most
+    /// readers never look at it, and the table is a large part of an opened image).
+    pub file_digest: Option<Box<Digest>>,
     /// Type-specific contents.
     pub data: NodeData,
 }
@@ -122,6 +123,13 @@ struct Builder<'a> {
 }
 
 impl InodeTable {
+    /// Drops every file's recorded sha256 (for readers that never check them).
+    pub fn forget_file_digests(&mut self) {
+        for node in &mut self.nodes {
+            node.file_digest = None;
+        }
+    }
+
     /// Merges layers and validates the tree.
     pub fn build(rootfs: &Rootfs) -> Result<Self, ReaderError> {
         let mut defs: HashMap<u64, Vec<&Inode>> = HashMap::new();
@@ -456,7 +464,7 @@ impl<'a> Builder<'a> {
             rdev,
             size,
             xattrs: inode.xattrs.clone().into(),
-            file_digest: inode.file_digest,
+            file_digest: inode.file_digest.map(Box::new),
             data,
         });
         self.node_of.insert(inode.ino, id);
