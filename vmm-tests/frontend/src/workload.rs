@@ -447,6 +447,11 @@ pub fn source_path(dir: &Path, rel: &[u8]) -> PathBuf {
 /// Drops every lookup reference the run took, with BATCH_FORGET on the hiprio queue.
 pub fn forget_all(s: &mut Session, ctx: &mut Ctx) -> Result<()> {
     let items: Vec<(u64, u64)> = ctx.lookups.drain().collect();
+    forget(s, &items)
+}
+
+/// Drops `(nodeid, nlookup)` references with BATCH_FORGET on the hiprio queue.
+pub fn forget(s: &mut Session, items: &[(u64, u64)]) -> Result<()> {
     let ops: VecDeque<_> = items
         .chunks(256)
         .map(|c| (fuse::batch_forget(c), ()))
