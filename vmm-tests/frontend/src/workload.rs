@@ -178,9 +178,17 @@ fn walk_reply(
             let req = fuse::read(readdir, ino, fh, last, DIR_BUF);
             ops.push_back((req, WalkOp::ReadDir(path, ino, fh)));
         }
-        WalkOp::ReleaseDir => {
-            expect_ok("RELEASEDIR", "", reply)?;
-        }
+        WalkOp::ReleaseDir => match reply {
+            // The Linux driver ignores RELEASEDIR's answer; fuse-backend-rs's pseudo file
+            // system (the directories above nydusd's mounts) answers ENOSYS.
+            Reply::Answer {
+                errno: libc::ENOSYS,
+                ..
+            } => {}
+            reply => {
+                expect_ok("RELEASEDIR", "", reply)?;
+            }
+        },
         WalkOp::Lookup(path, kind) => {
             let entry: EntryOut =
                 fuse::parse("LOOKUP", &expect_ok("LOOKUP", &show(&path), reply)?)?;
@@ -464,4 +472,34 @@ pub fn forget(s: &mut Session, items: &[(u64, u64)]) -> Result<()> {
         }),
     })?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn release_dir(errno: i32) -> Result<()> {
+        let mut ctx = Ctx::default();
+        let mut ops = VecDeque::new();
+        let reply = Reply::Answer {
+            errno,
+            data: Vec::new(),
+        };
+        let mut bytes = 0;
+        walk_reply(
+            &mut ctx,
+            WalkOp::ReleaseDir,
+            reply,
+            &mut ops,
+            Opcode::Readdir,
+            &mut bytes,
+        )
+    }
+
+    #[test]
+    fn releasedir_enosys_is_ignored_as_the_linux_driver_does_other_errors_are_not() {
+        assert!(release_dir(0).is_ok());
+        assert!(release_dir(libc::ENOSYS).is_ok());
+        assert!(release_dir(libc::EIO).is_err());
+    }
 }
