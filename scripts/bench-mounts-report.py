@@ -74,7 +74,7 @@ def load(out_dir):
             with open(path) as f:
                 lat[m.group(1)].append(json.load(f))
             continue
-        m = re.fullmatch(r"cost-(\w+)-d(\d+)-r\d+\.json", name)
+        m = re.fullmatch(r"cost-(\w+)-d(\d+)-r(\d+)\.json", name)
         if m:
             with open(path) as f:
                 r = json.load(f)
@@ -85,6 +85,7 @@ def load(out_dir):
             warm = reads[1:]
             cost[(m.group(1), int(m.group(2)))].append(
                 {
+                    "run": int(m.group(3)),
                     "walk_ms": 1e3 * sum(w["backend_cpu_s"] for w in walks) / len(walks),
                     "walk_ops_s": med([w["ops_per_s"] for w in walks]),
                     "cold_s_gb": reads[0]["backend_cpu_s"] / (reads[0]["bytes"] / 1e9),
@@ -218,13 +219,15 @@ def cost_tables(cost, walks, out):
         "the first cold (chunk store empty), then 8 warm ones at depth 16 (4 at depth 1), so that "
         "each figure sums about 0.5 s of 10 ms CPU ticks. CPU = utime+stime of the serving "
         "process, ms per walk and s per GB read. "
-        f"Medians of {nruns} runs; spread = (max - min) / median over the runs; "
-        "\"within noise\" when |ratio - 1| is at most the larger spread.\n"
+        f"Medians of {nruns} runs (single and table back to back in each run, which goes first "
+        "alternating); table/single is the median of the per-run ratios, with their range; "
+        "spread = (max - min) / median over the runs; \"within noise\" when the per-run ratios "
+        "fall on both sides of 1 (else: in how many runs the table cost more or less).\n"
     )
     res = {}
     for d in depths:
-        out.append(f"| depth {d} | single | table | table/single | spread single | spread table | within noise |")
-        out.append("|---|---:|---:|---:|---:|---:|---|")
+        out.append(f"| depth {d} | single | table | table/single | per-run range | spread single | spread table | within noise |")
+        out.append("|---|---:|---:|---:|---|---:|---:|---|")
         for key, label, spec in [
             ("walk_ms", "walk, CPU ms per walk", ".1f"),
             ("cold_s_gb", "cold read, CPU s/GB", ".3f"),
@@ -232,14 +235,20 @@ def cost_tables(cost, walks, out):
             ("walk_ops_s", "walk, ops/s (wall clock)", ".0f"),
             ("warm_mb_s", "warm read, MB/s (wall clock)", ".0f"),
         ]:
-            s = [r[key] for r in cost.get(("single", d), [])]
-            t = [r[key] for r in cost.get(("table", d), [])]
-            ms, mt = med(s), med(t)
-            r = mt / ms if ms and mt else None
-            noise = max(spread(s), spread(t))
-            within = "-" if r is None or len(s) < 2 or len(t) < 2 else ("yes" if abs(r - 1) <= noise else "no")
+            runs_s = {r["run"]: r[key] for r in cost.get(("single", d), [])}
+            runs_t = {r["run"]: r[key] for r in cost.get(("table", d), [])}
+            s, t = list(runs_s.values()), list(runs_t.values())
+            pairs = [runs_t[k] / runs_s[k] for k in runs_s if k in runs_t and runs_s[k]]
+            ms, mt, r = med(s), med(t), med(pairs)
+            if len(pairs) < 2:
+                within = "-"
+            elif min(pairs) <= 1 <= max(pairs):
+                within = "yes"
+            else:
+                within = f"no: {'more' if r > 1 else 'less'} in {len(pairs)} of {len(pairs)} runs"
+            rng = f"{min(pairs):.3f}-{max(pairs):.3f}" if pairs else "-"
             out.append(
-                f"| {label} | {fmt(ms, spec)} | {fmt(mt, spec)} | {fmt(r, '.3f')} | "
+                f"| {label} | {fmt(ms, spec)} | {fmt(mt, spec)} | {fmt(r, '.3f')} | {rng} | "
                 f"{spread(s) * 100:.1f}% | {spread(t) * 100:.1f}% | {within} |"
             )
             res[(d, key)] = (ms, mt, r, within)

@@ -23,7 +23,8 @@
 #   scripts/bench-mounts.sh [RUNS] [OUT_DIR]
 # Environment: TREE (default the cached bookworm minbase), COUNT (64), FIRST_READ
 # (etc/passwd), MOUNTS_READ (1), WALKS (walks per session in 3 at depth 16, a fifth of it at
-# depth 1; 30), BENCH_RATIOS (chart lines).
+# depth 1; 30), PHASES (which of "memory latency cost" to run; all), BENCH_RATIOS (chart lines).
+# Contenders alternate, and which goes first alternates from run to run.
 set -eu
 here=$(cd "$(dirname "$0")/.." && pwd)
 runs=${1:-3}
@@ -32,6 +33,7 @@ count=${COUNT:-64}
 first_read=${FIRST_READ:-etc/passwd}
 mounts_read=${MOUNTS_READ:-1}
 walks=${WALKS:-30}
+phases=${PHASES:-memory latency cost}
 for tool in python3 pgrep du awk; do
     command -v "$tool" >/dev/null || { echo "bench-mounts.sh: $tool is missing" >&2; exit 1; }
 done
@@ -166,11 +168,15 @@ cost_workloads() { # depth
         echo "$(repeat "$walks" walk),read,$(repeat 8 read)"
     fi
 }
+has() { case " $phases " in *" $1 "*) true ;; *) false ;; esac; }
 i=1
 while [ $i -le "$runs" ]; do
+    # Who goes first alternates from run to run.
+    if [ $((i % 2)) = 1 ]; then pair="ours nydusd" modes="single table"; else pair="nydusd ours" modes="table single"; fi
     # 1. Memory with 1, 16 and COUNT images mounted.
     for n in 1 16 "$count"; do
-        for c in ours nydusd; do
+        has memory || break
+        for c in $pair; do
             echo "run $i memory, $n mounts, $c" >&2
             start_table "$c" "$work/vhost.sock" "$work/api.sock"
             pid=$(serving_pid "$daemon")
@@ -191,7 +197,8 @@ while [ $i -le "$runs" ]; do
         done
     done
     # 2. Mount latency and the first read of each new mount.
-    for c in ours nydusd; do
+    for c in $pair; do
+        has latency || break
         echo "run $i latency, $count mounts, $c" >&2
         start_table "$c" "$work/vhost.sock" "$work/api.sock"
         pid=$(serving_pid "$daemon")
@@ -203,7 +210,8 @@ while [ $i -le "$runs" ]; do
     done
     # 3. The table's own cost: the same image through the table and in single-image mode.
     for depth in 16 1; do
-        for c in single table; do
+        has cost || break
+        for c in $modes; do
             echo "run $i table cost, depth $depth, $c" >&2
             if [ "$c" = single ]; then
                 rm -f "$work/vhost.sock"
@@ -233,7 +241,7 @@ cpu=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
     echo "# The mount table vs nydusd 2.2, both driven through the nydusd API"
     echo
     echo "Measured $(date -u '+%Y-%m-%d %H:%M UTC') on $(nproc) cores ($cpu), Linux $(uname -r),"
-    echo "with \`scripts/bench-mounts.sh $runs\` (COUNT=$count FIRST_READ=$first_read MOUNTS_READ=$mounts_read WALKS=$walks)."
+    echo "with \`scripts/bench-mounts.sh $runs\` (COUNT=$count FIRST_READ=$first_read MOUNTS_READ=$mounts_read WALKS=$walks PHASES=\"$phases\")."
     echo "Load average (1, 5, 15 min) before: $load_before; after: $load_after (a shared 2-core VM:"
     echo "wall-clock figures swing, CPU seconds of the serving process are the stable ones)."
     echo
