@@ -17,13 +17,14 @@
 #      then DELETE;
 #   3. the table's own cost: daemon CPU of walks and whole-tree reads (cold, then warm)
 #      through the table (image at /img) against today's single-image mode (--image), same
-#      image and front end, depth 16 and 1.
+#      image and front end, depth 16 and 1, in COST_RUNS back-to-back pairs.
 # Writes $OUT_DIR/MOUNTS.md (default scripts/bench-results) and prints a summary; the raw
 # JSON stays in $BENCH_OUT if set.
 #   scripts/bench-mounts.sh [RUNS] [OUT_DIR]
 # Environment: TREE (default the cached bookworm minbase), COUNT (64), FIRST_READ
 # (etc/passwd), MOUNTS_READ (1), WALKS (walks per session in 3 at depth 16, a fifth of it at
-# depth 1; 30), PHASES (which of "memory latency cost" to run; all), BENCH_RATIOS (chart lines).
+# depth 1; 30), COST_RUNS (paired runs of 3; 3 x RUNS), PHASES (which of "memory latency
+# cost" to run; all), BENCH_RATIOS (chart lines).
 # Contenders alternate, and which goes first alternates from run to run.
 set -eu
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -34,6 +35,7 @@ first_read=${FIRST_READ:-etc/passwd}
 mounts_read=${MOUNTS_READ:-1}
 walks=${WALKS:-30}
 phases=${PHASES:-memory latency cost}
+cost_runs=${COST_RUNS:-$((3 * runs))}
 for tool in python3 pgrep du awk; do
     command -v "$tool" >/dev/null || { echo "bench-mounts.sh: $tool is missing" >&2; exit 1; }
 done
@@ -172,12 +174,12 @@ has() { case " $phases " in *" $1 "*) true ;; *) false ;; esac; }
 i=1
 while [ $i -le "$runs" ]; do
     # Who goes first alternates from run to run.
-    if [ $((i % 2)) = 1 ]; then pair="ours nydusd" modes="single table"; else pair="nydusd ours" modes="table single"; fi
+    if [ $((i % 2)) = 1 ]; then pair="ours nydusd"; else pair="nydusd ours"; fi
     # 1. Memory with 1, 16 and COUNT images mounted.
     for n in 1 16 "$count"; do
         has memory || break
         for c in $pair; do
-            echo "run $i memory, $n mounts, $c" >&2
+            echo "$(date +%T) run $i memory, $n mounts, $c" >&2
             start_table "$c" "$work/vhost.sock" "$work/api.sock"
             pid=$(serving_pid "$daemon")
             before=$(tree_ns "$daemon")
@@ -199,7 +201,7 @@ while [ $i -le "$runs" ]; do
     # 2. Mount latency and the first read of each new mount.
     for c in $pair; do
         has latency || break
-        echo "run $i latency, $count mounts, $c" >&2
+        echo "$(date +%T) run $i latency, $count mounts, $c" >&2
         start_table "$c" "$work/vhost.sock" "$work/api.sock"
         pid=$(serving_pid "$daemon")
         python3 "$client" latency "$work/api.sock" "/rafs/c{i}/lowerdir" "$count" \
@@ -208,11 +210,17 @@ while [ $i -le "$runs" ]; do
             >"$out/lat-$c-r$i.json"
         stop
     done
-    # 3. The table's own cost: the same image through the table and in single-image mode.
+    i=$((i + 1))
+done
+# 3. The table's own cost: the same image through the table and in single-image mode, in
+# COST_RUNS pairs (more than RUNS: CPU time swings with the other tenants' load).
+has cost || cost_runs=0
+i=1
+while [ $i -le "$cost_runs" ]; do
+    if [ $((i % 2)) = 1 ]; then modes="single table"; else modes="table single"; fi
     for depth in 16 1; do
-        has cost || break
         for c in $modes; do
-            echo "run $i table cost, depth $depth, $c" >&2
+            echo "$(date +%T) run $i table cost, depth $depth, $c" >&2
             if [ "$c" = single ]; then
                 rm -f "$work/vhost.sock"
                 "$bin/puzzlefs-virtiofsd" --log-level info --rlimit-nofile 0 --cache always \
@@ -241,7 +249,7 @@ cpu=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
     echo "# The mount table vs nydusd 2.2, both driven through the nydusd API"
     echo
     echo "Measured $(date -u '+%Y-%m-%d %H:%M UTC') on $(nproc) cores ($cpu), Linux $(uname -r),"
-    echo "with \`scripts/bench-mounts.sh $runs\` (COUNT=$count FIRST_READ=$first_read MOUNTS_READ=$mounts_read WALKS=$walks PHASES=\"$phases\")."
+    echo "with \`scripts/bench-mounts.sh $runs\` (COUNT=$count FIRST_READ=$first_read MOUNTS_READ=$mounts_read WALKS=$walks COST_RUNS=$cost_runs PHASES=\"$phases\")."
     echo "Load average (1, 5, 15 min) before: $load_before; after: $load_after (a shared 2-core VM:"
     echo "wall-clock figures swing, CPU seconds of the serving process are the stable ones)."
     echo
