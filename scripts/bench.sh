@@ -6,7 +6,7 @@
 # MOUNTS.md and the ratios as a chart to scripts/bench-results/performance.svg (or to OUT_DIR),
 # and the chart's data to performance.tsv.
 # Takes about 16 minutes on 2 cores with RUNS=3 (once the trees and tools are cached), about
-# 5.5 of them in bench-mounts.sh.
+# 6 of them in bench-mounts.sh.
 #   scripts/bench.sh [RUNS] [OUT_DIR]
 set -eu
 here=$(cd "$(dirname "$0")/.." && pwd)
