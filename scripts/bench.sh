@@ -1,10 +1,12 @@
 #!/bin/sh
 # The whole benchmark suite in one go, every contender in the same run on the same Debian trees:
-# builds, unified size of successive versions, whole-tree reads through FUSE, and the
-# vhost-user-fs daemons driven by virtiofs-frontend. Writes the tables to
-# scripts/bench-results/RESULTS.md and the ratios as a chart to scripts/bench-results/performance.svg
-# (or to OUT_DIR), and the chart's data to performance.tsv.
-# Takes about 10 minutes on 2 cores with RUNS=3 (once the trees and tools are cached).
+# builds, unified size of successive versions, whole-tree reads through FUSE, the
+# vhost-user-fs daemons driven by virtiofs-frontend, and the mount table against nydusd through
+# their API (bench-mounts.sh). Writes the tables to scripts/bench-results/RESULTS.md and
+# MOUNTS.md and the ratios as a chart to scripts/bench-results/performance.svg (or to OUT_DIR),
+# and the chart's data to performance.tsv.
+# Takes about 16 minutes on 2 cores with RUNS=3 (once the trees and tools are cached), about
+# 6 of them in bench-mounts.sh.
 #   scripts/bench.sh [RUNS] [OUT_DIR]
 set -eu
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -34,7 +36,13 @@ cpu=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
     echo "### vhost-user-fs daemons (virtiofs-frontend, bookworm + python3 + git)"
     echo
     "$here/scripts/bench-vhost.sh" "" "$runs"
+    echo
+    echo "### The mount table vs nydusd 2.2, both driven through the nydusd API"
+    echo
+    echo "Memory with 1/16/64 images mounted, mount latency, the first read of a new mount and the"
+    echo "table's own cost: [MOUNTS.md](MOUNTS.md) (\`scripts/bench-mounts.sh $runs\`, same run)."
 } >"$out/RESULTS.md.tmp"
+"$here/scripts/bench-mounts.sh" "$runs" "$out" >&2
 mv "$out/RESULTS.md.tmp" "$out/RESULTS.md"
 cp "$BENCH_RATIOS" "$out/performance.tsv"
 "$here/scripts/bench-chart.py" <"$out/performance.tsv" >"$out/performance.svg"

@@ -8,12 +8,14 @@ mod fuse;
 mod guest;
 mod hostile;
 mod memory;
+mod path_read;
 mod report;
 mod session;
 mod verify;
 mod virtq;
 mod workload;
 
+use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -22,6 +24,7 @@ pub use error::{FrontendError, Result};
 pub use guest::{Answer, Attr, Guest, SubtreeReport};
 pub use hostile::{CaseResult, Outcome};
 pub use memory::GuestRam;
+pub use path_read::{components, PathRead};
 pub use report::{RunReport, WorkloadReport};
 pub use workload::Workload;
 
@@ -86,6 +89,52 @@ fn ram_size(o: &RunOptions, slots: usize, out_room: u32) -> u64 {
     queues + slots as u64 * per_slot + (4 << 20)
 }
 
+/// Connects, negotiates, runs the hostile cases (if asked) and the workloads, forgets every
+/// inode, checks against `verify` (if given), and stops the device.
+pub fn run(o: &RunOptions) -> Result<RunReport> {
+    run_inner(o, None)
+}
+
+/// [`run`], and after the workloads reads the paths `input` names, one per line, while the
+/// session stays up (the back end may mount new file systems meanwhile): writes
+/// `{"ready":true}` to `output` once the session is ready, then one [`PathRead`] JSON line per
+/// path, flushed at once. Ends at the end of `input`.
+pub fn run_reading_paths(
+    o: &RunOptions,
+    input: &mut dyn BufRead,
+    output: &mut dyn Write,
+) -> Result<RunReport> {
+    run_inner(o, Some((input, output)))
+}
+
+fn serve_paths(
+    s: &mut Session,
+    read_size: u32,
+    depth: usize,
+    input: &mut dyn BufRead,
+    output: &mut dyn Write,
+) -> Result<()> {
+    let io = |e| FrontendError::io("--read-paths-from", e);
+    writeln!(output, "{{\"ready\":true}}").map_err(io)?;
+    output.flush().map_err(io)?;
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if input.read_line(&mut line).map_err(io)? == 0 {
+            return Ok(());
+        }
+        let path = line.trim_end_matches(['\n', '\r']);
+        if path.is_empty() {
+            continue;
+        }
+        let answer = path_read::read_path(s, path, read_size, depth)?;
+        let json = serde_json::to_string(&answer)
+            .map_err(|e| FrontendError::Usage(format!("JSON: {e}")))?;
+        writeln!(output, "{json}").map_err(io)?;
+        output.flush().map_err(io)?;
+    }
+}
+
 /// Connects and sets up the device and the request slots `o` asks for (no FUSE yet).
 fn connect(o: &RunOptions) -> Result<Session> {
     if o.depth == 0 || o.depth > 4096 {
@@ -105,9 +154,10 @@ fn connect(o: &RunOptions) -> Result<Session> {
     Session::new(dev, slots, out_room, o.timeout)
 }
 
-/// Connects, negotiates, runs the hostile cases (if asked) and the workloads, forgets every
-/// inode, checks against `verify` (if given), and stops the device.
-pub fn run(o: &RunOptions) -> Result<RunReport> {
+fn run_inner(
+    o: &RunOptions,
+    mut paths: Option<(&mut dyn BufRead, &mut dyn Write)>,
+) -> Result<RunReport> {
     let mut s = connect(o)?;
     let mut hostile = Vec::new();
     if o.hostile {
@@ -168,8 +218,13 @@ pub fn run(o: &RunOptions) -> Result<RunReport> {
             if let Some(pid) = o.backend_pid {
                 r.backend_cpu_s = cpu_before.zip(report::cpu_seconds(pid)).map(|(a, b)| b - a);
                 r.backend_peak_rss_kib = report::peak_rss_kib(pid);
+                r.backend_rss_kib = report::status_kib(pid, "VmRSS:");
+                r.backend_rss_anon_kib = report::status_kib(pid, "RssAnon:");
             }
             report.workloads.push(r);
+        }
+        if let Some((input, output)) = paths.take() {
+            serve_paths(&mut s, read_size, o.depth, input, output)?;
         }
         workload::forget_all(&mut s, &mut ctx)?;
         if let Some(dir) = &o.verify {

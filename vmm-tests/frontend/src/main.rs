@@ -1,11 +1,12 @@
 //! `virtiofs-frontend`: command-line wrapper around the library; prints a table or JSON.
 
+use std::io::BufReader;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use virtiofs_frontend::{run, Outcome, Profile, RunOptions, Workload};
+use virtiofs_frontend::{run, run_reading_paths, Outcome, Profile, RunOptions, Workload};
 
 /// Drive a vhost-user-fs back end as a VMM and a guest would: load, check, attack.
 #[derive(Parser, Debug)]
@@ -53,6 +54,12 @@ struct Args {
     /// Seconds to wait for a completion before giving up.
     #[arg(long, default_value_t = 60)]
     timeout: u64,
+    /// After the workloads (none unless --workload names some), read the files named in FILE
+    /// ("-": standard input), one path per line, as they come, each answered on standard output
+    /// with one JSON line (after a first `{"ready":true}`); for timing the first read of a
+    /// file system mounted while the session runs.
+    #[arg(long, value_name = "FILE")]
+    read_paths_from: Option<PathBuf>,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -67,6 +74,8 @@ fn main() -> ExitCode {
     o.depth = a.depth;
     if !a.workload.is_empty() {
         o.workloads = a.workload;
+    } else if a.read_paths_from.is_some() {
+        o.workloads = Vec::new();
     }
     o.verify = a.verify;
     o.read_size = a.read_size;
@@ -76,7 +85,25 @@ fn main() -> ExitCode {
     o.hostile = a.hostile;
     o.hostile_wait = Duration::from_millis(a.hostile_wait_ms);
     o.timeout = Duration::from_secs(a.timeout);
-    let report = match run(&o) {
+    let result = match &a.read_paths_from {
+        None => run(&o),
+        Some(file) => {
+            let stdout = std::io::stdout();
+            let mut output = stdout.lock();
+            if file.as_os_str() == "-" {
+                run_reading_paths(&o, &mut std::io::stdin().lock(), &mut output)
+            } else {
+                match std::fs::File::open(file) {
+                    Ok(f) => run_reading_paths(&o, &mut BufReader::new(f), &mut output),
+                    Err(e) => {
+                        eprintln!("virtiofs-frontend: {}: {e}", file.display());
+                        return ExitCode::FAILURE;
+                    }
+                }
+            }
+        }
+    };
+    let report = match result {
         Ok(r) => r,
         Err(e) => {
             eprintln!("virtiofs-frontend: {e}");

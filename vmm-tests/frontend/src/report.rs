@@ -24,6 +24,10 @@ pub struct WorkloadReport {
     pub backend_cpu_s: Option<f64>,
     /// Back end VmHWM after this workload, KiB (with `--backend-pid`).
     pub backend_peak_rss_kib: Option<u64>,
+    /// Back end VmRSS right after this workload, KiB (with `--backend-pid`).
+    pub backend_rss_kib: Option<u64>,
+    /// Its anonymous part (RssAnon), KiB.
+    pub backend_rss_anon_kib: Option<u64>,
 }
 
 /// Everything a run produced.
@@ -72,6 +76,8 @@ impl WorkloadReport {
             p99_us: percentile(&m.latencies_ns, 0.99),
             backend_cpu_s: None,
             backend_peak_rss_kib: None,
+            backend_rss_kib: None,
+            backend_rss_anon_kib: None,
         }
     }
 }
@@ -91,8 +97,13 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
 
 /// VmHWM of `pid` in KiB.
 pub fn peak_rss_kib(pid: u32) -> Option<u64> {
+    status_kib(pid, "VmHWM:")
+}
+
+/// A KiB field (`VmRSS:`, `RssAnon:`...) of /proc/`pid`/status.
+pub fn status_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
     line.split_whitespace().nth(1)?.parse().ok()
 }
 

@@ -192,9 +192,17 @@ fn walk_reply(
             let req = fuse::read(readdir, ino, fh, last, DIR_BUF);
             ops.push_back((req, WalkOp::ReadDir(path, ino, fh)));
         }
-        WalkOp::ReleaseDir => {
-            expect_ok("RELEASEDIR", "", reply)?;
-        }
+        WalkOp::ReleaseDir => match reply {
+            // The Linux driver ignores RELEASEDIR's answer; fuse-backend-rs's pseudo file
+            // system (the directories above nydusd's mounts) answers ENOSYS.
+            Reply::Answer {
+                errno: libc::ENOSYS,
+                ..
+            } => {}
+            reply => {
+                expect_ok("RELEASEDIR", "", reply)?;
+            }
+        },
         WalkOp::Lookup(path, kind) => {
             let entry: EntryOut =
                 fuse::parse("LOOKUP", &expect_ok("LOOKUP", &show(&path), reply)?)?;
@@ -461,6 +469,11 @@ pub fn source_path(dir: &Path, rel: &[u8]) -> PathBuf {
 /// Drops every lookup reference the run took, with BATCH_FORGET on the hiprio queue.
 pub fn forget_all(s: &mut Session, ctx: &mut Ctx) -> Result<()> {
     let items: Vec<(u64, u64)> = ctx.lookups.drain().collect();
+    forget(s, &items)
+}
+
+/// Drops `(nodeid, nlookup)` references with BATCH_FORGET on the hiprio queue.
+pub fn forget(s: &mut Session, items: &[(u64, u64)]) -> Result<()> {
     let ops: VecDeque<_> = items
         .chunks(256)
         .map(|c| (fuse::batch_forget(c), ()))
@@ -473,4 +486,34 @@ pub fn forget_all(s: &mut Session, ctx: &mut Ctx) -> Result<()> {
         }),
     })?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn release_dir(errno: i32) -> Result<()> {
+        let mut ctx = Ctx::default();
+        let mut ops = VecDeque::new();
+        let reply = Reply::Answer {
+            errno,
+            data: Vec::new(),
+        };
+        let mut bytes = 0;
+        walk_reply(
+            &mut ctx,
+            WalkOp::ReleaseDir,
+            reply,
+            &mut ops,
+            Opcode::Readdir,
+            &mut bytes,
+        )
+    }
+
+    #[test]
+    fn releasedir_enosys_is_ignored_as_the_linux_driver_does_other_errors_are_not() {
+        assert!(release_dir(0).is_ok());
+        assert!(release_dir(libc::ENOSYS).is_ok());
+        assert!(release_dir(libc::EIO).is_err());
+    }
 }

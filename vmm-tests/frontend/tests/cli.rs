@@ -89,12 +89,89 @@ fn verified_json_run_against_virtiofsd() {
     assert_eq!(names, ["walk", "readdirplus", "read", "random"]);
     assert_eq!(report["verified_files"], 3);
     assert_eq!(report["profile"], "cloud-hypervisor");
+    let read = &report["workloads"][2];
+    let peak = read["backend_peak_rss_kib"].as_u64().unwrap();
+    let rss = read["backend_rss_kib"].as_u64().unwrap();
+    let anon = read["backend_rss_anon_kib"].as_u64().unwrap();
+    assert!(0 < anon && anon <= rss && rss <= peak, "{read}");
+}
+
+/// Starts virtiofsd serving `tree` on `socket`.
+fn serve(tree: &Path, socket: &Path) -> std::process::Child {
+    let child = Command::new(virtiofsd())
+        .arg("--socket-path")
+        .arg(socket)
+        .arg("--shared-dir")
+        .arg(tree)
+        .args(["--sandbox", "none", "--seccomp", "none"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    while !socket.exists() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
+#[test]
+fn read_paths_from_stdin_answers_each_path_with_a_json_line() {
+    use sha2::{Digest, Sha256};
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    small_tree(&tree);
+    let socket = dir.path().join("sock");
+    let mut daemon = serve(&tree, &socket);
+    let mut fe = Command::new(env!("CARGO_BIN_EXE_virtiofs-frontend"))
+        .args(["--socket", socket.to_str().unwrap(), "--depth", "4"])
+        .args(["--read-paths-from", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = fe.stdin.take().unwrap();
+    stdin
+        .write_all(b"/d/e/f\n\n/missing/x\nbig\n/empty\n/d\n")
+        .unwrap();
+    drop(stdin);
+    let out = fe.wait_with_output().unwrap();
+    let _ = daemon.wait();
     assert!(
-        report["workloads"][2]["backend_peak_rss_kib"]
-            .as_u64()
-            .unwrap()
-            > 0
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .take(6)
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[0]["ready"], true);
+    let sha = |b: &[u8]| hex::encode(Sha256::digest(b));
+    assert_eq!(lines[1]["path"], "/d/e/f");
+    assert_eq!(lines[1]["ok"], true);
+    assert_eq!(lines[1]["bytes"], 6);
+    assert_eq!(lines[1]["sha256"], sha(b"hello\n"));
+    // 3 LOOKUPs, OPEN, one READ, RELEASE.
+    assert_eq!(lines[1]["requests"], 6);
+    assert_eq!(lines[2]["path"], "/missing/x");
+    assert_eq!(lines[2]["ok"], false);
+    assert_eq!(lines[2]["op"], "LOOKUP");
+    assert_eq!(lines[2]["errno"], libc::ENOENT);
+    let big = fs::read(tree.join("big")).unwrap();
+    assert_eq!(lines[3]["ok"], true);
+    assert_eq!(lines[3]["size"], big.len());
+    assert_eq!(lines[3]["bytes"], big.len());
+    assert_eq!(lines[3]["sha256"], sha(&big));
+    assert_eq!(lines[4]["ok"], true);
+    assert_eq!(lines[4]["bytes"], 0);
+    // virtiofsd opens a directory with O_RDONLY; reading it fails, and the line says so.
+    assert_eq!(lines[5]["ok"], false);
+    assert_eq!(lines[5]["op"], "READ");
+    assert_eq!(lines[5]["errno"], libc::EISDIR);
 }
 
 #[test]
