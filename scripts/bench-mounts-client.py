@@ -101,7 +101,10 @@ def umount(api, mountpoint):
 
 def cmd_mount(api, template, count, source, config_file):
     config = read_config(config_file)
-    post = [mount(api, template.format(i=i), source, config)[1] for i in range(int(count))]
+    post = [
+        mount(api, template.format(i=i), source.replace("{i}", str(i)), config)[1]
+        for i in range(int(count))
+    ]
     print(json.dumps({"post_ms": post}))
 
 
@@ -115,8 +118,8 @@ def cmd_latency(api, template, count, source, config_file, rel, tree, frontend):
         die(f"the front end did not start its session: {ready!r}")
     post, first, read_us, delete = [], [], [], []
     points = [template.format(i=i) for i in range(int(count))]
-    for mp in points:
-        t0, ms = mount(api, mp, source, config)
+    for i, mp in enumerate(points):
+        t0, ms = mount(api, mp, source.replace("{i}", str(i)), config)
         fe.stdin.write(f"{mp}/{rel}\n")
         fe.stdin.flush()
         line = fe.stdout.readline()

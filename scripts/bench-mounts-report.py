@@ -97,14 +97,17 @@ def load(out_dir):
     return mem, lat, cost
 
 
+IMAGES = "N images"
+
+
 def memory_tables(mem, count, out):
     ns = sorted({n for (_, n) in mem})
     have_read = any(r["read_rss"] is not None for rs in mem.values() for r in rs)
     nruns = max(len(v) for v in mem.values())
     out.append(f"### 1. Daemon memory with 1, 16 and {count} images mounted\n")
     out.append(
-        "The same bookworm minbase image mounted N times at /rafs/cI/lowerdir (one image file set "
-        "on tmpfs, so chunk and blob caches are shared across mounts in both daemons). RSS = VmRSS "
+        f"{IMAGES} mounted at /rafs/cI/lowerdir (blobs on tmpfs, chunks shared between the "
+        "images, so chunk and blob caches are shared across mounts in both daemons). RSS = VmRSS "
         "of the serving process right after the front end's workload (depth 16) over the whole "
         "served tree, i.e. all N mounts; ours is the sandboxed grandchild (supervisor -> waiter "
         f"-> daemon). Medians of {nruns} runs, MiB; ratio = nydusd / ours (above 1: ours smaller).\n"
@@ -175,8 +178,8 @@ def latency_table(lat, count, first_read, out, mem):
         "releases it (content checked by sha256). \"first read\" runs from the POST's start to "
         "that file's last byte. Then the mounts are DELETEd one by one. Per run: p50 and p99 "
         f"over the {count} mounts (p99 of {count} is the second largest); medians of {nruns} runs, "
-        "ms; ratio = nydusd / ours (above 1: ours faster). Mount 1 finds cold caches, "
-        f"mounts 2-{count} the same image's chunks cached.\n"
+        f"ms; ratio = nydusd / ours (above 1: ours faster). {IMAGES}: mount 1 finds cold "
+        f"caches, mounts 2-{count} the chunks they share cached.\n"
     )
     out.append("| ms | ours | nydusd | nydusd/ours |")
     out.append("|---|---:|---:|---:|")
@@ -265,6 +268,14 @@ def cost_tables(cost, walks, out):
 
 def main():
     out_dir, tree_bytes, count, walks, first_read = sys.argv[1:6]
+    global IMAGES
+    if os.environ.get("DISTINCT", "1") == "1":
+        IMAGES = (
+            "N different images of bookworm minbase (one file, /etc/pfs-instance, differs; "
+            "metadata of their own)"
+        )
+    else:
+        IMAGES = "The same bookworm minbase image mounted N times"
     mem, lat, cost = load(out_dir)
     out = []
     out.append(f"Tree: bookworm minbase, {int(tree_bytes) / 2**20:.0f} MiB.\n")

@@ -3,8 +3,11 @@
 # launches its daemon) side by side with nydusd 2.2 driven through its own API, in the same
 # run, contenders alternating, medians of RUNS (default 3). Images of one Debian tree
 # (bookworm minbase): ours `puzzlefs build -c` (zstd), nydusd's `nydus-image create` (RAFS v6,
-# zstd), blobs on tmpfs; the same image is mounted COUNT times at Kata's mountpoints
-# /rafs/cI/lowerdir. Both daemons are started as Kata starts them (`virtiofs --log-level info
+# zstd), blobs on tmpfs; COUNT images mounted at Kata's mountpoints /rafs/cI/lowerdir: with
+# DISTINCT=1 (the default) COUNT different images, the tree with one file changed
+# (/etc/pfs-instance holds I), sharing their other chunks (ours in one OCI layout, nydusd's
+# built with the first as chunk dictionary), so each mount has metadata of its own as
+# containers of different images do; with DISTINCT=0 one image mounted COUNT times. Both daemons are started as Kata starts them (`virtiofs --log-level info
 # --apisock --sock`, no thread options: nydusd's virtiofs mode has none), ours with its
 # default sandbox and seccomp filter, nydusd with a fresh, empty blobcache work_dir (tmpfs)
 # per daemon; our chunk store is new per daemon too. Measures:
@@ -35,6 +38,7 @@ first_read=${FIRST_READ:-etc/passwd}
 mounts_read=${MOUNTS_READ:-1}
 walks=${WALKS:-30}
 phases=${PHASES:-memory latency cost}
+distinct=${DISTINCT:-1}
 cost_runs=${COST_RUNS:-$((3 * runs))}
 for tool in python3 pgrep du awk; do
     command -v "$tool" >/dev/null || { echo "bench-mounts.sh: $tool is missing" >&2; exit 1; }
@@ -100,8 +104,28 @@ mkdir -p "$work/nydus" "$work/nydus-cache"
     -B "$work/nydus.boot" "$tree" >/dev/null 2>&1
 "$here/scripts/nydus-config.sh" "$work/nydus" "$work/nydus-cache" >"$work/nydus.json"
 tree_bytes=$(du -s --apparent-size --block-size=1 "$tree" | cut -f1)
-# What each contender's mount request carries.
+if [ "$distinct" = 1 ]; then
+    echo "building $count distinct images for each contender" >&2
+    n=0
+    while [ $n -lt "$count" ]; do
+        echo "$n" >"$tree/etc/pfs-instance"
+        "$bin/puzzlefs" build -c "$tree" "$work/oci:zstd$n" >/dev/null
+        "$nydus/nydus-image" create -t dir-rafs --fs-version 6 --compressor zstd -D "$work/nydus" \
+            --chunk-dict "bootstrap=$work/nydus.boot" -B "$work/nydus$n.boot" "$tree" >/dev/null 2>&1
+        n=$((n + 1))
+    done
+    rm "$tree/etc/pfs-instance"
+fi
+# What each contender's mount request carries (mounts of many images: {i} is the mount's
+# number; the table's cost is measured on the first image).
 source_of() { if [ "$1" = ours ]; then echo "$work/oci:zstd"; else echo "$work/nydus.boot"; fi; }
+sources_of() {
+    if [ "$distinct" = 1 ]; then
+        if [ "$1" = ours ]; then echo "$work/oci:zstd{i}"; else echo "$work/nydus{i}.boot"; fi
+    else
+        source_of "$1"
+    fi
+}
 config_of() { if [ "$1" = ours ]; then echo -; else echo "$work/nydus.json"; fi; }
 
 start_table() { # contender vhost-socket api-socket [extra args] -> $daemon, waits for RUNNING
@@ -183,7 +207,7 @@ while [ $i -le "$runs" ]; do
             start_table "$c" "$work/vhost.sock" "$work/api.sock"
             pid=$(serving_pid "$daemon")
             before=$(tree_ns "$daemon")
-            python3 "$client" mount "$work/api.sock" "/rafs/c{i}/lowerdir" "$n" "$(source_of $c)" \
+            python3 "$client" mount "$work/api.sock" "/rafs/c{i}/lowerdir" "$n" "$(sources_of $c)" \
                 "$(config_of $c)" >/dev/null
             # CPU ns of all the daemon's threads for the n mounts.
             echo $(($(tree_ns "$daemon") - before)) >"$out/mem-$c-n$n-r$i.mountcpu"
@@ -205,7 +229,7 @@ while [ $i -le "$runs" ]; do
         start_table "$c" "$work/vhost.sock" "$work/api.sock"
         pid=$(serving_pid "$daemon")
         python3 "$client" latency "$work/api.sock" "/rafs/c{i}/lowerdir" "$count" \
-            "$(source_of $c)" "$(config_of $c)" "$first_read" "$tree" -- \
+            "$(sources_of $c)" "$(config_of $c)" "$first_read" "$tree" -- \
             "$bin/virtiofs-frontend" --socket "$work/vhost.sock" --depth 16 --read-paths-from - \
             >"$out/lat-$c-r$i.json"
         stop
@@ -249,12 +273,12 @@ cpu=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
     echo "# The mount table vs nydusd 2.2, both driven through the nydusd API"
     echo
     echo "Measured $(date -u '+%Y-%m-%d %H:%M UTC') on $(nproc) cores ($cpu), Linux $(uname -r),"
-    echo "with \`scripts/bench-mounts.sh $runs\` (COUNT=$count FIRST_READ=$first_read MOUNTS_READ=$mounts_read WALKS=$walks COST_RUNS=$cost_runs PHASES=\"$phases\")."
+    echo "with \`scripts/bench-mounts.sh $runs\` (DISTINCT=$distinct COUNT=$count FIRST_READ=$first_read MOUNTS_READ=$mounts_read WALKS=$walks COST_RUNS=$cost_runs PHASES=\"$phases\")."
     echo "Load average (1, 5, 15 min) before: $load_before; after: $load_after (a shared 2-core VM:"
     echo "wall-clock figures swing, CPU seconds of the serving process are the stable ones)."
     echo
-    python3 "$here/scripts/bench-mounts-report.py" "$out" "$tree_bytes" "$count" "$walks" "$first_read"
+    DISTINCT=$distinct python3 "$here/scripts/bench-mounts-report.py" "$out" "$tree_bytes" "$count" "$walks" "$first_read"
 } >"$out_dir/MOUNTS.md.tmp"
 mv "$out_dir/MOUNTS.md.tmp" "$out_dir/MOUNTS.md"
-SUMMARY=1 python3 "$here/scripts/bench-mounts-report.py" "$out" "$tree_bytes" "$count" "$walks" "$first_read"
+DISTINCT=$distinct SUMMARY=1 python3 "$here/scripts/bench-mounts-report.py" "$out" "$tree_bytes" "$count" "$walks" "$first_read"
 echo "wrote $out_dir/MOUNTS.md" >&2

@@ -129,7 +129,7 @@ impl MountTable {
     ) -> io::Result<T> {
         let start = Instant::now();
         let out = match (self.route(a), self.route(b)) {
-            (Ok(Target::Mount(m, x)), Ok(Target::Mount(n, y))) if Arc::ptr_eq(&m, &n) => {
+            (Ok(Target::Mount(m, x)), Ok(Target::Mount(n, y))) if std::ptr::eq(&*m, &*n) => {
                 let out = mounted(&m, x, y).map_err(|e| per_call(op, e));
                 m.counters.record(op, start.elapsed(), out.is_err());
                 return out;
@@ -261,9 +261,9 @@ impl FileSystem for MountTable {
             let Ok(Target::Mount(m, ino)) = self.route(inode) else {
                 continue;
             };
-            match by_mount.iter_mut().find(|(n, _)| Arc::ptr_eq(n, &m)) {
+            match by_mount.iter_mut().find(|(n, _)| std::ptr::eq(&**n, &*m)) {
                 Some((_, list)) => list.push((ino, count)),
-                None => by_mount.push((m, vec![(ino, count)])),
+                None => by_mount.push((m.into_arc(), vec![(ino, count)])),
             }
         }
         for (m, list) in by_mount {

@@ -116,7 +116,28 @@ pub(super) enum Target {
     /// One of the table's own directories.
     Pseudo(u64),
     /// A mounted file system, and the inode in its own numbering.
-    Mount(Arc<Mounted>, u64),
+    Mount(MountRef, u64),
+}
+
+/// A live mount, held for one request. It does not touch the mount's reference count (a
+/// shared counter every request thread would write), yet keeps the mount alive until
+/// dropped, however it is unmounted meanwhile.
+pub(super) struct MountRef(arc_swap::Guard<Option<Arc<Mounted>>>);
+
+impl std::ops::Deref for MountRef {
+    type Target = Mounted;
+
+    fn deref(&self) -> &Mounted {
+        // Made only from a slot found holding a mount.
+        self.0.as_deref().expect("a MountRef holds a mount")
+    }
+}
+
+impl MountRef {
+    /// The mount itself, to keep beyond the request.
+    pub(super) fn into_arc(self) -> Arc<Mounted> {
+        arc_swap::Guard::into_inner(self.0).expect("a MountRef holds a mount")
+    }
 }
 
 #[derive(Default)]
@@ -324,18 +345,13 @@ impl MountTable {
     /// table's own directories and stale inodes always are; otherwise the mount says.
     pub fn is_quick(&self, opcode: u32, ino: u64, read: Option<(u64, u32)>) -> bool {
         match decode(ino) {
-            Decoded::Mounted { slot, inode } => self
-                .mounted(slot)
+            Decoded::Mounted { slot, inode } => self.slots[usize::from(slot.index)]
+                .load()
+                .as_ref()
+                .filter(|m| m.slot == slot)
                 .is_none_or(|m| m.fs.is_quick(opcode, inode, read)),
             Decoded::Pseudo(_) | Decoded::Invalid => true,
         }
-    }
-
-    /// The mount in `slot`, if it is still the one that generation named.
-    pub(super) fn mounted(&self, slot: SlotId) -> Option<Arc<Mounted>> {
-        self.slots[usize::from(slot.index)]
-            .load_full()
-            .filter(|m| m.slot == slot)
     }
 
     /// The mount currently in slot `index`.
@@ -349,10 +365,14 @@ impl MountTable {
         match decode(ino) {
             Decoded::Pseudo(p) if self.tree().is_dir(p) => Ok(Target::Pseudo(p)),
             Decoded::Pseudo(_) => Err(io::Error::from_raw_os_error(libc::ESTALE)),
-            Decoded::Mounted { slot, inode } => match self.mounted(slot) {
-                Some(m) => Ok(Target::Mount(m, inode)),
-                None => Err(io::Error::from_raw_os_error(libc::ESTALE)),
-            },
+            Decoded::Mounted { slot, inode } => {
+                let held = self.slots[usize::from(slot.index)].load();
+                if held.as_ref().is_some_and(|m| m.slot == slot) {
+                    Ok(Target::Mount(MountRef(held), inode))
+                } else {
+                    Err(io::Error::from_raw_os_error(libc::ESTALE))
+                }
+            }
             Decoded::Invalid => Err(io::Error::from_raw_os_error(libc::ENOENT)),
         }
     }
