@@ -4,7 +4,8 @@
 set -eu
 here=$(cd "$(dirname "$0")/.." && pwd)
 packages="capnproto fuse3 qemu-system-x86 busybox-static debootstrap skopeo umoci zstd attr
-    fsverity e2fsprogs libseccomp-dev libcap-ng-dev cpio xz-utils kmod ca-certificates gcc libc6-dev"
+    fsverity e2fsprogs libseccomp-dev libcap-ng-dev cpio xz-utils kmod ca-certificates gcc libc6-dev
+    curl"
 missing=""
 for p in $packages; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"

@@ -186,18 +186,17 @@ fn metrics_json_and_prometheus() {
 }
 
 // ---------------------------------------------------------------------------------------
-// A standard HTTP client: curl, when the machine has it.
+// A standard HTTP client: curl (scripts/setup.sh installs it).
 
 #[test]
 fn curl_speaks_to_it() {
-    if std::process::Command::new("curl")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!("curl is not installed: skipped");
-        return;
-    }
+    assert!(
+        std::process::Command::new("curl")
+            .arg("--version")
+            .output()
+            .is_ok(),
+        "curl is missing (apt-get install curl)"
+    );
     let server = Server::start();
     let curl = |args: &[&str]| -> (String, String) {
         let out = std::process::Command::new("curl")
