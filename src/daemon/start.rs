@@ -78,9 +78,9 @@ pub fn start(config: &Config) -> Result<Started, DaemonError> {
                 Sandbox::None | Sandbox::Namespace => None,
             };
             let kept = if config.read_only {
-                sandbox::Served::ReadOnlyDir
+                sandbox::Confined::ReadOnlyDir
             } else {
-                sandbox::Served::WritableDir
+                sandbox::Confined::WritableDir
             };
             let root = jail.confine(&dir, kept)?;
             let fs = match early {
@@ -96,7 +96,7 @@ pub fn start(config: &Config) -> Result<Started, DaemonError> {
             Served::SharedDir(import(fs, &dir, config.read_only)?)
         }
         Opened::Image(mut image, store) => {
-            let root = jail.confine(image.oci().path(), sandbox::Served::Image)?;
+            let root = jail.confine(image.oci().path(), sandbox::Confined::Image)?;
             image
                 .relocate(&root)
                 .map_err(|e| DaemonError::Image(e.to_string()))?;

@@ -69,7 +69,7 @@ pub(crate) struct Jail {
 
 /// What the confined daemon serves, which sets how its root is built and what it keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Served {
+pub(crate) enum Confined {
     /// A PuzzleFS image: its OCI directory, read-only; no capabilities.
     Image,
     /// A shared directory with `--readonly`: read-only; virtiofsd's capabilities.
@@ -87,20 +87,20 @@ impl Jail {
     /// namespace sandbox `dir` is bind-mounted read-only unless it is a writable shared
     /// directory; a chroot changes no mount. Call before starting threads: capabilities are
     /// per thread.
-    pub(crate) fn confine(self, dir: &Path, served: Served) -> Result<PathBuf, SandboxError> {
+    pub(crate) fn confine(self, dir: &Path, served: Confined) -> Result<PathBuf, SandboxError> {
         let inside = match (self.mode, served) {
             (Sandbox::None, _) => return Ok(dir.to_path_buf()),
-            (Sandbox::Namespace, Served::Image) => {
+            (Sandbox::Namespace, Confined::Image) => {
                 jail::pivot_into(dir).map(|()| PathBuf::from("/"))?
             }
-            (Sandbox::Namespace, Served::ReadOnlyDir) => jail::pivot_into_with_proc(dir, false)?,
-            (Sandbox::Namespace, Served::WritableDir) => jail::pivot_into_with_proc(dir, true)?,
+            (Sandbox::Namespace, Confined::ReadOnlyDir) => jail::pivot_into_with_proc(dir, false)?,
+            (Sandbox::Namespace, Confined::WritableDir) => jail::pivot_into_with_proc(dir, true)?,
             (Sandbox::Chroot, _) => jail::chroot_into(dir).map(|()| PathBuf::from("/"))?,
         };
         caps::keep_only(match served {
-            Served::Image => CapabilitySet::empty(),
-            Served::ReadOnlyDir => caps::PASSTHROUGH,
-            Served::WritableDir => caps::WRITABLE_PASSTHROUGH,
+            Confined::Image => CapabilitySet::empty(),
+            Confined::ReadOnlyDir => caps::PASSTHROUGH,
+            Confined::WritableDir => caps::WRITABLE_PASSTHROUGH,
         })?;
         Ok(inside)
     }
