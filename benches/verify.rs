@@ -3,10 +3,10 @@
 //! `cargo bench --bench verify -- OCI_DIR TAG [RUNS]` (scripts/bench-verify.sh builds the
 //! images and runs it). Each run reads every regular file of the image once, single-threaded,
 //! in four ways:
-//! - cold, verified: `pfs::reader::Image` with an empty chunk cache, what we ship (each chunk
+//! - cold, verified: `puzzlefs_virtiofsd::reader::Image` with an empty chunk cache, what we ship (each chunk
 //!   read, sha256-checked, decompressed, cached, then copied out);
 //! - cold, unverified: the same walk, cache and copies, with chunks read and decompressed by
-//!   `pfs::chunk` directly, skipping only the sha256 check (exists only in this benchmark);
+//!   `puzzlefs_virtiofsd::chunk` directly, skipping only the sha256 check (exists only in this benchmark);
 //! - warm: the verified image again, every chunk from its cache;
 //! - sha256 alone: the digest of every stored blob, already in memory.
 //!
@@ -18,11 +18,11 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pfs::chunk::decompress_seekable;
-use pfs::format::Digest;
-use pfs::oci::OciDir;
-use pfs::reader::{
-    BlobInfo, ChunkCache, Image, InodeTable, NodeData, NodeId, OpenOptions, MAX_BLOB_BYTES,
+use puzzlefs_virtiofsd::chunk::decompress_seekable;
+use puzzlefs_virtiofsd::format::Digest;
+use puzzlefs_virtiofsd::oci::OciDir;
+use puzzlefs_virtiofsd::reader::{
+    BlobInfo, HeapChunkCache, Image, InodeTable, NodeData, NodeId, OpenOptions, MAX_BLOB_BYTES,
 };
 
 /// Big enough to keep every chunk of the image: the warm pass must not miss.
@@ -67,7 +67,7 @@ fn read_verified(image: &Image, out: &mut Vec<u8>) -> u64 {
             .read_with(node, 0, u64::MAX, |piece| {
                 out.clear();
                 out.extend_from_slice(piece);
-                Ok::<(), pfs::reader::ReaderError>(())
+                Ok::<(), puzzlefs_virtiofsd::reader::ReaderError>(())
             })
             .expect("verified read");
     }
@@ -87,7 +87,7 @@ fn load_unverified(oci: &OciDir, blob: &BlobInfo) -> Vec<u8> {
 
 /// Every file, chunks loaded into a cache as the reader does, without verification.
 fn read_unverified(oci: &OciDir, table: &InodeTable, out: &mut Vec<u8>) -> u64 {
-    let cache = ChunkCache::new(WHOLE_IMAGE_CACHE);
+    let cache = HeapChunkCache::new(WHOLE_IMAGE_CACHE);
     let blobs = table.blobs();
     let mut total = 0;
     for node in files(table) {
@@ -145,7 +145,7 @@ fn main() {
     let oci = OciDir::open(std::path::Path::new(oci)).expect("OCI directory");
     let open = || {
         let options = OpenOptions {
-            cache: Some(Arc::new(ChunkCache::new(WHOLE_IMAGE_CACHE))),
+            cache: Some(Arc::new(HeapChunkCache::new(WHOLE_IMAGE_CACHE))),
             ..OpenOptions::default()
         };
         Image::open(&oci, tag, options).expect("image")
@@ -155,7 +155,7 @@ fn main() {
         &oci,
         tag,
         OpenOptions {
-            cache: Some(Arc::new(ChunkCache::new(0))),
+            cache: Some(Arc::new(HeapChunkCache::new(0))),
             ..OpenOptions::default()
         },
     )

@@ -289,13 +289,13 @@ fn chunk_size_and_compression_choices_are_recorded_and_honoured() {
         args.extend(extra.iter().map(OsStr::new));
         args.extend([s(&src), OsStr::new(&target)]);
         puzzlefs(&args);
-        let dir = pfs::oci::OciDir::open(oci).unwrap();
-        let image = pfs::reader::Image::open(&dir, "t", Default::default()).unwrap();
+        let dir = puzzlefs_virtiofsd::oci::OciDir::open(oci).unwrap();
+        let image = puzzlefs_virtiofsd::reader::Image::open(&dir, "t", Default::default()).unwrap();
         let layers: Vec<u64> = image
             .manifest()
             .layers
             .iter()
-            .filter(|d| d.media_type == pfs::oci::MEDIA_TYPE_FILEDATA)
+            .filter(|d| d.media_type == puzzlefs_virtiofsd::oci::MEDIA_TYPE_FILEDATA)
             .map(|d| d.size)
             .collect();
         (image.chunking().cloned().unwrap(), layers)

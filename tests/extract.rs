@@ -84,14 +84,14 @@ fn library_report_counts_what_was_made() {
     .unwrap();
     let oci = tmp.path().join("oci");
     build(&src, &oci, "t", true);
-    let img = pfs::reader::Image::open(
-        &pfs::oci::OciDir::open(&oci).unwrap(),
+    let img = puzzlefs_virtiofsd::reader::Image::open(
+        &puzzlefs_virtiofsd::oci::OciDir::open(&oci).unwrap(),
         "t",
         Default::default(),
     )
     .unwrap();
-    let opts = pfs::extract::ExtractOptions::default();
-    let r = pfs::extract::extract(&img, &tmp.path().join("out"), &opts).unwrap();
+    let opts = puzzlefs_virtiofsd::extract::ExtractOptions::default();
+    let r = puzzlefs_virtiofsd::extract::extract(&img, &tmp.path().join("out"), &opts).unwrap();
     assert_eq!(
         (
             r.files,
@@ -107,8 +107,8 @@ fn library_report_counts_what_was_made() {
     assert!(r.owners && r.skipped_devices == 0);
     assert_same_tree(&src, &tmp.path().join("out"), Compare::ALL);
     // Devices can be left out on request.
-    let opts = pfs::extract::ExtractOptions { skip_devices: true };
-    let r = pfs::extract::extract(&img, &tmp.path().join("out2"), &opts).unwrap();
+    let opts = puzzlefs_virtiofsd::extract::ExtractOptions { skip_devices: true };
+    let r = puzzlefs_virtiofsd::extract::extract(&img, &tmp.path().join("out2"), &opts).unwrap();
     assert_eq!((r.devices, r.skipped_devices), (0, 1));
     assert!(
         r.summary().contains("skipped 1 device nodes"),

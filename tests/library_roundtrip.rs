@@ -6,8 +6,8 @@ mod common;
 use std::path::Path;
 
 use common::{build_image, corner_case_tree, debian_tree, diff, image_snapshot, snapshot, Compare};
-use pfs::oci::OciDir;
-use pfs::reader::{Image, OpenOptions};
+use puzzlefs_virtiofsd::oci::OciDir;
+use puzzlefs_virtiofsd::reader::{Image, OpenOptions};
 
 fn roundtrip(src: &Path, work: &Path) {
     let expected = snapshot(src);

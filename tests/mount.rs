@@ -321,11 +321,11 @@ fn a_corrupt_blob_fails_only_its_file() {
     let target = format!("{}:t", oci.display());
     puzzlefs(&[OsStr::new("build"), s(&src), OsStr::new(&target)]);
     // Damage a chunk in the middle of b-big, which holds nothing of the other files.
-    let dir = pfs::oci::OciDir::open(&oci).unwrap();
-    let image = pfs::reader::Image::open(&dir, "t", Default::default()).unwrap();
+    let dir = puzzlefs_virtiofsd::oci::OciDir::open(&oci).unwrap();
+    let image = puzzlefs_virtiofsd::reader::Image::open(&dir, "t", Default::default()).unwrap();
     let table = image.table();
     let id = table.resolve(b"/b-big", false).unwrap();
-    let pfs::reader::NodeData::File(extents) = &table.node(id).data else {
+    let puzzlefs_virtiofsd::reader::NodeData::File(extents) = &table.node(id).data else {
         panic!("b-big is a file")
     };
     assert!(extents.len() >= 3, "b-big spans {} chunks", extents.len());

@@ -11,9 +11,9 @@ use std::path::Path;
 use std::process::Command;
 
 use common::{corner_case_tree, puzzlefs, puzzlefs_fails, upstream_build};
-use pfs::chunk::fs_verity_digest;
-use pfs::format::{decode_rootfs, encode_rootfs, DecodeLimits, Digest};
-use pfs::oci::{OciDir, ANNOTATION_VERITY_ROOT, MEDIA_TYPE_ROOTFS};
+use puzzlefs_virtiofsd::chunk::fs_verity_digest;
+use puzzlefs_virtiofsd::format::{decode_rootfs, encode_rootfs, DecodeLimits, Digest};
+use puzzlefs_virtiofsd::oci::{OciDir, ANNOTATION_VERITY_ROOT, MEDIA_TYPE_ROOTFS};
 
 fn os(s: &str) -> &OsStr {
     OsStr::new(s)
@@ -80,7 +80,11 @@ fn recorded_digests_match_fsverity_utils() {
 
 /// Rewrites image `tag`'s metadata with `edit`, keeping the manifest consistent (digests,
 /// sizes, and the metadata's own fs-verity annotation).
-fn rewrite_metadata(oci: &OciDir, tag: &str, edit: impl FnOnce(&mut pfs::format::Rootfs)) {
+fn rewrite_metadata(
+    oci: &OciDir,
+    tag: &str,
+    edit: impl FnOnce(&mut puzzlefs_virtiofsd::format::Rootfs),
+) {
     let mut manifest = oci.read_manifest(&oci.resolve(tag).unwrap()).unwrap();
     let layer = manifest
         .layers

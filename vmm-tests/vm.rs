@@ -286,8 +286,10 @@ apt-cache -o Dir::Cache::pkgcache= -o Dir::Cache::srcpkgcache= policy apt | sed 
 
 #[test]
 fn a_stuck_read_does_not_hold_up_other_requests() {
-    use pfs::daemon::{self, Config, Sandbox, Seccomp, ServeOptions, SocketSpec, Source};
-    use pfs::fs::CachePolicy;
+    use puzzlefs_virtiofsd::daemon::{
+        self, Config, Sandbox, Seccomp, ServeOptions, SocketSpec, Source,
+    };
+    use puzzlefs_virtiofsd::fs::CachePolicy;
     use std::sync::atomic::Ordering;
     use std::sync::Arc;
     let _one_vm = vm_lock();

@@ -6,7 +6,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use pfs::daemon::{self, Command, Config, DaemonError, Started, SyslogLogger};
+use puzzlefs_virtiofsd::daemon::{self, Command, Config, DaemonError, Started, SyslogLogger};
 
 fn main() -> ExitCode {
     let config = match daemon::parse_args(std::env::args_os()) {

@@ -8,11 +8,11 @@ use std::sync::Arc;
 use anyhow::{bail, Result};
 use clap::{Args, Parser, Subcommand};
 
-use pfs::builder::{build, BuildOptions, Progress, ZstdOptions};
-use pfs::chunk::ChunkParams;
-use pfs::format::{human_bytes, parse_bytes, Digest};
-use pfs::oci::OciDir;
-use pfs::reader::{Image, OpenOptions};
+use puzzlefs_virtiofsd::builder::{build, BuildOptions, Progress, ZstdOptions};
+use puzzlefs_virtiofsd::chunk::ChunkParams;
+use puzzlefs_virtiofsd::format::{human_bytes, parse_bytes, Digest};
+use puzzlefs_virtiofsd::oci::OciDir;
+use puzzlefs_virtiofsd::reader::{Image, OpenOptions};
 
 #[derive(Parser)]
 #[command(
@@ -226,7 +226,7 @@ fn cmd_enable_fs_verity(image: &str, root_hash: Option<&str>, json: bool) -> Res
     let (dir, tag) = split_target(image)?;
     let oci = OciDir::open(&dir)?;
     let root = root_hash.map(parse_root_hash).transpose()?;
-    let report = pfs::inspect::enable_fs_verity(&oci, &tag, root.as_ref())?;
+    let report = puzzlefs_virtiofsd::inspect::enable_fs_verity(&oci, &tag, root.as_ref())?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -243,7 +243,7 @@ fn cmd_enable_fs_verity(image: &str, root_hash: Option<&str>, json: bool) -> Res
 
 fn cmd_build(a: BuildArgs) -> Result<()> {
     let (dir, tag) = split_target(&a.target)?;
-    pfs::oci::validate_tag(&tag)?;
+    puzzlefs_virtiofsd::oci::validate_tag(&tag)?;
     if !a.rootfs.is_dir() {
         bail!("{}: not a directory", a.rootfs.display());
     }
@@ -323,7 +323,7 @@ fn cmd_cat(image: &str, path: &str, pin: &PinArgs) -> Result<()> {
     let img = open_image(image, pin)?;
     let node = img.table().resolve(path.as_bytes(), true)?;
     let n = img.table().node(node);
-    if !matches!(n.data, pfs::reader::NodeData::File(_)) {
+    if !matches!(n.data, puzzlefs_virtiofsd::reader::NodeData::File(_)) {
         bail!("{path}: not a regular file");
     }
     let stdout = std::io::stdout();
@@ -351,7 +351,8 @@ fn main() {
             recursive,
             pin,
         } => open_image(&image, &pin).and_then(|img| {
-            let text = pfs::inspect::list(&img, path.as_deref().unwrap_or("/"), recursive)?;
+            let text =
+                puzzlefs_virtiofsd::inspect::list(&img, path.as_deref().unwrap_or("/"), recursive)?;
             std::io::stdout().write_all(text.as_bytes())?;
             Ok(())
         }),
@@ -360,7 +361,7 @@ fn main() {
             OciDir::open(&dir)
                 .map_err(anyhow::Error::from)
                 .and_then(|oci| {
-                    let report = pfs::inspect::inspect(&oci, tag.as_deref())?;
+                    let report = puzzlefs_virtiofsd::inspect::inspect(&oci, tag.as_deref())?;
                     if json {
                         println!("{}", serde_json::to_string_pretty(&report)?);
                     } else {
@@ -374,7 +375,7 @@ fn main() {
             OciDir::open(&dir)
                 .map_err(anyhow::Error::from)
                 .and_then(|oci| {
-                    let report = pfs::inspect::check(&oci, tag.as_deref())?;
+                    let report = puzzlefs_virtiofsd::inspect::check(&oci, tag.as_deref())?;
                     print!("{}", report.to_text());
                     if !report.ok() {
                         bail!("{} problem(s) found", report.problems.len());
@@ -383,24 +384,34 @@ fn main() {
                 })
         }
         Command::Extract(a) => open_image(&a.image, &a.pin).and_then(|img| {
-            let opts = pfs::extract::ExtractOptions {
+            let opts = puzzlefs_virtiofsd::extract::ExtractOptions {
                 skip_devices: a.skip_devices,
             };
-            let report = pfs::extract::extract(&img, &a.dest, &opts)?;
+            let report = puzzlefs_virtiofsd::extract::extract(&img, &a.dest, &opts)?;
             eprintln!("{}", report.summary());
             Ok(())
         }),
-        Command::Mount(a) => open_image_with(&a.image, &a.pin, pfs::fs::READ_AHEAD_CHUNKS)
-            .and_then(|img| {
-                env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
-                    .init();
-                let opts = pfs::fs::MountOptions {
-                    foreground: a.foreground,
-                    allow_other: a.allow_other,
-                };
-                Ok(pfs::fs::mount(Arc::new(img), &a.mountpoint, &opts)?)
-            }),
-        Command::Umount { mountpoint } => pfs::fs::unmount(&mountpoint).map_err(Into::into),
+        Command::Mount(a) => open_image_with(
+            &a.image,
+            &a.pin,
+            puzzlefs_virtiofsd::fs::READ_AHEAD_CHUNKS,
+        )
+        .and_then(|img| {
+            env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+                .init();
+            let opts = puzzlefs_virtiofsd::fs::MountOptions {
+                foreground: a.foreground,
+                allow_other: a.allow_other,
+            };
+            Ok(puzzlefs_virtiofsd::fs::mount(
+                Arc::new(img),
+                &a.mountpoint,
+                &opts,
+            )?)
+        }),
+        Command::Umount { mountpoint } => {
+            puzzlefs_virtiofsd::fs::unmount(&mountpoint).map_err(Into::into)
+        }
     };
     if let Err(e) = result {
         let _ = std::io::stdout().flush();

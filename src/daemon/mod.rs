@@ -11,7 +11,7 @@
 //! queues); a queue thread serves the requests `triage` calls quick itself and hands the
 //! others to `pool`'s worker threads; `request` decodes, answers and completes one descriptor
 //! chain; completions happen in any order. Images are served by [`crate::fs::ImageFs`], whose
-//! file reads go through a [`crate::reader::ChunkStore`]; shared directories by `passthrough`
+//! file reads go through a [`crate::reader::FileChunkCache`]; shared directories by `passthrough`
 //! (fuse-backend-rs's pass-through file system, behind `init_options` or, read-only,
 //! `fs::ReadOnly`).
 

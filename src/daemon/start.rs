@@ -18,7 +18,7 @@ use super::DaemonError;
 use crate::fs::{FsConfig, ImageFs, PuzzleFs, ReadOnly};
 use crate::mounts::MountTable;
 use crate::oci::OciDir;
-use crate::reader::{ChunkCache, ChunkStore, Image, OpenOptions};
+use crate::reader::{FileChunkCache, HeapChunkCache, Image, OpenOptions};
 
 /// What [`start`] made of this process.
 pub enum Started {
@@ -49,7 +49,7 @@ pub fn start(config: &Config) -> Result<Started, DaemonError> {
         Source::SharedDir(dir) => check_shared_dir(dir).map(|()| Opened::SharedDir(dir.clone())),
         Source::Image(source) => {
             let image = open_image(source)?;
-            Ok(Opened::Image(Box::new(image), open_chunk_store(config)?))
+            Ok(Opened::Image(Box::new(image), open_file_cache(config)?))
         }
         Source::Table(_) => unreachable!("started above"),
     }?;
@@ -153,12 +153,12 @@ pub(super) fn vhost_user_socket(
 
 /// The chunk store images share, made before the sandbox (a `--cache-dir` is out of its
 /// reach afterwards).
-pub(super) fn open_chunk_store(config: &Config) -> Result<ChunkStore, DaemonError> {
+pub(super) fn open_file_cache(config: &Config) -> Result<FileChunkCache, DaemonError> {
     let bytes = config.chunk_store_bytes;
-    match ChunkStore::new(bytes, config.chunk_store_dir.as_deref()) {
+    match FileChunkCache::new(bytes, config.chunk_store_dir.as_deref()) {
         Err(e) if config.chunk_store_fallback => {
             log::info!("chunk store: {e}; keeping it in a memfd");
-            ChunkStore::new(bytes, None)
+            FileChunkCache::new(bytes, None)
         }
         other => other,
     }
@@ -172,7 +172,7 @@ pub fn open_image(source: &ImageSource) -> Result<Image, DaemonError> {
         pin: source.digest,
         fs_verity: source.fs_verity,
         // Verified chunks live in ImageFs's chunk store, outside the heap.
-        cache: Some(Arc::new(ChunkCache::new(0))),
+        cache: Some(Arc::new(HeapChunkCache::new(0))),
         lean: true,
         ..OpenOptions::default()
     };
@@ -181,7 +181,7 @@ pub fn open_image(source: &ImageSource) -> Result<Image, DaemonError> {
 
 enum Opened {
     SharedDir(PathBuf),
-    Image(Box<Image>, ChunkStore),
+    Image(Box<Image>, FileChunkCache),
 }
 
 pub(super) enum Served {

@@ -11,7 +11,7 @@ use super::config::{Config, Sandbox, TableSource};
 use super::control::{answer_requests, ApiControl, Client, Executor, Serving, SourcePolicy};
 use super::sandbox::{self, Isolated, Needs};
 use super::start::Served;
-use super::start::{log_ignored, open_chunk_store, vhost_user_socket};
+use super::start::{log_ignored, open_file_cache, vhost_user_socket};
 use super::{Daemon, DaemonError, Started, Supervising};
 use crate::api::Control;
 use crate::mounts::{MountDefaults, MountTable, Mounter};
@@ -96,7 +96,7 @@ pub(crate) fn start(config: &Config, table: &TableSource) -> Result<Started, Dae
                 .into(),
         ));
     }
-    let store = open_chunk_store(config)?;
+    let store = open_file_cache(config)?;
     let api = crate::api::bind(&table.apisock).map_err(|e| {
         DaemonError::socket(format!("cannot listen on {}", table.apisock.display()), e)
     })?;

@@ -1,5 +1,5 @@
 //! [`ImageFs`]: the daemon's image file system, [`PuzzleFs`] with file reads served from a
-//! [`ChunkStore`]: a chunk is read, verified and decompressed once, then every read of it is
+//! [`FileChunkCache`]: a chunk is read, verified and decompressed once, then every read of it is
 //! one copy from the store into guest memory.
 
 use std::collections::HashSet;
@@ -21,16 +21,16 @@ use fuse_backend_rs::api::filesystem::{
 use super::{reader_errno, PuzzleFs};
 use crate::format::Digest;
 use crate::oci::OciError;
-use crate::reader::{BlobInfo, ChunkKey, ChunkStore, Extent, Image, NodeData, ReaderError};
+use crate::reader::{BlobInfo, ChunkKey, Extent, FileChunkCache, Image, NodeData, ReaderError};
 
 /// Default size of the store of verified chunks (only what guests read is allocated).
 pub const CHUNK_STORE_BYTES: u64 = 512 << 20;
 
-/// [`PuzzleFs`] whose file reads go through a [`ChunkStore`] (which several images may
+/// [`PuzzleFs`] whose file reads go through a [`FileChunkCache`] (which several images may
 /// share); everything else is PuzzleFs's.
 pub struct ImageFs {
     fs: Arc<PuzzleFs>,
-    store: Arc<ChunkStore>,
+    store: Arc<FileChunkCache>,
     /// Blobs whose load failed, logged once each.
     reported: Mutex<HashSet<Digest>>,
     counts: ReadCounts,
@@ -70,7 +70,7 @@ pub struct ImageReadStats {
 impl ImageFs {
     /// Serves `fs` (which other `ImageFs` may serve too: it holds no per-client state),
     /// keeping verified chunks in `store`.
-    pub fn new(fs: Arc<PuzzleFs>, store: Arc<ChunkStore>) -> ImageFs {
+    pub fn new(fs: Arc<PuzzleFs>, store: Arc<FileChunkCache>) -> ImageFs {
         ImageFs {
             fs,
             store,

@@ -18,7 +18,7 @@ use super::{ImageMetrics, MountError};
 use crate::format::Digest;
 use crate::fs::{CachePolicy, FsConfig, ImageFs, PuzzleFs, ReadOnly};
 use crate::oci::{Descriptor, OciDir, MEDIA_TYPE_MANIFEST};
-use crate::reader::{ChunkCache, ChunkStore, Image, OpenOptions, ReaderError};
+use crate::reader::{FileChunkCache, HeapChunkCache, Image, OpenOptions, ReaderError};
 use rustix::fs::{openat, statx, AtFlags, Mode, OFlags, StatxFlags, CWD};
 
 /// Daemon-wide settings a mount request may leave out.
@@ -34,7 +34,7 @@ pub struct MountDefaults {
 
 /// Builds the file systems mount requests ask for.
 pub struct Mounter {
-    store: Arc<ChunkStore>,
+    store: Arc<FileChunkCache>,
     defaults: MountDefaults,
     /// Images opened and still mounted somewhere: mounting one again shares its inode table.
     images: Mutex<HashMap<ImageKey, Weak<PuzzleFs>>>,
@@ -52,7 +52,7 @@ struct ImageKey {
 
 impl Mounter {
     /// Images will keep verified chunks in `store`.
-    pub fn new(store: Arc<ChunkStore>, defaults: MountDefaults) -> Self {
+    pub fn new(store: Arc<FileChunkCache>, defaults: MountDefaults) -> Self {
         Mounter {
             store,
             defaults,
@@ -61,7 +61,7 @@ impl Mounter {
     }
 
     /// The chunk store the images share.
-    pub fn store(&self) -> &Arc<ChunkStore> {
+    pub fn store(&self) -> &Arc<FileChunkCache> {
         &self.store
     }
 
@@ -145,7 +145,7 @@ impl Mounter {
                     pin: spec.digest,
                     fs_verity: spec.fs_verity,
                     // Verified chunks live in the shared chunk store, outside the heap.
-                    cache: Some(Arc::new(ChunkCache::new(0))),
+                    cache: Some(Arc::new(HeapChunkCache::new(0))),
                     lean: true,
                     ..OpenOptions::default()
                 };

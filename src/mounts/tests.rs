@@ -17,7 +17,7 @@ use super::*;
 use crate::builder::{build, BuildOptions};
 use crate::fs::CachePolicy;
 use crate::oci::OciDir;
-use crate::reader::ChunkStore;
+use crate::reader::FileChunkCache;
 
 /// A reply buffer, like a transport's.
 #[derive(Default)]
@@ -96,7 +96,7 @@ fn setup() -> Setup {
     }
     fs::create_dir_all(tmp.path().join("share/sub")).unwrap();
     fs::write(tmp.path().join("share/sub/host-file"), b"from the host").unwrap();
-    let store = Arc::new(ChunkStore::new(8 << 20, None).unwrap());
+    let store = Arc::new(FileChunkCache::new(8 << 20, None).unwrap());
     let defaults = MountDefaults {
         cache: CachePolicy::Auto,
         xattr: false,
@@ -502,7 +502,7 @@ fn a_pass_through_keeps_the_guests_trusted_xattrs_in_the_user_namespace() {
     let s = setup();
     let share = s.share();
     let mounter = Mounter::new(
-        Arc::new(ChunkStore::new(1 << 20, None).unwrap()),
+        Arc::new(FileChunkCache::new(1 << 20, None).unwrap()),
         MountDefaults {
             cache: CachePolicy::Auto,
             xattr: true,

@@ -2,10 +2,10 @@
 
 use std::sync::Arc;
 
-use super::cache::ChunkData;
+use super::heap_cache::ChunkData;
 use super::read_ahead::ReadAhead;
 use super::table::{Extent, InodeTable, NodeData, NodeId};
-use super::{ChunkCache, ReaderError, DEFAULT_CACHE_BYTES};
+use super::{HeapChunkCache, ReaderError, DEFAULT_CACHE_BYTES};
 use crate::chunk::decompress_seekable;
 use crate::format::{decode_rootfs, Chunking, DecodeLimits, Digest, MANIFEST_VERSION};
 use crate::oci::{Descriptor, ImageManifest, OciDir};
@@ -32,7 +32,7 @@ pub struct OpenOptions {
     /// Refuse the image unless its manifest has this digest.
     pub pin: Option<Digest>,
     /// Chunk cache to use (shared between images); a private one by default.
-    pub cache: Option<Arc<ChunkCache>>,
+    pub cache: Option<Arc<HeapChunkCache>>,
     /// Bounds on the metadata.
     pub limits: Option<DecodeLimits>,
     /// Chunks to load ahead of readers, in the background (0: none). For servers whose
@@ -58,7 +58,7 @@ pub struct Image {
     layers: usize,
     chunking: Option<Chunking>,
     table: InodeTable,
-    cache: Arc<ChunkCache>,
+    cache: Arc<HeapChunkCache>,
     read_ahead: Option<ReadAhead>,
     verity_required: bool,
 }
@@ -121,7 +121,7 @@ impl Image {
         }
         let cache = options
             .cache
-            .unwrap_or_else(|| Arc::new(ChunkCache::new(DEFAULT_CACHE_BYTES)));
+            .unwrap_or_else(|| Arc::new(HeapChunkCache::new(DEFAULT_CACHE_BYTES)));
         let read_ahead = match options.read_ahead {
             0 => None,
             depth => Some(
@@ -192,7 +192,7 @@ impl Image {
     }
 
     /// The chunk cache.
-    pub fn cache(&self) -> &Arc<ChunkCache> {
+    pub fn cache(&self) -> &Arc<HeapChunkCache> {
         &self.cache
     }
 

@@ -6,7 +6,7 @@ use std::sync::mpsc::{self, SyncSender};
 use std::sync::Arc;
 
 use super::image::{load_blob, BlobInfo};
-use super::{ChunkCache, ChunkKey};
+use super::{ChunkKey, HeapChunkCache};
 use crate::oci::OciDir;
 
 /// Hands chunks to the read-ahead thread; the thread ends when this is dropped.
@@ -20,7 +20,7 @@ impl ReadAhead {
     /// Starts a thread loading up to `depth` chunks ahead of readers.
     pub fn start(
         oci: OciDir,
-        cache: Arc<ChunkCache>,
+        cache: Arc<HeapChunkCache>,
         depth: usize,
         verity: bool,
     ) -> std::io::Result<Self> {
@@ -38,7 +38,7 @@ impl ReadAhead {
 
     /// A reader used `blobs[used]`: queue the next chunks that are not loaded yet. Never
     /// blocks: when the thread is behind, the hint is dropped.
-    pub fn used(&self, blobs: &[BlobInfo], used: usize, cache: &ChunkCache) {
+    pub fn used(&self, blobs: &[BlobInfo], used: usize, cache: &HeapChunkCache) {
         let next = blobs.iter().skip(used + 1).take(self.depth);
         for blob in next.filter(|b| !cache.has(&ChunkKey::from(*b))) {
             if self.queue.try_send(*blob).is_err() {

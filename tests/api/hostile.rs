@@ -7,7 +7,7 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
-use pfs::api::{self, ServerConfig};
+use puzzlefs_virtiofsd::api::{self, ServerConfig};
 
 use crate::support::*;
 

@@ -2,8 +2,8 @@
 
 use std::io::Write;
 
-use pfs::api::MountRequest;
-use pfs::mounts::MetricsSnapshot;
+use puzzlefs_virtiofsd::api::MountRequest;
+use puzzlefs_virtiofsd::mounts::MetricsSnapshot;
 
 use crate::support::*;
 

@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::os::unix::net::UnixStream;
 
-use pfs::api::ServerConfig;
+use puzzlefs_virtiofsd::api::ServerConfig;
 
 use crate::support::*;
 

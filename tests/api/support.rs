@@ -12,8 +12,10 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use pfs::api::{self, ApiError, BackendInfo, Control, DaemonInfo, MountRequest, ServerConfig};
-use pfs::mounts::{ChunkStoreMetrics, MetricsSnapshot, MountMetrics};
+use puzzlefs_virtiofsd::api::{
+    self, ApiError, BackendInfo, Control, DaemonInfo, MountRequest, ServerConfig,
+};
+use puzzlefs_virtiofsd::mounts::{ChunkStoreMetrics, MetricsSnapshot, MountMetrics};
 
 // ---------------------------------------------------------------------------------------
 // The stand-in mount table.

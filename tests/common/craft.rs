@@ -6,12 +6,12 @@
 use std::fs;
 use std::path::Path;
 
-use pfs::chunk::compress_seekable;
-use pfs::format::{
+use puzzlefs_virtiofsd::chunk::compress_seekable;
+use puzzlefs_virtiofsd::format::{
     encode_rootfs, BlobRef, Digest, DirEntry, FileChunk, Inode, InodeKind, Rootfs, Timespec,
     MANIFEST_VERSION,
 };
-use pfs::oci::{
+use puzzlefs_virtiofsd::oci::{
     empty_config, Descriptor, ImageManifest, OciDir, MEDIA_TYPE_FILEDATA, MEDIA_TYPE_MANIFEST,
     MEDIA_TYPE_ROOTFS,
 };

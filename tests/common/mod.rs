@@ -469,8 +469,8 @@ pub fn upstream() -> PathBuf {
 
 /// Snapshot of an image read through the library (no mount, no extraction), comparable with
 /// [`snapshot`] of the source tree.
-pub fn image_snapshot(image: &pfs::reader::Image) -> BTreeMap<Vec<u8>, Facts> {
-    use pfs::reader::{NodeData, Walk};
+pub fn image_snapshot(image: &puzzlefs_virtiofsd::reader::Image) -> BTreeMap<Vec<u8>, Facts> {
+    use puzzlefs_virtiofsd::reader::{NodeData, Walk};
     use sha2::{Digest, Sha256};
     let table = image.table();
     let mut out = BTreeMap::new();
@@ -491,7 +491,7 @@ pub fn image_snapshot(image: &pfs::reader::Image) -> BTreeMap<Vec<u8>, Facts> {
             image
                 .read_with(item.node, 0, n.size, |p| {
                     h.update(p);
-                    Ok::<(), pfs::reader::ReaderError>(())
+                    Ok::<(), puzzlefs_virtiofsd::reader::ReaderError>(())
                 })
                 .unwrap();
             hex::encode(h.finalize())

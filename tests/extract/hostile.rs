@@ -9,7 +9,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use pfs::format::{Inode, Xattr};
+use puzzlefs_virtiofsd::format::{Inode, Xattr};
 
 use crate::common::craft::{
     chr, chunk, corrupt_blob, dir, dir_below, file, lying_seekable, symlink, Crafter,

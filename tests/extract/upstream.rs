@@ -77,8 +77,8 @@ fn upstream_two_layer_image_with_whiteouts_extracts_the_top() {
         s(&src),
         OsStr::new(&v2),
     ]);
-    let img = pfs::reader::Image::open(
-        &pfs::oci::OciDir::open(&oci).unwrap(),
+    let img = puzzlefs_virtiofsd::reader::Image::open(
+        &puzzlefs_virtiofsd::oci::OciDir::open(&oci).unwrap(),
         "v2",
         Default::default(),
     )

@@ -133,7 +133,7 @@ fn seekable_seeds_decompress_to_their_data_and_damage_is_refused() {
     }
     let mut over = seeds::seekable().pop().unwrap().0;
     over.resize(seekable::LIMIT as usize + 1, 7);
-    let blob = pfs::chunk::compress_seekable(&over, 65_536, 3).unwrap();
+    let blob = puzzlefs_virtiofsd::chunk::compress_seekable(&over, 65_536, 3).unwrap();
     assert_eq!(seekable::run(&blob), None, "over the size limit");
 }
 

@@ -56,7 +56,7 @@ impl<F> Gate<F> {
 /// Reads go to the daemon's workers (a slow one must not hold up the rest); everything else
 /// is served on the queue thread, so the test also covers requests served there while a read
 /// is stuck in a worker.
-impl<F> pfs::daemon::Triage for Gate<F> {
+impl<F> puzzlefs_virtiofsd::daemon::Triage for Gate<F> {
     fn is_quick(&self, opcode: u32, _: u64, _: Option<(u64, u32)>) -> bool {
         opcode != fuse_backend_rs::abi::fuse_abi::Opcode::Read as u32
     }

@@ -20,7 +20,7 @@ pub use api_control::{ApiControl, MountRecord, Serving};
 pub use source::{open_source, SourcePolicy};
 
 use crate::mounts::{ErrorClass, MetricsSnapshot, MountError, MountSpec, MountTable, Mounter};
-use crate::reader::ChunkStoreStats;
+use crate::reader::FileChunkCacheStats;
 
 /// A request to the serving process.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -191,7 +191,7 @@ impl Executor {
     }
 }
 
-fn store_metrics(s: ChunkStoreStats) -> crate::mounts::ChunkStoreMetrics {
+fn store_metrics(s: FileChunkCacheStats) -> crate::mounts::ChunkStoreMetrics {
     crate::mounts::ChunkStoreMetrics {
         capacity_bytes: s.capacity,
         used_bytes: s.used,

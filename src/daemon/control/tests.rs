@@ -10,7 +10,7 @@ use crate::builder::{build, BuildOptions};
 use crate::fs::CachePolicy;
 use crate::mounts::MountDefaults;
 use crate::oci::OciDir;
-use crate::reader::ChunkStore;
+use crate::reader::FileChunkCache;
 
 fn mount(client: &Client, policy: &SourcePolicy, at: &str, fs_type: &str, source: &str) -> Reply {
     let request = Request::Mount {
@@ -48,7 +48,7 @@ fn requests_travel_with_their_sources() {
     fs::create_dir_all(&share).unwrap();
 
     let table = Arc::new(MountTable::new());
-    let store = Arc::new(ChunkStore::new(1 << 20, None).unwrap());
+    let store = Arc::new(FileChunkCache::new(1 << 20, None).unwrap());
     let defaults = MountDefaults {
         cache: CachePolicy::Auto,
         xattr: false,

@@ -2,5 +2,5 @@
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    let _ = pfs_fuzz::fs_ops::run(data);
+    let _ = puzzlefs_virtiofsd_fuzz::fs_ops::run(data);
 });

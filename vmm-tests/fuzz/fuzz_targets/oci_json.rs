@@ -2,5 +2,5 @@
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    let _ = pfs_fuzz::oci_json::run(data);
+    let _ = puzzlefs_virtiofsd_fuzz::oci_json::run(data);
 });

@@ -13,8 +13,8 @@ use std::sync::Arc;
 
 use fuse_backend_rs::api::filesystem::{Context, DirEntry, FileSystem, ZeroCopyWriter, ROOT_ID};
 use fuse_backend_rs::file_traits::FileReadWriteVolatile;
-use pfs::fs::{CachePolicy, FsConfig, PuzzleFs, ReadOnly};
-use pfs::reader::{Image, OpenOptions};
+use puzzlefs_virtiofsd::fs::{CachePolicy, FsConfig, PuzzleFs, ReadOnly};
+use puzzlefs_virtiofsd::reader::{Image, OpenOptions};
 
 use super::layout::{layout, stage};
 

@@ -4,9 +4,9 @@
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
-use pfs::builder::{build, BuildOptions, ZstdOptions};
-use pfs::format::Digest;
-use pfs::oci::{
+use puzzlefs_virtiofsd::builder::{build, BuildOptions, ZstdOptions};
+use puzzlefs_virtiofsd::format::Digest;
+use puzzlefs_virtiofsd::oci::{
     empty_config, Descriptor, ImageManifest, OciDir, MEDIA_TYPE_MANIFEST, MEDIA_TYPE_ROOTFS,
 };
 

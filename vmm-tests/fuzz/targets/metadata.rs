@@ -1,8 +1,8 @@
 //! Target `metadata`: a metadata blob from an untrusted image, decoded and turned into an inode
 //! table, then every path resolved and every directory listed.
 
-use pfs::format::{decode_rootfs, DecodeLimits};
-use pfs::reader::{InodeTable, Walk};
+use puzzlefs_virtiofsd::format::{decode_rootfs, DecodeLimits};
+use puzzlefs_virtiofsd::reader::{InodeTable, Walk};
 
 /// The paths of the tree, in walk order; `None` when the blob is refused.
 pub fn run(data: &[u8]) -> Option<Vec<Vec<u8>>> {

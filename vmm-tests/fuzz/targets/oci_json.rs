@@ -1,6 +1,6 @@
 //! Target `oci_json`: index.json and image manifests from an untrusted OCI layout.
 
-use pfs::oci::{ImageIndex, ImageManifest};
+use puzzlefs_virtiofsd::oci::{ImageIndex, ImageManifest};
 
 /// What the input parsed as.
 #[derive(Debug, Default, PartialEq, Eq)]

@@ -1,8 +1,8 @@
 //! Seed inputs of every target, from real artefacts of the builder: metadata and manifests of
 //! the layout's images, seekable blobs of known data, operation walks over the images.
 
-use pfs::chunk::compress_seekable;
-use pfs::reader::{Image, OpenOptions};
+use puzzlefs_virtiofsd::chunk::compress_seekable;
+use puzzlefs_virtiofsd::reader::{Image, OpenOptions};
 
 use super::layout::layout;
 

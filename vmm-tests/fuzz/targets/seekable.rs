@@ -1,6 +1,6 @@
 //! Target `seekable`: a chunk blob in the zstd seekable format from an untrusted image.
 
-use pfs::chunk::{decompress_seekable, seekable_size};
+use puzzlefs_virtiofsd::chunk::{decompress_seekable, seekable_size};
 
 /// Largest decompressed size the target accepts.
 pub const LIMIT: u64 = 1 << 20;

@@ -40,7 +40,7 @@ struct Index {
 }
 
 /// A bounded, file-backed store of verified chunks, keyed by [`ChunkKey`].
-pub struct ChunkStore {
+pub struct FileChunkCache {
     file: File,
     budget: u64,
     index: Mutex<Index>,
@@ -55,18 +55,18 @@ struct Counts {
     evictions: AtomicU64,
 }
 
-/// What a [`ChunkStore`] holds and has done.
+/// What a [`FileChunkCache`] holds and has done.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ChunkStoreStats {
+pub struct FileChunkCacheStats {
     /// Bytes it may hold.
     pub capacity: u64,
     /// Bytes of chunks it holds.
     pub used: u64,
     /// Chunks it holds.
     pub chunks: u64,
-    /// [`ChunkStore::pin`] calls that found their chunk.
+    /// [`FileChunkCache::pin`] calls that found their chunk.
     pub hits: u64,
-    /// [`ChunkStore::pin`] calls that did not.
+    /// [`FileChunkCache::pin`] calls that did not.
     pub misses: u64,
     /// Chunks stored.
     pub inserts: u64,
@@ -76,7 +76,7 @@ pub struct ChunkStoreStats {
 
 /// A stored chunk that stays in place until dropped.
 pub(crate) struct Pinned<'a> {
-    store: &'a ChunkStore,
+    store: &'a FileChunkCache,
     key: ChunkKey,
     offset: u64,
     len: u64,
@@ -107,7 +107,7 @@ impl Drop for Pinned<'_> {
     }
 }
 
-impl ChunkStore {
+impl FileChunkCache {
     /// The store file's descriptor.
     pub(crate) fn fd(&self) -> std::os::unix::io::RawFd {
         use std::os::unix::io::AsRawFd;
@@ -116,7 +116,7 @@ impl ChunkStore {
 
     /// A store of at most `budget` bytes in a memfd, or in an unnamed file in `dir`. Its
     /// pages are only allocated as chunks arrive.
-    pub fn new(budget: u64, dir: Option<&Path>) -> io::Result<ChunkStore> {
+    pub fn new(budget: u64, dir: Option<&Path>) -> io::Result<FileChunkCache> {
         let file = match dir {
             None => File::from(rustix::fs::memfd_create(
                 "pfs-chunks",
@@ -131,7 +131,7 @@ impl ChunkStore {
                 .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?,
         };
         file.set_len(budget)?;
-        Ok(ChunkStore {
+        Ok(FileChunkCache {
             file,
             budget,
             index: Mutex::new(Index::default()),
@@ -220,7 +220,7 @@ impl ChunkStore {
     }
 
     /// What the store holds and has done.
-    pub fn stats(&self) -> ChunkStoreStats {
+    pub fn stats(&self) -> FileChunkCacheStats {
         let (used, chunks) = {
             let index = self.lock();
             (
@@ -229,7 +229,7 @@ impl ChunkStore {
             )
         };
         let c = &self.counts;
-        ChunkStoreStats {
+        FileChunkCacheStats {
             capacity: self.budget,
             used,
             chunks,
@@ -291,7 +291,7 @@ mod tests {
     fn a_cache_dir_holds_an_unnamed_private_file() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
-        let store = ChunkStore::new(1 << 20, Some(dir.path())).unwrap();
+        let store = FileChunkCache::new(1 << 20, Some(dir.path())).unwrap();
         let d = key(b"x");
         assert!(store.insert(&d, &[9; 4096]));
         assert_eq!(read(&store.pin(&d).unwrap()), vec![9; 4096]);
@@ -299,13 +299,13 @@ mod tests {
         let mode = store.file.metadata().unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         let missing = dir.path().join("missing");
-        let e = ChunkStore::new(1 << 20, Some(&missing)).err().unwrap();
+        let e = FileChunkCache::new(1 << 20, Some(&missing)).err().unwrap();
         assert!(e.to_string().contains("missing"), "{e}");
     }
 
     #[test]
     fn stores_and_reads_back() {
-        let store = ChunkStore::new(1000, None).unwrap();
+        let store = FileChunkCache::new(1000, None).unwrap();
         let d = key(b"a");
         assert!(!store.contains(&d));
         assert!(store.pin(&d).is_none());
@@ -319,7 +319,7 @@ mod tests {
 
     #[test]
     fn wraps_around_evicting_the_oldest() {
-        let store = ChunkStore::new(1000, None).unwrap();
+        let store = FileChunkCache::new(1000, None).unwrap();
         let keys: Vec<ChunkKey> = (0..5u8).map(|i| key(&[i])).collect();
         for (i, k) in keys.iter().enumerate() {
             assert!(store.insert(k, &[i as u8; 400]));
@@ -338,7 +338,7 @@ mod tests {
 
     #[test]
     fn pinned_chunks_are_never_overwritten() {
-        let store = ChunkStore::new(1000, None).unwrap();
+        let store = FileChunkCache::new(1000, None).unwrap();
         let a = key(b"a");
         let b = key(b"b");
         let c = key(b"c");
@@ -357,7 +357,7 @@ mod tests {
 
     #[test]
     fn compressed_and_plain_contents_of_one_digest_are_kept_apart() {
-        let store = ChunkStore::new(1000, None).unwrap();
+        let store = FileChunkCache::new(1000, None).unwrap();
         let digest = Digest::of(b"stored bytes");
         let plain = ChunkKey::new(digest, false);
         let compressed = ChunkKey::new(digest, true);

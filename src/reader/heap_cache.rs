@@ -36,16 +36,16 @@ struct Slot {
 }
 
 /// A sharded LRU of chunk contents.
-pub struct ChunkCache {
+pub struct HeapChunkCache {
     slots: Box<[Slot]>,
     shard_budget: usize,
     hits: AtomicU64,
     misses: AtomicU64,
 }
 
-impl std::fmt::Debug for ChunkCache {
+impl std::fmt::Debug for HeapChunkCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ChunkCache")
+        f.debug_struct("HeapChunkCache")
             .field("budget", &(self.shard_budget * SHARDS))
             .field("hits", &self.hits.load(Ordering::Relaxed))
             .field("misses", &self.misses.load(Ordering::Relaxed))
@@ -70,10 +70,10 @@ fn lock(m: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-impl ChunkCache {
+impl HeapChunkCache {
     /// A cache holding at most about `budget` bytes (0 disables caching).
     pub fn new(budget: usize) -> Self {
-        ChunkCache {
+        HeapChunkCache {
             slots: (0..SHARDS).map(|_| Slot::default()).collect(),
             shard_budget: budget / SHARDS,
             hits: AtomicU64::new(0),
@@ -168,7 +168,7 @@ mod tests {
 
     #[test]
     fn keeps_within_budget_and_prefers_recent() {
-        let cache = ChunkCache::new(SHARDS * 100);
+        let cache = HeapChunkCache::new(SHARDS * 100);
         // Same shard: first byte equal.
         let key = |i: u8| {
             let mut d = [0u8; 32];
@@ -198,7 +198,7 @@ mod tests {
 
     #[test]
     fn a_chunk_being_loaded_is_not_loaded_again() {
-        let cache = ChunkCache::new(1 << 20);
+        let cache = HeapChunkCache::new(1 << 20);
         let d = ChunkKey::new(crate::format::Digest::of(b"shared"), true);
         let (started_tx, started_rx) = std::sync::mpsc::channel();
         let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
@@ -222,7 +222,7 @@ mod tests {
 
     #[test]
     fn a_failed_load_is_retried_by_the_next_caller() {
-        let cache = ChunkCache::new(1 << 20);
+        let cache = HeapChunkCache::new(1 << 20);
         let d = ChunkKey::new(crate::format::Digest::of(b"flaky"), false);
         assert!(cache.get_or_load(&d, || Err::<Vec<u8>, _>("bad")).is_err());
         assert!(!cache.has(&d));
@@ -235,7 +235,7 @@ mod tests {
 
     #[test]
     fn oversized_entries_are_returned_not_kept() {
-        let cache = ChunkCache::new(0);
+        let cache = HeapChunkCache::new(0);
         let d = ChunkKey::new(crate::format::Digest::of(b"x"), false);
         assert_eq!(
             cache
@@ -249,7 +249,7 @@ mod tests {
 
     #[test]
     fn compressed_and_plain_contents_of_one_digest_are_kept_apart() {
-        let cache = ChunkCache::new(1 << 20);
+        let cache = HeapChunkCache::new(1 << 20);
         let digest = crate::format::Digest::of(b"stored bytes");
         let plain = ChunkKey::new(digest, false);
         let compressed = ChunkKey::new(digest, true);
