@@ -27,8 +27,9 @@
 //! (no submount crossing is announced yet), `--tag` (QEMU and cloud-hypervisor set the tag;
 //! we offer no CONFIG), `-f`, `--socket-group`, `--rlimit-nofile`,
 //! `--writeback` and `-o writeback` (no write-back cache is negotiated: guest writes reach the
-//! host as they are made), `--no-readdirplus`, `--posix-acl`, and the `-o` options `flock`,
-//! `posix_lock`, `readdirplus`, `timeout`, `xattrmap`, `modcaps` (and `no_` forms).
+//! host as they are made), `--no-readdirplus`, `--posix-acl`, and the `-o` options listed in
+//! `config::IGNORED_O` (`flock`, `posix_lock`, `readdirplus`, `posix_acl`, `security_label`,
+//! `killpriv_v2` and their `no_` forms; `timeout=`, `xattrmap=`, `modcaps=`, `norace`).
 //! Anything else is an error.
 
 use std::ffi::OsString;

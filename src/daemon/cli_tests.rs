@@ -401,3 +401,40 @@ fn kata_nydus_form_errors() {
     assert!(err(&["--sock=v", "--allow-mount-from=/x", "--shared-dir=/d"]).contains("apisock"));
     assert!(err(&["virtiofs", "--apisock=a"]).contains("--socket-path"));
 }
+
+/// Every `-o` option docs/daemon.md lists as accepted is accepted (and logged as ignored);
+/// the `no_` forms virtiofsd lacks are refused.
+#[test]
+fn documented_ignored_o_options() {
+    let base = ["--socket-path=/s", "--shared-dir=/srv", "-o"];
+    for opt in [
+        "flock",
+        "no_flock",
+        "posix_lock",
+        "no_posix_lock",
+        "writeback",
+        "no_writeback",
+        "readdirplus",
+        "no_readdirplus",
+        "posix_acl",
+        "no_posix_acl",
+        "security_label",
+        "no_security_label",
+        "killpriv_v2",
+        "no_killpriv_v2",
+        "no_announce_submounts",
+        "norace",
+        "timeout=5",
+        "xattrmap=:map::user.virtiofs.:",
+        "modcaps=+sys_admin",
+    ] {
+        let c = run(&[&base[..], &[opt]].concat());
+        assert_eq!(c.ignored, vec![format!("-o {opt}")], "{opt}");
+    }
+    for opt in ["no_timeout", "no_xattrmap", "no_modcaps", "no_readonly"] {
+        assert!(
+            err(&[&base[..], &[opt]].concat()).contains("unknown option"),
+            "{opt}"
+        );
+    }
+}
