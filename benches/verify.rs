@@ -91,10 +91,7 @@ fn read_unverified(oci: &OciDir, table: &InodeTable, out: &mut Vec<u8>) -> u64 {
     let blobs = table.blobs();
     let mut total = 0;
     for node in files(table) {
-        let NodeData::File(extents) = &table.node(node).data else {
-            continue;
-        };
-        for e in extents.iter() {
+        for e in table.extents(node) {
             let blob = &blobs[e.blob as usize];
             let Ok(data) = cache.get_or_load(&blob.into(), || {
                 Ok::<_, std::convert::Infallible>(load_unverified(oci, blob))

@@ -308,10 +308,10 @@ fn reuse_from_base(
             continue;
         };
         let node = table.node(id);
-        let (NodeData::File(extents), Some(&digest)) = (&node.data, node.file_digest.as_deref())
-        else {
+        let (NodeData::File(_), Some(&digest)) = (&node.data, node.file_digest.as_deref()) else {
             continue;
         };
+        let extents = table.extents(id);
         if node.size != f.size {
             continue;
         }

@@ -96,27 +96,28 @@ impl<'a> Extractor<'a> {
         while let Some(top) = stack.last_mut() {
             let entries = table.entries(top.node);
             if let Some(entry) = entries.get(top.next) {
+                let entry_name = table.name(entry);
                 top.next += 1;
-                check_name(&entry.name).map_err(|why| ExtractError::UnsafeName {
+                check_name(entry_name).map_err(|why| ExtractError::UnsafeName {
                     dir: show(&path),
-                    name: String::from_utf8_lossy(&entry.name).into_owned(),
+                    name: String::from_utf8_lossy(entry_name).into_owned(),
                     why,
                 })?;
                 let node = table.node(entry.node);
                 if FileType::from_raw_mode(node.mode) != FileType::Directory {
-                    self.leaf(&cur, &path, &entry.name, entry.node)?;
+                    self.leaf(&cur, &path, entry_name, entry.node)?;
                     continue;
                 }
-                let child_path = join(&path, &entry.name);
+                let child_path = join(&path, entry_name);
                 if stack.len() > MAX_DEPTH {
                     return Err(ExtractError::TooDeep {
                         path: show(&child_path),
                         limit: MAX_DEPTH,
                     });
                 }
-                rfs::mkdirat(&cur, &entry.name[..], Mode::from_raw_mode(0o700))
+                rfs::mkdirat(&cur, entry_name, Mode::from_raw_mode(0o700))
                     .map_err(on(&child_path, "create directory"))?;
-                let child = rfs::openat(&cur, &entry.name[..], DIR_FLAGS, Mode::empty())
+                let child = rfs::openat(&cur, entry_name, DIR_FLAGS, Mode::empty())
                     .map_err(on(&child_path, "open directory"))?;
                 let id = ident(&child).map_err(on(&child_path, "stat directory"))?;
                 stack.push(Frame {

@@ -158,9 +158,9 @@ mod tests {
             xattrs: Box::new([]),
             file_digest: None,
             data: if mode & libc::S_IFMT == libc::S_IFDIR {
-                NodeData::Dir(Box::new([]))
+                NodeData::Dir(Default::default())
             } else {
-                NodeData::File(Box::new([]))
+                NodeData::File(Default::default())
             },
         }
     }

@@ -25,8 +25,8 @@ pub(crate) fn parents(table: &InodeTable) -> Box<[NodeId]> {
     let mut parents = vec![ROOT; table.len()];
     for id in 0..table.len() {
         let dir = id as NodeId;
-        if let NodeData::Dir(entries) = &table.node(dir).data {
-            for e in entries.iter() {
+        if let NodeData::Dir(_) = table.node(dir).data {
+            for e in table.entries(dir) {
                 if matches!(table.node(e.node).data, NodeData::Dir(_)) {
                     parents[e.node as usize] = dir;
                 }
@@ -54,7 +54,7 @@ pub(crate) fn items<'a>(
     let entries = table
         .entries(dir)
         .iter()
-        .map(|e| (&e.name[..], e.node, false));
+        .map(|e| (table.name(e), e.node, false));
     let skip = usize::try_from(offset).unwrap_or(usize::MAX);
     dots.chain(entries)
         .enumerate()

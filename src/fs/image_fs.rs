@@ -105,9 +105,11 @@ impl ImageFs {
 
     /// A regular file's extents, or None for anything else (PuzzleFs answers those).
     fn extents(&self, inode: u64) -> Option<&[Extent]> {
-        let node = self.image().table().get(inode.checked_sub(1)?)?;
-        match &node.data {
-            NodeData::File(extents) => Some(extents),
+        let id = inode.checked_sub(1)?;
+        let table = self.image().table();
+        match table.get(id)?.data {
+            // get() found it, so it is a NodeId.
+            NodeData::File(_) => Some(table.extents(id as crate::reader::NodeId)),
             _ => None,
         }
     }

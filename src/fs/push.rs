@@ -68,11 +68,8 @@ pub(super) fn next_files(table: &InodeTable) -> Box<[NodeId]> {
     let mut next = vec![NO_FILE; table.len()];
     let mut named = vec![false; table.len()];
     for id in 0..table.len() {
-        let NodeData::Dir(entries) = &table.node(id as NodeId).data else {
-            continue;
-        };
         let mut prev: Option<NodeId> = None;
-        for e in entries.iter() {
+        for e in table.entries(id as NodeId) {
             let node = table.node(e.node);
             if !matches!(node.data, NodeData::File(_)) || named[e.node as usize] {
                 continue;

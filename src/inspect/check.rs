@@ -213,11 +213,11 @@ fn check_files(
             continue;
         }
         seen[id] = true;
-        let NodeData::File(extents) = &table.node(item.node).data else {
+        let NodeData::File(_) = table.node(item.node).data else {
             continue;
         };
         let mut ok = true;
-        for e in extents.iter() {
+        for e in table.extents(item.node) {
             let blob = &table.blobs()[e.blob as usize];
             match verified.get(&blob.digest) {
                 Some(Ok(size)) if e.blob_offset + e.len <= *size => {}

@@ -100,7 +100,7 @@ pub fn list(image: &Image, path: &str, recursive: bool) -> Result<String, Reader
         }
     } else {
         for e in table.entries(id) {
-            line(image, e.node, &e.name, &mut out);
+            line(image, e.node, table.name(e), &mut out);
         }
     }
     Ok(out)

@@ -291,13 +291,31 @@ impl OciDir {
         desc: &Descriptor,
         verity: Option<&[u8; 32]>,
     ) -> Result<ImageManifest, OciError> {
+        self.read_manifest_with(desc, verity, |b| serde_json::from_slice(b))
+    }
+
+    /// Like [`OciDir::read_manifest_verity`], keeping only the metadata layers
+    /// ([`ImageManifest::parse_metadata_layers`]).
+    pub fn read_manifest_metadata_layers(
+        &self,
+        desc: &Descriptor,
+        verity: Option<&[u8; 32]>,
+    ) -> Result<ImageManifest, OciError> {
+        self.read_manifest_with(desc, verity, ImageManifest::parse_metadata_layers)
+    }
+
+    fn read_manifest_with(
+        &self,
+        desc: &Descriptor,
+        verity: Option<&[u8; 32]>,
+        parse: impl FnOnce(&[u8]) -> serde_json::Result<ImageManifest>,
+    ) -> Result<ImageManifest, OciError> {
         let what = format!("manifest {}", desc.digest);
         if desc.media_type != MEDIA_TYPE_MANIFEST {
             return Err(bad_doc(&what, format!("media type {:?}", desc.media_type)));
         }
         let bytes = self.read_blob_verity(&desc.digest, MAX_MANIFEST_BYTES, verity)?;
-        let manifest: ImageManifest =
-            serde_json::from_slice(&bytes).map_err(|e| bad_doc(&what, e))?;
+        let manifest = parse(&bytes).map_err(|e| bad_doc(&what, e))?;
         if manifest.schema_version != 2 {
             return Err(bad_doc(
                 &what,

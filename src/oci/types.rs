@@ -151,6 +151,46 @@ pub struct ImageManifest {
 }
 
 impl ImageManifest {
+    /// Parses a manifest keeping, of its layers, only the PuzzleFS metadata ones: for readers
+    /// that never look at the data layers' descriptors (the metadata names every chunk it
+    /// uses). A manifest lists one descriptor per chunk, thousands of them, so this skips
+    /// most of the parsing and all of the allocation a full read costs; each data layer must
+    /// still be an object with a string `mediaType`.
+    pub fn parse_metadata_layers(bytes: &[u8]) -> serde_json::Result<ImageManifest> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Lean<'a> {
+            schema_version: u32,
+            #[serde(default)]
+            media_type: Option<String>,
+            config: Descriptor,
+            #[serde(borrow)]
+            layers: Vec<&'a serde_json::value::RawValue>,
+            #[serde(default)]
+            annotations: Option<BTreeMap<String, String>>,
+        }
+        #[derive(Deserialize)]
+        struct MediaType<'a> {
+            #[serde(rename = "mediaType", borrow)]
+            media_type: std::borrow::Cow<'a, str>,
+        }
+        let lean: Lean<'_> = serde_json::from_slice(bytes)?;
+        let mut layers = Vec::new();
+        for raw in lean.layers {
+            let probe: MediaType<'_> = serde_json::from_str(raw.get())?;
+            if probe.media_type == MEDIA_TYPE_ROOTFS {
+                layers.push(serde_json::from_str(raw.get())?);
+            }
+        }
+        Ok(ImageManifest {
+            schema_version: lean.schema_version,
+            media_type: lean.media_type,
+            config: lean.config,
+            layers,
+            annotations: lean.annotations,
+        })
+    }
+
     /// The metadata layer's descriptor.
     pub fn rootfs(&self) -> Option<&Descriptor> {
         self.layers
@@ -229,5 +269,59 @@ mod tests {
         assert_eq!(serde_json::from_str::<Descriptor>(&json).unwrap(), d);
         let bad = json.replace("sha256:", "sha512:");
         assert!(serde_json::from_str::<Descriptor>(&bad).is_err());
+    }
+
+    #[test]
+    fn metadata_layers_parse_keeps_what_a_full_parse_keeps_of_them() {
+        let (config, _) = empty_config();
+        let layer = |media_type: &str, byte: u8| Descriptor {
+            media_type: media_type.into(),
+            digest: Digest::of(&[byte]),
+            size: 1,
+            ..config.clone()
+        };
+        let manifest = ImageManifest {
+            schema_version: 2,
+            media_type: Some(MEDIA_TYPE_MANIFEST.into()),
+            config: config.clone(),
+            layers: vec![
+                layer(MEDIA_TYPE_FILEDATA, 1),
+                layer(MEDIA_TYPE_ROOTFS, 2),
+                layer(MEDIA_TYPE_FILEDATA, 3),
+            ],
+            annotations: Some(BTreeMap::from([("k".into(), "v".into())])),
+        };
+        let json = serde_json::to_vec(&manifest).unwrap();
+        let lean = ImageManifest::parse_metadata_layers(&json).unwrap();
+        assert_eq!(lean.layers, vec![manifest.layers[1].clone()]);
+        assert_eq!(
+            ImageManifest {
+                layers: manifest.layers[1..2].to_vec(),
+                ..manifest.clone()
+            },
+            lean
+        );
+        // A data layer must still be an object with a media type; the metadata layer is
+        // checked in full.
+        let text = String::from_utf8(json).unwrap();
+        for bad in [
+            text.replacen(
+                r#"{"mediaType":"application/vnd.puzzlefs.image.filedata.v1","#,
+                "{\"x\":1,",
+                1,
+            ),
+            text.replacen(
+                "rootfs.v1\",\"digest\":\"sha256:",
+                "rootfs.v1\",\"digest\":\"sha512:",
+                1,
+            ),
+            text.replacen(r#""layers":["#, r#""layers":[7,"#, 1),
+        ] {
+            assert_ne!(bad, text);
+            assert!(
+                ImageManifest::parse_metadata_layers(bad.as_bytes()).is_err(),
+                "{bad}"
+            );
+        }
     }
 }

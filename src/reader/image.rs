@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use super::heap_cache::ChunkData;
 use super::read_ahead::ReadAhead;
-use super::table::{Extent, InodeTable, NodeData, NodeId};
+use super::table::{Extent, InodeTable, NodeId};
 use super::{HeapChunkCache, ReaderError, DEFAULT_CACHE_BYTES};
 use crate::chunk::decompress_seekable;
 use crate::format::{decode_rootfs, Chunking, DecodeLimits, Digest, MANIFEST_VERSION};
@@ -84,7 +84,11 @@ impl Image {
                 });
             }
         }
-        let manifest = oci.read_manifest_verity(desc, options.fs_verity.as_ref())?;
+        let manifest = if options.lean {
+            oci.read_manifest_metadata_layers(desc, options.fs_verity.as_ref())?
+        } else {
+            oci.read_manifest_verity(desc, options.fs_verity.as_ref())?
+        };
         let rootfs_descs: Vec<_> = manifest
             .layers
             .iter()
@@ -213,9 +217,7 @@ impl Image {
         len: u64,
         mut sink: impl FnMut(&[u8]) -> Result<(), E>,
     ) -> Result<u64, E> {
-        let NodeData::File(extents) = &self.table.node(node).data else {
-            return Ok(0);
-        };
+        let extents = self.table.extents(node);
         let end = offset.saturating_add(len);
         let first = extents.partition_point(|e| e.file_offset + e.len <= offset);
         let mut done = 0u64;

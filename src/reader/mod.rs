@@ -1,5 +1,6 @@
 //! Reading images: manifest -> metadata -> a validated inode table -> verified file bytes.
 
+mod defs;
 mod error;
 mod file_cache;
 mod heap_cache;
@@ -14,5 +15,5 @@ pub use file_cache::{FileChunkCache, FileChunkCacheStats};
 pub use heap_cache::{ChunkData, HeapChunkCache, DEFAULT_CACHE_BYTES};
 pub use image::{BlobInfo, Image, OpenOptions, MAX_BLOB_BYTES, MAX_METADATA_BYTES};
 pub use key::ChunkKey;
-pub use table::{Entry, Extent, InodeTable, Node, NodeData, NodeId, NAME_MAX, ROOT};
+pub use table::{Entry, Extent, InodeTable, Node, NodeData, NodeId, Span, NAME_MAX, ROOT};
 pub use walk::{Walk, WalkItem};

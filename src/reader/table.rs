@@ -6,9 +6,11 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
+use super::defs::{DefIndex, Defs};
+
 use super::image::BlobInfo;
 use super::ReaderError;
-use crate::format::{Digest, Inode, InodeKind, Rootfs, Timespec, Xattr, ROOT_INO};
+use crate::format::{Digest, InodeKind, Rootfs, Timespec, Xattr, ROOT_INO};
 
 /// Index of a node in the table; [`ROOT`] is the root directory.
 pub type NodeId = u32;
@@ -53,21 +55,57 @@ pub struct Node {
 /// What a node holds.
 #[derive(Debug, Clone)]
 pub enum NodeData {
-    /// Directory entries, sorted by name.
-    Dir(Box<[Entry]>),
-    /// File contents, in file order.
-    File(Box<[Extent]>),
+    /// Directory entries, sorted by name ([`InodeTable::entries`]).
+    Dir(Span),
+    /// File contents, in file order ([`InodeTable::extents`]).
+    File(Span),
     /// Symlink target.
     Symlink(Box<[u8]>),
     /// Devices, fifos, sockets.
     Other,
 }
 
-/// A directory entry.
-#[derive(Debug, Clone)]
+/// A run of one of the table's shared arrays (entries, extents): one allocation per
+/// table instead of one per node keeps an opened image small and quick to build.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Span {
+    start: u32,
+    len: u32,
+}
+
+impl Span {
+    fn get<T>(self, items: &[T]) -> &[T] {
+        let start = self.start as usize;
+        &items[start..start + self.len as usize]
+    }
+
+    /// Number of items.
+    pub fn len(self) -> usize {
+        self.len as usize
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(self) -> bool {
+        self.len == 0
+    }
+}
+
+/// Appends `items` to `all`, returning where they are.
+fn append<T>(all: &mut Vec<T>, items: impl IntoIterator<Item = T>) -> Result<Span, ReaderError> {
+    let start = all.len();
+    all.extend(items);
+    let span = |n: usize| u32::try_from(n).map_err(|_| bad("metadata too large"));
+    Ok(Span {
+        start: span(start)?,
+        len: span(all.len() - start)?,
+    })
+}
+
+/// A directory entry; its name is [`InodeTable::name`].
+#[derive(Debug, Clone, Copy)]
 pub struct Entry {
-    /// The name (validated: 1..=255 bytes, no `/` or NUL, not `.` or `..`).
-    pub name: Box<[u8]>,
+    name_at: u32,
+    name_len: u8,
     /// The node it names.
     pub node: NodeId,
 }
@@ -90,6 +128,10 @@ pub struct Extent {
 pub struct InodeTable {
     nodes: Vec<Node>,
     blobs: Vec<BlobInfo>,
+    entries: Vec<Entry>,
+    extents: Vec<Extent>,
+    /// Every entry name, back to back.
+    names: Vec<u8>,
 }
 
 fn bad(msg: impl Into<String>) -> ReaderError {
@@ -113,14 +155,23 @@ fn check_name(name: &[u8]) -> Result<(), ReaderError> {
 }
 
 struct Builder<'a> {
-    /// Definitions of each inode number, topmost layer first.
-    defs: HashMap<u64, Vec<&'a Inode>>,
+    defs: Defs<'a>,
     nodes: Vec<Node>,
-    node_of: HashMap<u64, NodeId>,
+    entries: Vec<Entry>,
+    extents: Vec<Extent>,
+    names: Vec<u8>,
+    /// The file being added's extents (reused: one allocation per table).
+    file_extents: Vec<Extent>,
+    /// The node made of each definition's inode, by [`DefIndex`] ([`NO_NODE`]: none yet).
+    node_of: Vec<NodeId>,
     blobs: Vec<BlobInfo>,
     blob_of: HashMap<Digest, u32>,
+    /// The last blob interned: consecutive chunks often share one (small files).
+    last_blob: Option<(Digest, u32)>,
     verity: &'a std::collections::BTreeMap<Digest, [u8; 32]>,
 }
+
+const NO_NODE: NodeId = NodeId::MAX;
 
 impl InodeTable {
     /// Drops every file's recorded sha256 (for readers that never check them).
@@ -132,45 +183,33 @@ impl InodeTable {
 
     /// Merges layers and validates the tree.
     pub fn build(rootfs: &Rootfs) -> Result<Self, ReaderError> {
-        let mut defs: HashMap<u64, Vec<&Inode>> = HashMap::new();
-        let mut last_layer: HashMap<u64, usize> = HashMap::new();
-        for (depth, layer) in rootfs.layers.iter().enumerate() {
-            for inode in layer {
-                let v = defs.entry(inode.ino).or_default();
-                if last_layer.insert(inode.ino, depth) == Some(depth) {
-                    // Upstream's `--base-layer` writes a whiteout next to a hard-linked file
-                    // that lost one of its names: the file, still linked, wins.
-                    let prev = v.last_mut().expect("defined in this layer");
-                    match (
-                        prev.kind == InodeKind::Whiteout,
-                        inode.kind == InodeKind::Whiteout,
-                    ) {
-                        (true, false) => *prev = inode,
-                        (false, true) => {}
-                        _ => {
-                            return Err(bad(format!(
-                                "inode {} defined twice in layer {depth}",
-                                inode.ino
-                            )))
-                        }
-                    }
-                    continue;
-                }
-                v.push(inode);
-            }
-        }
+        let defs = Defs::new(rootfs)?;
         let mut b = Builder {
+            node_of: vec![NO_NODE; defs.len()],
             defs,
             nodes: Vec::new(),
-            node_of: HashMap::new(),
+            entries: Vec::new(),
+            extents: Vec::new(),
+            names: Vec::new(),
+            file_extents: Vec::new(),
             blobs: Vec::new(),
             blob_of: HashMap::new(),
+            last_blob: None,
             verity: &rootfs.verity,
         };
         b.walk()?;
+        // Growth by doubling leaves up to half of each array unused; tables live long.
+        b.nodes.shrink_to_fit();
+        b.blobs.shrink_to_fit();
+        b.entries.shrink_to_fit();
+        b.extents.shrink_to_fit();
+        b.names.shrink_to_fit();
         Ok(InodeTable {
             nodes: b.nodes,
             blobs: b.blobs,
+            entries: b.entries,
+            extents: b.extents,
+            names: b.names,
         })
     }
 
@@ -202,19 +241,31 @@ impl InodeTable {
 
     /// Looks a name up in a directory.
     pub fn lookup(&self, dir: NodeId, name: &[u8]) -> Option<NodeId> {
-        match &self.node(dir).data {
-            NodeData::Dir(entries) => entries
-                .binary_search_by(|e| e.name.as_ref().cmp(name))
-                .ok()
-                .map(|i| entries[i].node),
-            _ => None,
+        let entries = self.entries(dir);
+        entries
+            .binary_search_by(|e| self.name(e).cmp(name))
+            .ok()
+            .map(|i| entries[i].node)
+    }
+
+    /// Entries of a directory, sorted by name (empty for other nodes).
+    pub fn entries(&self, dir: NodeId) -> &[Entry] {
+        match self.node(dir).data {
+            NodeData::Dir(span) => span.get(&self.entries),
+            _ => &[],
         }
     }
 
-    /// Entries of a directory (empty for other nodes).
-    pub fn entries(&self, dir: NodeId) -> &[Entry] {
-        match &self.node(dir).data {
-            NodeData::Dir(e) => e,
+    /// An entry's name (validated: 1..=255 bytes, no `/` or NUL, not `.` or `..`).
+    pub fn name(&self, e: &Entry) -> &[u8] {
+        let at = e.name_at as usize;
+        &self.names[at..at + usize::from(e.name_len)]
+    }
+
+    /// A regular file's extents, in file order (empty for other nodes).
+    pub fn extents(&self, node: NodeId) -> &[Extent] {
+        match self.node(node).data {
+            NodeData::File(span) => span.get(&self.extents),
             _ => &[],
         }
     }
@@ -279,35 +330,41 @@ impl InodeTable {
 }
 
 impl<'a> Builder<'a> {
-    fn top(&self, ino: u64) -> Option<&'a Inode> {
-        self.defs.get(&ino).and_then(|v| v.first().copied())
-    }
-
     fn walk(&mut self) -> Result<(), ReaderError> {
-        let root = self
-            .top(ROOT_INO)
+        let root_at = self
+            .defs
+            .find(ROOT_INO)
             .ok_or_else(|| bad("no root directory (inode 1)"))?;
+        let root = self.defs.top(root_at);
         if !root.is_dir() {
             return Err(bad("inode 1 is not a directory"));
         }
-        self.add_node(root)?;
-        let mut queue = VecDeque::from([(ROOT, ROOT_INO)]);
-        while let Some((dir_id, dir_ino)) = queue.pop_front() {
-            let merged = self.merged_entries(dir_ino)?;
+        self.add_node(root_at)?;
+        let mut queue = VecDeque::from([(ROOT, root_at)]);
+        while let Some((dir_id, dir_at)) = queue.pop_front() {
+            let merged = self.merged_entries(dir_at)?;
             let mut entries = Vec::with_capacity(merged.len());
             let mut subdirs: u32 = 0;
             for (name, target_ino) in merged {
-                let Some(target) = self.top(target_ino) else {
+                let Some(target_at) = self.defs.find(target_ino) else {
                     return Err(bad(format!(
                         "entry {:?} refers to inode {target_ino}, which does not exist",
                         show(name)
                     )));
                 };
+                let target = self.defs.top(target_at);
                 if target.kind == InodeKind::Whiteout {
                     continue;
                 }
-                let id = match self.node_of.get(&target_ino) {
-                    Some(&id) => {
+                let id = match self.node_of[target_at] {
+                    NO_NODE => {
+                        let id = self.add_node(target_at)?;
+                        if target.is_dir() {
+                            queue.push_back((id, target_at));
+                        }
+                        id
+                    }
+                    id => {
                         if target.is_dir() {
                             return Err(bad(format!(
                                 "directory inode {target_ino} is linked more than once \
@@ -318,37 +375,53 @@ impl<'a> Builder<'a> {
                         n.nlink = n.nlink.saturating_add(1);
                         id
                     }
-                    None => {
-                        let id = self.add_node(target)?;
-                        if target.is_dir() {
-                            queue.push_back((id, target_ino));
-                        }
-                        id
-                    }
                 };
                 if target.is_dir() {
                     subdirs += 1;
                 }
-                entries.push(Entry {
-                    name: name.into(),
-                    node: id,
+                entries.push((name, id));
+            }
+            if !entries.is_sorted_by(|a, b| a.0 < b.0) {
+                entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            }
+            let names = &mut self.names;
+            let mut named = Vec::with_capacity(entries.len());
+            for (name, node) in entries {
+                let name_at = u32::try_from(names.len()).map_err(|_| bad("metadata too large"))?;
+                names.extend_from_slice(name);
+                named.push(Entry {
+                    name_at,
+                    // check_name bounds names to NAME_MAX, which fits.
+                    name_len: name.len() as u8,
+                    node,
                 });
             }
-            entries.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+            let span = append(&mut self.entries, named)?;
             let dir = &mut self.nodes[dir_id as usize];
             dir.nlink = 2u32.saturating_add(subdirs);
-            dir.size = entries.len() as u64;
-            dir.data = NodeData::Dir(entries.into());
+            dir.size = span.len() as u64;
+            dir.data = NodeData::Dir(span);
         }
         Ok(())
     }
 
-    /// The entries of directory `ino`: its topmost definition's, plus lower layers' while
-    /// `lookBelow` is set, upper names shadowing lower ones.
-    fn merged_entries(&self, ino: u64) -> Result<Vec<(&'a [u8], u64)>, ReaderError> {
+    /// The entries of the directory defined at `at`: its topmost definition's, plus lower
+    /// layers' while `lookBelow` is set, upper names shadowing lower ones.
+    fn merged_entries(&self, at: DefIndex) -> Result<Vec<(&'a [u8], u64)>, ReaderError> {
+        let top = self.defs.top(at);
+        let InodeKind::Dir {
+            entries,
+            look_below,
+        } = &top.kind
+        else {
+            return Ok(Vec::new());
+        };
+        if !look_below || !self.defs.layered(at) {
+            return single_entries(top.ino, entries);
+        }
         let mut out = Vec::new();
         let mut seen: HashSet<&'a [u8]> = HashSet::new();
-        for def in self.defs.get(&ino).into_iter().flatten() {
+        for def in self.defs.all(at) {
             let InodeKind::Dir {
                 entries,
                 look_below,
@@ -356,17 +429,9 @@ impl<'a> Builder<'a> {
             else {
                 break;
             };
-            let mut here: HashSet<&[u8]> = HashSet::with_capacity(entries.len());
-            for e in entries {
-                check_name(&e.name)?;
-                if !here.insert(&e.name) {
-                    return Err(bad(format!(
-                        "directory inode {ino} has two entries named {:?}",
-                        show(&e.name)
-                    )));
-                }
-                if seen.insert(&e.name) {
-                    out.push((&e.name[..], e.ino));
+            for (name, ino) in single_entries(def.ino, entries)? {
+                if seen.insert(name) {
+                    out.push((name, ino));
                 }
             }
             if !look_below {
@@ -376,8 +441,12 @@ impl<'a> Builder<'a> {
         Ok(out)
     }
 
-    fn add_node(&mut self, inode: &'a Inode) -> Result<NodeId, ReaderError> {
-        let id = NodeId::try_from(self.nodes.len()).map_err(|_| bad("too many inodes"))?;
+    fn add_node(&mut self, at: DefIndex) -> Result<NodeId, ReaderError> {
+        let inode = self.defs.top(at);
+        let id = NodeId::try_from(self.nodes.len())
+            .ok()
+            .filter(|&id| id != NO_NODE)
+            .ok_or_else(|| bad("too many inodes"))?;
         for x in &inode.xattrs {
             if x.key.is_empty() || x.key.len() > XATTR_NAME_MAX || x.key.contains(&0) {
                 return Err(bad(format!("inode {}: invalid xattr name", inode.ino)));
@@ -402,9 +471,9 @@ impl<'a> Builder<'a> {
             Ok(libc::makedev(ma, mi))
         };
         let (rdev, size, data) = match &inode.kind {
-            InodeKind::Dir { .. } => (0, 0, NodeData::Dir(Box::new([]))),
+            InodeKind::Dir { .. } => (0, 0, NodeData::Dir(Span::default())),
             InodeKind::File { chunks } => {
-                let mut extents = Vec::with_capacity(chunks.len());
+                self.file_extents.clear();
                 let mut offset: u64 = 0;
                 for c in chunks {
                     if c.len == 0 {
@@ -414,7 +483,7 @@ impl<'a> Builder<'a> {
                         bad(format!("inode {}: chunk range overflows", inode.ino))
                     })?;
                     let blob = self.intern_blob(c.blob.digest, c.blob.compressed)?;
-                    extents.push(Extent {
+                    self.file_extents.push(Extent {
                         file_offset: offset,
                         len: c.len,
                         blob,
@@ -425,7 +494,8 @@ impl<'a> Builder<'a> {
                         .filter(|&o| o <= i64::MAX as u64)
                         .ok_or_else(|| bad(format!("inode {}: file size overflows", inode.ino)))?;
                 }
-                (0, offset, NodeData::File(extents.into()))
+                let span = append(&mut self.extents, self.file_extents.drain(..))?;
+                (0, offset, NodeData::File(span))
             }
             InodeKind::Symlink => {
                 let target = inode
@@ -449,7 +519,7 @@ impl<'a> Builder<'a> {
             }
             InodeKind::Fifo | InodeKind::Socket => (0, 0, NodeData::Other),
             // Upstream writes "unknown" for types it cannot classify: an empty regular file.
-            InodeKind::Unknown => (0, 0, NodeData::File(Box::new([]))),
+            InodeKind::Unknown => (0, 0, NodeData::File(Span::default())),
             InodeKind::Whiteout => {
                 return Err(bad(format!("whiteout inode {} in tree", inode.ino)))
             }
@@ -467,12 +537,17 @@ impl<'a> Builder<'a> {
             file_digest: inode.file_digest.map(Box::new),
             data,
         });
-        self.node_of.insert(inode.ino, id);
+        self.node_of[at] = id;
         Ok(id)
     }
 
     fn intern_blob(&mut self, digest: Digest, compressed: bool) -> Result<u32, ReaderError> {
-        if let Some(&i) = self.blob_of.get(&digest) {
+        let known = match self.last_blob {
+            Some((d, i)) if d == digest => Some(i),
+            _ => self.blob_of.get(&digest).copied(),
+        };
+        if let Some(i) = known {
+            self.last_blob = Some((digest, i));
             if self.blobs[i as usize].compressed != compressed {
                 return Err(bad(format!(
                     "blob {digest} is referenced both compressed and uncompressed"
@@ -487,8 +562,32 @@ impl<'a> Builder<'a> {
             verity: self.verity.get(&digest).copied(),
         });
         self.blob_of.insert(digest, i);
+        self.last_blob = Some((digest, i));
         Ok(i)
     }
+}
+
+/// One definition's entries, names checked, duplicates refused.
+fn single_entries(
+    ino: u64,
+    entries: &[crate::format::DirEntry],
+) -> Result<Vec<(&[u8], u64)>, ReaderError> {
+    let mut out = Vec::with_capacity(entries.len());
+    for e in entries {
+        check_name(&e.name)?;
+        out.push((&e.name[..], e.ino));
+    }
+    // Writers store entries sorted, so this usually only checks that they are.
+    if !out.is_sorted_by(|a, b| a.0 < b.0) {
+        out.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        if let Some(w) = out.windows(2).find(|w| w[0].0 == w[1].0) {
+            return Err(bad(format!(
+                "directory inode {ino} has two entries named {:?}",
+                show(w[0].0)
+            )));
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -50,7 +50,7 @@ fn table(layers: Vec<Vec<Inode>>) -> Result<InodeTable, ReaderError> {
 fn names(t: &InodeTable, id: NodeId) -> Vec<String> {
     t.entries(id)
         .iter()
-        .map(|e| String::from_utf8_lossy(&e.name).into_owned())
+        .map(|e| String::from_utf8_lossy(t.name(e)).into_owned())
         .collect()
 }
 

@@ -48,7 +48,7 @@ impl Iterator for Walk<'_> {
             if !path.is_empty() {
                 path.push(b'/');
             }
-            path.extend_from_slice(&e.name);
+            path.extend_from_slice(self.table.name(e));
             self.stack.push(WalkItem {
                 path,
                 node: e.node,
