@@ -239,3 +239,35 @@ fn resolve_follows_symlinks_inside_the_image_only() {
         Err(ReaderError::NotFound(_))
     ));
 }
+
+/// Sparse and unsorted inode numbers take the searched path, unsorted entries are sorted, and
+/// a duplicate name is found whatever the order.
+#[test]
+fn sparse_numbers_and_unsorted_entries() {
+    let t = table(vec![vec![
+        file(1_000_000),
+        dir(1, &[("z", 77), ("a", 1_000_000), ("m", 5)], false),
+        file(77),
+        dir(5, &[("inner", 1_000_000)], false),
+    ]])
+    .unwrap();
+    assert_eq!(names(&t, ROOT), ["a", "m", "z"]);
+    let a = t.lookup(ROOT, b"a").unwrap();
+    assert_eq!(t.node(a).ino, 1_000_000);
+    assert_eq!(t.node(a).nlink, 2);
+    assert_eq!(t.resolve(b"/m/inner", true).unwrap(), a);
+    assert_eq!(t.node(t.lookup(ROOT, b"z").unwrap()).ino, 77);
+    assert!(t.lookup(ROOT, b"b").is_none());
+
+    let dupe = err(vec![vec![
+        dir(1, &[("b", 2), ("a", 3), ("b", 3)], false),
+        file(2),
+        file(3),
+    ]]);
+    assert!(dupe.contains("two entries named \"b\""), "{dupe}");
+    let missing = err(vec![vec![dir(1, &[("x", 9)], false), file(2)]]);
+    assert!(
+        missing.contains("inode 9, which does not exist"),
+        "{missing}"
+    );
+}
