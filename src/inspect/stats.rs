@@ -1,4 +1,9 @@
 //! Per-image statistics and how much data images in one layout share.
+//!
+//! Sizes come from the image (each file's size is capped at `i64::MAX`, descriptors claim what
+//! they like), so their sums saturate at `u64::MAX` instead of wrapping or panicking: a report
+//! on a hostile image is still a report, and a saturated total reads as "16 EiB or more"
+//! (JSON keeps `u64::MAX`) rather than as a small, wrong number.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write;
@@ -26,15 +31,15 @@ pub struct ImageStats {
     pub directories: u64,
     /// Everything else.
     pub others: u64,
-    /// Bytes in regular files.
+    /// Bytes in regular files (saturating).
     pub file_bytes: u64,
     /// Distinct data blobs.
     pub chunks: u64,
-    /// Bytes of those blobs as stored.
+    /// Bytes of those blobs as stored (saturating).
     pub chunk_bytes: u64,
     /// Blobs also used by another tag in this layout.
     pub shared_chunks: u64,
-    /// Bytes of those.
+    /// Bytes of those (saturating).
     pub shared_bytes: u64,
     /// Chunker and compression recorded in the image, if any.
     pub chunking: Option<String>,
@@ -47,9 +52,10 @@ pub struct InspectReport {
     pub images: Vec<ImageStats>,
     /// Distinct data blobs over all tags of the layout.
     pub unique_chunks: u64,
-    /// Their stored bytes: what the layout needs for all its tags' data.
+    /// Their stored bytes: what the layout needs for all its tags' data (saturating).
     pub unique_chunk_bytes: u64,
-    /// Bytes of every file under blobs/sha256 (includes metadata, manifests, unreferenced).
+    /// Bytes of every file under blobs/sha256 (includes metadata, manifests, unreferenced;
+    /// saturating).
     pub store_bytes: u64,
 }
 
@@ -65,13 +71,13 @@ impl InspectReport {
                 i.files,
                 i.directories,
                 i.others,
-                human_bytes(i.file_bytes)
+                total(i.file_bytes)
             );
             let _ = writeln!(
                 s,
                 "  {} chunks, {} stored; metadata {} in {} layer(s)",
                 i.chunks,
-                human_bytes(i.chunk_bytes),
+                total(i.chunk_bytes),
                 human_bytes(i.metadata_bytes),
                 i.layers
             );
@@ -79,7 +85,7 @@ impl InspectReport {
                 s,
                 "  shared with other tags: {} chunks, {}",
                 i.shared_chunks,
-                human_bytes(i.shared_bytes)
+                total(i.shared_bytes)
             );
             if let Some(c) = &i.chunking {
                 let _ = writeln!(s, "  chunking: {c}");
@@ -89,11 +95,25 @@ impl InspectReport {
             s,
             "all tags: {} distinct chunks, {}; blob store {}",
             self.unique_chunks,
-            human_bytes(self.unique_chunk_bytes),
-            human_bytes(self.store_bytes)
+            total(self.unique_chunk_bytes),
+            total(self.store_bytes)
         );
         s
     }
+}
+
+/// A sum of sizes for humans; a saturated one says so.
+fn total(bytes: u64) -> String {
+    if bytes == u64::MAX {
+        "16 EiB or more (the image's sizes overflow)".to_string()
+    } else {
+        human_bytes(bytes)
+    }
+}
+
+/// Adds sizes without overflow (see the module comment).
+fn sum(sizes: impl IntoIterator<Item = u64>) -> u64 {
+    sizes.into_iter().fold(0, u64::saturating_add)
 }
 
 /// Statistics for `tag`, or every tag, of a layout; sharing is counted against all tags.
@@ -129,7 +149,7 @@ pub fn inspect(oci: &OciDir, tag: Option<&str>) -> Result<InspectReport, ReaderE
             match n.data {
                 NodeData::File(_) => {
                     files += 1;
-                    file_bytes += n.size;
+                    file_bytes = u64::saturating_add(file_bytes, n.size);
                 }
                 NodeData::Dir(_) => directories += 1,
                 _ => others += 1,
@@ -155,9 +175,9 @@ pub fn inspect(oci: &OciDir, tag: Option<&str>) -> Result<InspectReport, ReaderE
             others,
             file_bytes,
             chunks: mine.len() as u64,
-            chunk_bytes: mine.values().sum(),
+            chunk_bytes: sum(mine.values().copied()),
             shared_chunks: shared.len() as u64,
-            shared_bytes: shared.iter().map(|(_, s)| **s).sum(),
+            shared_bytes: sum(shared.iter().map(|(_, s)| **s)),
             chunking: image.chunking().map(|c| {
                 format!(
                     "{} {}/{}/{} KiB, {}{}",
@@ -183,15 +203,11 @@ pub fn inspect(oci: &OciDir, tag: Option<&str>) -> Result<InspectReport, ReaderE
     for v in sets.values() {
         unique.extend(v.iter().map(|(d, s)| (*d, *s)));
     }
-    let store_bytes = oci
-        .list_blobs()?
-        .iter()
-        .filter_map(|d| oci.blob_size(d))
-        .sum();
+    let store_bytes = sum(oci.list_blobs()?.iter().filter_map(|d| oci.blob_size(d)));
     Ok(InspectReport {
         images,
         unique_chunks: unique.len() as u64,
-        unique_chunk_bytes: unique.values().sum(),
+        unique_chunk_bytes: sum(unique.values().copied()),
         store_bytes,
     })
 }

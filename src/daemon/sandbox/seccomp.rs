@@ -123,6 +123,7 @@ fn install_sigsys_handler() -> Result<(), SandboxError> {
 mod tests {
     use super::*;
     use std::os::unix::process::ExitStatusExt;
+    use std::sync::atomic::{AtomicI32, Ordering};
 
     #[test]
     fn decimal_without_allocation() {
@@ -246,6 +247,47 @@ mod tests {
             status.code(),
             Some(TRAPPED_EXIT_STATUS),
             "{status}: {text:?}"
+        );
+    }
+
+    /// The chunk store's descriptor and another writable one, for the child of
+    /// `pwrite64_only_on_the_chunk_store` (its body cannot capture).
+    static STORE_FD: AtomicI32 = AtomicI32::new(-1);
+    static OTHER_FD: AtomicI32 = AtomicI32::new(-1);
+
+    #[test]
+    fn pwrite64_only_on_the_chunk_store() {
+        use std::os::fd::AsRawFd;
+        let store = crate::reader::FileChunkCache::new(1 << 20, None).unwrap();
+        let other = tempfile::tempfile().unwrap();
+        STORE_FD.store(store.fd(), Ordering::SeqCst);
+        OTHER_FD.store(other.as_raw_fd(), Ordering::SeqCst);
+        let needs = Needs {
+            chunk_store_fd: Some(store.fd()),
+            ..IMAGE
+        };
+        let (status, text) = under_filter(Seccomp::Trap, needs, || {
+            let pwrite = |fd: &AtomicI32| {
+                // SAFETY: pwrite64(2) of one static byte to a descriptor open in the child.
+                unsafe { libc::pwrite64(fd.load(Ordering::SeqCst), c"x".as_ptr().cast(), 1, 0) }
+            };
+            if pwrite(&STORE_FD) != 1 {
+                return 6;
+            }
+            // SAFETY: write(2) of a static string.
+            unsafe { libc::write(libc::STDERR_FILENO, c"allowed\n".as_ptr().cast(), 8) };
+            pwrite(&OTHER_FD);
+            7
+        });
+        assert_eq!(
+            status.code(),
+            Some(TRAPPED_EXIT_STATUS),
+            "{status}: {text:?}"
+        );
+        let want = format!("forbidden system call {}\n", libc::SYS_pwrite64);
+        assert!(
+            text.starts_with("allowed\n") && text.ends_with(&want),
+            "{text:?}"
         );
     }
 

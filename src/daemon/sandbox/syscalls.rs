@@ -252,14 +252,24 @@ mod tests {
             .collect()
     }
 
-    /// How many rules each allowed `call` has (one entry per time it is listed).
-    fn rule_counts(needs: Needs, call: i64) -> Vec<usize> {
+    /// The rules of each time `call` is listed.
+    fn rules(needs: Needs, call: i64) -> Vec<Vec<SeccompRule>> {
         allow_list(needs)
             .unwrap()
-            .iter()
+            .into_iter()
             .filter(|(nr, _)| *nr == call)
-            .map(|(_, rules)| rules.len())
+            .map(|(_, rules)| rules)
             .collect()
+    }
+
+    /// One rule: every `(arg, width, value)` compares equal.
+    fn all_equal(conditions: Vec<(u8, SeccompCmpArgLen, u64)>) -> SeccompRule {
+        let conditions = conditions
+            .into_iter()
+            .map(|(arg, len, value)| SeccompCondition::new(arg, len, SeccompCmpOp::Eq, value))
+            .collect::<Result<_, _>>()
+            .unwrap();
+        SeccompRule::new(conditions).unwrap()
     }
 
     fn each_once(all: &[i64]) {
@@ -334,10 +344,15 @@ mod tests {
                 "{call} missing for a writable shared dir"
             );
         }
+        let unchanged = u64::from(u32::MAX);
+        let effective_only = all_equal(vec![
+            (0, SeccompCmpArgLen::Dword, unchanged),
+            (2, SeccompCmpArgLen::Dword, unchanged),
+        ]);
         for call in [libc::SYS_setresuid, libc::SYS_setresgid] {
             assert_eq!(
-                rule_counts(writable, call),
-                [1],
+                rules(writable, call),
+                [vec![effective_only.clone()]],
                 "{call}: only the effective id may change"
             );
         }
@@ -355,15 +370,21 @@ mod tests {
             ..IMAGE_ONLY
         };
         assert_eq!(
-            rule_counts(needs, libc::SYS_pwrite64),
-            [1],
-            "pwrite64 allowed once, with its fd rule"
+            rules(needs, libc::SYS_pwrite64),
+            [vec![all_equal(vec![(0, SeccompCmpArgLen::Dword, 9)])]],
+            "pwrite64 allowed once, on the chunk store's descriptor only"
         );
+        let measure = u64::from(crate::oci::FS_IOC_MEASURE_VERITY);
         assert_eq!(
-            rule_counts(needs, libc::SYS_ioctl),
-            [1],
+            rules(needs, libc::SYS_ioctl),
+            [vec![all_equal(vec![(1, SeccompCmpArgLen::Qword, measure)])]],
             "ioctl allowed once, for FS_IOC_MEASURE_VERITY only"
         );
+        let no_store = Needs {
+            chunk_store_fd: None,
+            ..needs
+        };
+        assert!(rules(no_store, libc::SYS_pwrite64).is_empty());
         let list = allowed(needs);
         for absent in [libc::SYS_pwritev, libc::SYS_ftruncate] {
             assert!(!list.contains(&absent), "{absent} allowed");

@@ -1,7 +1,8 @@
 //! `--hostile`: malformed requests a malicious guest could send (bad lengths, unknown
 //! opcodes, inodes and handles, huge sizes, descriptors outside RAM, loops, bad heads,
 //! requests before INIT). Each must be answered with an error or dropped, and the back end
-//! must live on; what came back is recorded per case.
+//! must live on; what came back is recorded per case, for the caller to compare with what
+//! that back end should answer.
 
 use std::fmt;
 use std::os::unix::io::AsRawFd;
@@ -27,9 +28,10 @@ const SCRATCH_OUT: u32 = 64 * 1024;
 pub enum Outcome {
     /// A reply with this errno.
     Errno { errno: i32 },
-    /// A successful reply of this many bytes (fine for requests that are legal after all,
-    /// e.g. a lookup answered with a negative entry).
+    /// A successful reply of this many bytes (fine for requests that are legal after all).
     Success { reply_len: u32 },
+    /// A successful LOOKUP reply naming this node (0: a negative entry).
+    Entry { nodeid: u64 },
     /// The chain came back with nothing written.
     Empty { used_len: u32 },
     /// A reply whose header did not match the request.
@@ -49,6 +51,7 @@ impl fmt::Display for Outcome {
                 std::io::Error::from_raw_os_error(*errno)
             ),
             Outcome::Success { reply_len } => write!(f, "success ({reply_len} bytes)"),
+            Outcome::Entry { nodeid } => write!(f, "entry (node {nodeid})"),
             Outcome::Empty { used_len } => {
                 write!(f, "completed, no reply (used length {used_len})")
             }
@@ -137,21 +140,38 @@ fn read_in(fh: u64, offset: u64, size: u32) -> Vec<u8> {
     vm_memory::ByteValued::as_slice(&r).to_vec()
 }
 
+/// How long to wait for a case's completion.
+#[derive(Debug, Clone, Copy)]
+pub struct Waits {
+    /// For a chain whose head is past the table, which cannot be returned: after this it
+    /// counts as dropped.
+    pub dropped: Duration,
+    /// For every other case: a hang guard, not a limit a slow back end may hit.
+    pub reply: Duration,
+}
+
+/// The (opcode, unique) of the request in the case's first readable bytes, if any.
+fn request_ids(case: &Case) -> (u32, u64) {
+    case.parts
+        .iter()
+        .find_map(|p| match p {
+            Part::In(b) if b.len() >= 16 => Some((
+                u32::from_ne_bytes(b[4..8].try_into().unwrap()),
+                u64::from_ne_bytes(b[8..16].try_into().unwrap()),
+            )),
+            _ => None,
+        })
+        .unwrap_or((0, 0))
+}
+
 /// Sends one case and classifies the result.
 fn send(
     s: &mut Session,
     scratch: (GuestAddress, GuestAddress),
     case: &Case,
-    wait: Duration,
+    waits: Waits,
 ) -> Result<Outcome> {
-    let unique = case
-        .parts
-        .iter()
-        .find_map(|p| match p {
-            Part::In(b) if b.len() >= 16 => Some(u64::from_ne_bytes(b[8..16].try_into().unwrap())),
-            _ => None,
-        })
-        .unwrap_or(0);
+    let (opcode, unique) = request_ids(case);
     let mem = s.dev.ram.mem().clone();
     let ram_end = s.dev.ram.end();
     let q = &mut s.dev.queues[case.queue];
@@ -198,7 +218,19 @@ fn send(
     }
     q.publish(&mem, head)?;
     q.notify(&mem)?;
-    wait_for(s, case.queue, u32::from(head), scratch.1, unique, wait)
+    let wait = if case.links == Links::BadHead {
+        waits.dropped
+    } else {
+        waits.reply
+    };
+    wait_for(
+        s,
+        case.queue,
+        u32::from(head),
+        scratch.1,
+        (opcode, unique),
+        wait,
+    )
 }
 
 fn wait_for(
@@ -206,7 +238,7 @@ fn wait_for(
     queue: usize,
     head: u32,
     out: GuestAddress,
-    unique: u64,
+    (opcode, unique): (u32, u64),
     wait: Duration,
 ) -> Result<Outcome> {
     let deadline = Instant::now() + wait;
@@ -230,7 +262,14 @@ fn wait_for(
                     ),
                 });
             }
+            let entry_len = (OUT_HEADER_LEN + 8) as u32;
             return Ok(match h.error {
+                0 if opcode == Opcode::Lookup as u32 && h.len >= entry_len => {
+                    let nodeid = mem
+                        .read_obj(GuestAddress(out.0 + OUT_HEADER_LEN as u64))
+                        .map_err(|e| FrontendError::Memory(e.to_string()))?;
+                    Outcome::Entry { nodeid }
+                }
                 0 => Outcome::Success { reply_len: h.len },
                 e => Outcome::Errno { errno: -e },
             });
@@ -239,13 +278,25 @@ fn wait_for(
         if left.is_zero() {
             return Ok(Outcome::Dropped);
         }
-        let mut pfd = libc::pollfd {
-            fd: s.dev.queues[queue].call.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd on an eventfd this session owns.
-        unsafe { libc::poll(&mut pfd, 1, left.as_millis().min(i32::MAX as u128) as i32) };
+        // The call eventfd, and the control socket: a back end that dies ends the wait.
+        let mut pfds = [
+            libc::pollfd {
+                fd: s.dev.queues[queue].call.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: s.dev.socket_fd(),
+                events: libc::POLLRDHUP,
+                revents: 0,
+            },
+        ];
+        let ms = left.as_millis().min(i32::MAX as u128) as i32;
+        // SAFETY: two valid pollfds on descriptors this session owns.
+        unsafe { libc::poll(pfds.as_mut_ptr(), 2, ms) };
+        if pfds[1].revents != 0 {
+            return Ok(Outcome::Died);
+        }
         let _ = s.dev.queues[queue].call.read();
     }
 }
@@ -313,9 +364,10 @@ fn post_init_cases(u: &mut impl FnMut() -> u64, t: &Targets, ram_end: u64) -> Ve
         simple("lookup-dotdot", encoded(&fuse::lookup(1, b".."), u())),
         simple("lookup-slash", encoded(&fuse::lookup(1, b"a/b"), u())),
         simple("read-4gib", read_req(u(), t.file, t.fh, 0, u32::MAX)),
+        // A size that fits the reply buffer: only the offset is wrong.
         simple(
             "read-huge-offset",
-            read_req(u(), t.file, t.fh, u64::MAX - 10, 4096),
+            read_req(u(), t.file, t.fh, u64::MAX - 10, 1024),
         ),
         simple(
             "read-unknown-fh",
@@ -455,7 +507,7 @@ fn post_init_cases(u: &mut impl FnMut() -> u64, t: &Targets, ram_end: u64) -> Ve
 }
 
 /// Runs the pre-INIT cases (call before `Session::init`).
-pub fn before_init(s: &mut Session, wait: Duration, pid: Option<u32>) -> Result<Vec<CaseResult>> {
+pub fn before_init(s: &mut Session, waits: Waits, pid: Option<u32>) -> Result<Vec<CaseResult>> {
     let scratch = alloc_scratch(s)?;
     let mut next = 1_000_000u64;
     let mut u = || {
@@ -463,14 +515,14 @@ pub fn before_init(s: &mut Session, wait: Duration, pid: Option<u32>) -> Result<
         next
     };
     let cases = pre_init_cases(&mut u);
-    run_cases(s, scratch, cases, wait, pid)
+    run_cases(s, scratch, cases, waits, pid)
 }
 
 /// Runs the cases after INIT; `file` is a regular file's node id (looked up by the caller).
 pub fn after_init(
     s: &mut Session,
     file: u64,
-    wait: Duration,
+    waits: Waits,
     pid: Option<u32>,
 ) -> Result<Vec<CaseResult>> {
     let scratch = alloc_scratch(s)?;
@@ -486,7 +538,7 @@ pub fn after_init(
         next
     };
     let cases = post_init_cases(&mut u, &targets, s.dev.ram.end());
-    let results = run_cases(s, scratch, cases, wait, pid)?;
+    let results = run_cases(s, scratch, cases, waits, pid)?;
     if !results.iter().any(|r| r.outcome == Outcome::Died) {
         crate::session::expect_ok(
             "RELEASE",
@@ -509,12 +561,12 @@ fn run_cases(
     s: &mut Session,
     scratch: (GuestAddress, GuestAddress),
     cases: Vec<Case>,
-    wait: Duration,
+    waits: Waits,
     pid: Option<u32>,
 ) -> Result<Vec<CaseResult>> {
     let mut out = Vec::new();
     for case in &cases {
-        let mut outcome = send(s, scratch, case, wait)?;
+        let mut outcome = send(s, scratch, case, waits)?;
         let alive = s.dev.backend_connected() && pid.is_none_or(crate::report::alive);
         if !alive {
             outcome = Outcome::Died;

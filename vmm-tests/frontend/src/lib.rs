@@ -48,7 +48,8 @@ pub struct RunOptions {
     pub seed: u64,
     pub backend_pid: Option<u32>,
     pub hostile: bool,
-    /// How long a hostile case may take before it counts as dropped.
+    /// How long a hostile chain whose head is past the table (it cannot be returned) is
+    /// waited for before it counts as dropped; the other cases wait up to `timeout`.
     pub hostile_wait: Duration,
     /// How long to wait for any completion before giving up on the back end.
     pub timeout: Duration,
@@ -159,9 +160,13 @@ fn run_inner(
     mut paths: Option<(&mut dyn BufRead, &mut dyn Write)>,
 ) -> Result<RunReport> {
     let mut s = connect(o)?;
+    let waits = hostile::Waits {
+        dropped: o.hostile_wait,
+        reply: o.timeout,
+    };
     let mut hostile = Vec::new();
     if o.hostile {
-        hostile.extend(hostile::before_init(&mut s, o.hostile_wait, o.backend_pid)?);
+        hostile.extend(hostile::before_init(&mut s, waits, o.backend_pid)?);
     }
     let init = if hostile.iter().any(|c| c.outcome == Outcome::Died) {
         None
@@ -193,20 +198,17 @@ fn run_inner(
     };
     if o.hostile && init.is_some() {
         workload::run(&mut s, &mut ctx, Workload::Walk, o.depth)?;
+        // The largest file, so that reads fill the cases' reply buffers.
         let target = ctx
             .tree
             .values()
-            .find(|n| n.mode & libc::S_IFMT == libc::S_IFREG && n.size > 0)
+            .filter(|n| n.mode & libc::S_IFMT == libc::S_IFREG && n.size > 0)
+            .max_by_key(|n| n.size)
             .map(|n| n.nodeid)
             .ok_or_else(|| {
                 FrontendError::Usage("hostile: the tree has no non-empty file".into())
             })?;
-        hostile.extend(hostile::after_init(
-            &mut s,
-            target,
-            o.hostile_wait,
-            o.backend_pid,
-        )?);
+        hostile.extend(hostile::after_init(&mut s, target, waits, o.backend_pid)?);
     }
     let died = hostile.iter().any(|c| c.outcome == Outcome::Died);
     report.hostile = hostile;

@@ -48,7 +48,8 @@ struct Args {
     /// Send malformed requests first, then the workloads.
     #[arg(long)]
     hostile: bool,
-    /// Milliseconds a hostile case may take before it counts as dropped.
+    /// Milliseconds a hostile chain with a head past the table is waited for before it counts
+    /// as dropped (other cases wait up to --timeout).
     #[arg(long, default_value_t = 1000)]
     hostile_wait_ms: u64,
     /// Seconds to wait for a completion before giving up.

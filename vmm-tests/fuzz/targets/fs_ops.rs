@@ -7,12 +7,12 @@
 //! into the tree. Chunk blobs come from a small real image built once per process.
 
 use std::ffi::CString;
-use std::hash::{DefaultHasher, Hasher};
 use std::io;
 use std::sync::Arc;
 
 use fuse_backend_rs::api::filesystem::{Context, DirEntry, FileSystem, ZeroCopyWriter, ROOT_ID};
 use fuse_backend_rs::file_traits::FileReadWriteVolatile;
+use puzzlefs_virtiofsd::format::Digest;
 use puzzlefs_virtiofsd::fs::{CachePolicy, FsConfig, PuzzleFs, ReadOnly};
 use puzzlefs_virtiofsd::reader::{Image, OpenOptions};
 
@@ -30,8 +30,53 @@ pub struct Report {
     pub failed: usize,
     /// Bytes returned by READ.
     pub read_bytes: u64,
-    /// A hash of those bytes, in order.
-    pub read_hash: u64,
+    /// What the successful operations showed, in order.
+    pub seen: Vec<Seen>,
+}
+
+/// What one successful operation showed of the tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Seen {
+    /// LOOKUP or READDIRPLUS found `name` in directory `parent`.
+    Entry {
+        parent: u64,
+        name: Vec<u8>,
+        ino: u64,
+        attr: Attr,
+    },
+    /// GETATTR.
+    Attr { ino: u64, attr: Attr },
+    /// READ returned `len` bytes at `offset`, with this digest.
+    Read {
+        ino: u64,
+        offset: u64,
+        len: u64,
+        digest: Digest,
+    },
+    /// READLINK.
+    Link { ino: u64, target: Vec<u8> },
+}
+
+/// The attributes an operation returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attr {
+    pub mode: u32,
+    pub size: i64,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime: (i64, i64),
+}
+
+impl From<&libc::stat64> for Attr {
+    fn from(st: &libc::stat64) -> Attr {
+        Attr {
+            mode: st.st_mode,
+            size: st.st_size,
+            uid: st.st_uid,
+            gid: st.st_gid,
+            mtime: (st.st_mtime, st.st_mtime_nsec),
+        }
+    }
 }
 
 /// Splits the input, serves its metadata and runs its operations; `None` when the reader
@@ -50,20 +95,18 @@ pub fn run(data: &[u8]) -> Option<Report> {
     Some(run_ops(&fs, Args(ops)))
 }
 
-/// A reply buffer of `cap` bytes that keeps only a count and a hash of what is written.
+/// A reply buffer of `cap` bytes.
 struct Sink {
-    len: usize,
+    data: Vec<u8>,
     cap: usize,
-    hash: DefaultHasher,
 }
 
 impl io::Write for Sink {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if buf.len() > self.cap - self.len {
+        if buf.len() > self.cap - self.data.len() {
             return Err(io::Error::other("reply buffer overflow"));
         }
-        self.len += buf.len();
-        self.hash.write(buf);
+        self.data.extend_from_slice(buf);
         Ok(buf.len())
     }
 
@@ -83,7 +126,7 @@ impl ZeroCopyWriter for Sink {
     }
 
     fn available_bytes(&self) -> usize {
-        self.cap - self.len
+        self.cap - self.data.len()
     }
 }
 
@@ -109,7 +152,7 @@ impl Args<'_> {
 fn run_ops<F: FileSystem<Inode = u64, Handle = u64>>(fs: &F, mut ops: Args<'_>) -> Report {
     let ctx = Context::new();
     let mut report = Report::default();
-    let mut read_hash = DefaultHasher::new();
+    let seen = &mut report.seen;
     let mut inodes = vec![ROOT_ID];
     let mut names: Vec<CString> = vec![c"..".to_owned()];
     while report.ops < MAX_OPS && !ops.0.is_empty() {
@@ -123,11 +166,25 @@ fn run_ops<F: FileSystem<Inode = u64, Handle = u64>>(fs: &F, mut ops: Args<'_>) 
                     .map(|e| {
                         if e.inode != 0 {
                             inodes.push(e.inode);
+                            seen.push(Seen::Entry {
+                                parent: inode,
+                                name: name.into_bytes(),
+                                ino: e.inode,
+                                attr: Attr::from(&e.attr),
+                            });
                         }
                     })
                     .is_ok()
             }
-            1 => fs.getattr(&ctx, inode, None).is_ok(),
+            1 => fs
+                .getattr(&ctx, inode, None)
+                .map(|(st, _)| {
+                    seen.push(Seen::Attr {
+                        ino: inode,
+                        attr: Attr::from(&st),
+                    })
+                })
+                .is_ok(),
             2 => {
                 let offset = u64::from(ops.byte());
                 fs.readdir(&ctx, inode, 0, 4096, offset, &mut |d: DirEntry| {
@@ -146,6 +203,12 @@ fn run_ops<F: FileSystem<Inode = u64, Handle = u64>>(fs: &F, mut ops: Args<'_>) 
                     }
                     if e.inode != 0 {
                         inodes.push(e.inode);
+                        seen.push(Seen::Entry {
+                            parent: inode,
+                            name: d.name.to_vec(),
+                            ino: e.inode,
+                            attr: Attr::from(&e.attr),
+                        });
                     }
                     Ok(1)
                 })
@@ -159,18 +222,22 @@ fn run_ops<F: FileSystem<Inode = u64, Handle = u64>>(fs: &F, mut ops: Args<'_>) 
                     Ok((handle, _, _)) => {
                         let handle = handle.unwrap_or(0);
                         let mut sink = Sink {
-                            len: 0,
+                            data: Vec::new(),
                             cap,
-                            hash: DefaultHasher::new(),
                         };
                         let read = fs.read(&ctx, inode, handle, &mut sink, size, offset, None, 0);
                         let _ = fs.release(&ctx, inode, 0, handle, false, false, None);
                         match read {
                             Ok(n) => {
                                 assert!(n <= size as usize, "READ of {size} returned {n}");
-                                assert_eq!(n, sink.len, "READ count and bytes written");
+                                assert_eq!(n, sink.data.len(), "READ count and bytes written");
                                 report.read_bytes += n as u64;
-                                read_hash.write_u64(sink.hash.finish());
+                                seen.push(Seen::Read {
+                                    ino: inode,
+                                    offset,
+                                    len: n as u64,
+                                    digest: Digest::of(&sink.data),
+                                });
                                 true
                             }
                             Err(_) => false,
@@ -179,7 +246,10 @@ fn run_ops<F: FileSystem<Inode = u64, Handle = u64>>(fs: &F, mut ops: Args<'_>) 
                     Err(_) => false,
                 }
             }
-            5 => fs.readlink(&ctx, inode).is_ok(),
+            5 => fs
+                .readlink(&ctx, inode)
+                .map(|target| seen.push(Seen::Link { ino: inode, target }))
+                .is_ok(),
             6 => {
                 let name = names[usize::from(ops.byte()) % names.len()].clone();
                 fs.getxattr(&ctx, inode, &name, ops.u32() % 70_000).is_ok()
@@ -209,6 +279,5 @@ fn run_ops<F: FileSystem<Inode = u64, Handle = u64>>(fs: &F, mut ops: Args<'_>) 
             report.failed += 1;
         }
     }
-    report.read_hash = read_hash.finish();
     report
 }

@@ -32,21 +32,31 @@ pub fn oci_json() -> Vec<Vec<u8>> {
     docs
 }
 
-/// For each image's metadata: readdirplus of the root, lookups of the names it returned, then
-/// a read, readlink and xattr calls on each inode found.
+/// For each image's metadata: readdirplus of the first inodes found (the root, then its
+/// entries, so the whole small tree), then on each inode a GETATTR, a READ of the whole file,
+/// one from an offset, a READLINK and a LISTXATTR. Operations pick inodes modulo how many are
+/// known, so going round more often than there are inodes is harmless.
 pub fn fs_ops() -> Vec<Vec<u8>> {
+    const WHOLE: u32 = 1 << 20;
+    const FROM: u64 = 70_000;
     metadata()
         .into_iter()
         .map(|meta| {
             let mut seed = (meta.len() as u16).to_le_bytes().to_vec();
             seed.extend_from_slice(&meta);
-            seed.extend_from_slice(&[3, 0, 0]);
-            for i in 1..5u8 {
-                seed.extend_from_slice(&[0, 0, i]);
+            for i in 0..6u8 {
+                seed.extend_from_slice(&[3, i, 0]);
             }
-            for i in 1..6u8 {
-                seed.extend_from_slice(&[4, i, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 64]);
-                seed.extend_from_slice(&[5, i, 7, i, 0, 1, 0, 0, 8, i]);
+            for i in 0..40u8 {
+                seed.extend_from_slice(&[1, i]);
+                for offset in [0, FROM] {
+                    seed.extend_from_slice(&[4, i]);
+                    seed.extend_from_slice(&offset.to_le_bytes());
+                    seed.extend_from_slice(&WHOLE.to_le_bytes());
+                    // Room for 255 pages: more than the largest file.
+                    seed.push(255);
+                }
+                seed.extend_from_slice(&[5, i, 7, i, 0, 1, 0, 0]);
             }
             seed
         })
