@@ -1,11 +1,27 @@
 #!/bin/sh
 # Prepares a fresh Debian 12 machine: system packages, the Rust build, and upstream PuzzleFS
-# (the reference implementation the tests interoperate with). Idempotent; needs root.
+# (the reference implementation the tests interoperate with). Checks, but never installs, the
+# Rust toolchain (cargo, rustc, clippy, rustfmt at Cargo.toml's rust-version or newer).
+# Idempotent; needs root (sudo is not needed and need not exist).
 set -eu
 here=$(cd "$(dirname "$0")/.." && pwd)
-packages="capnproto fuse3 qemu-system-x86 busybox-static debootstrap skopeo umoci zstd attr
-    fsverity e2fsprogs libseccomp-dev libcap-ng-dev cpio xz-utils kmod ca-certificates gcc libc6-dev
-    curl"
+
+fail() {
+    echo "setup.sh: $*" >&2
+    exit 1
+}
+
+[ "$(id -u)" = 0 ] || fail "run as root (as a user with sudo: sudo $0)"
+
+# Each package and what uses it: capnproto (schema codegen test), fuse3 (host mounts),
+# qemu-system-x86 busybox-static cpio (guests), debootstrap (Debian trees), skopeo
+# (tests/skopeo.rs), zstd xz-utils (guest kernel modules), attr (images/ fixtures), fsverity
+# e2fsprogs (fs-verity tests), libseccomp-dev libcap-ng-dev (virtiofsd), gcc g++ libc6-dev
+# (build scripts; libfuzzer-sys compiles C++), curl (API tests), util-linux (setpriv),
+# ca-certificates (cargo, apt over https).
+packages="capnproto fuse3 qemu-system-x86 busybox-static cpio debootstrap skopeo zstd xz-utils
+    attr fsverity e2fsprogs libseccomp-dev libcap-ng-dev gcc g++ libc6-dev curl util-linux
+    ca-certificates"
 missing=""
 for p in $packages; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
@@ -14,6 +30,47 @@ if [ -n "$missing" ]; then
     apt-get update -q >&2
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $missing >&2
 fi
+
+# version_ge A B: whether the dotted version A is B or newer (numeric parts; missing ones are 0).
+version_ge() {
+    a=$1
+    b=$2
+    while [ -n "$a$b" ]; do
+        x=${a%%.*}
+        y=${b%%.*}
+        [ "${x:-0}" -gt "${y:-0}" ] && return 0
+        [ "${x:-0}" -lt "${y:-0}" ] && return 1
+        case $a in *.*) a=${a#*.} ;; *) a= ;; esac
+        case $b in *.*) b=${b#*.} ;; *) b= ;; esac
+    done
+    return 0
+}
+
+# The number in `NAME 1.89.0 (...)` or `NAME 1.89.0-beta.1`.
+tool_version() {
+    "$@" --version 2>/dev/null | sed -n '1s/^[^ ]* \([0-9][0-9.]*\).*/\1/p'
+}
+
+need=$(sed -n 's/^rust-version *= *"\([0-9.]*\)".*/\1/p' "$here/Cargo.toml" | head -n 1)
+[ -n "$need" ] || fail "no rust-version in $here/Cargo.toml"
+problem=""
+for tool in rustc cargo; do
+    v=$(tool_version "$tool" || true)
+    if [ -z "$v" ]; then
+        problem="$problem, no $tool"
+    elif ! version_ge "$v" "$need"; then
+        problem="$problem, $tool $v"
+    fi
+done
+cargo clippy --version >/dev/null 2>&1 || problem="$problem, no clippy"
+cargo fmt --version >/dev/null 2>&1 || problem="$problem, no rustfmt"
+if [ -n "$problem" ]; then
+    fix="rustup toolchain install stable --component clippy rustfmt"
+    command -v rustup >/dev/null 2>&1 ||
+        fix="curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --component clippy rustfmt, then . \"\$HOME/.cargo/env\""
+    fail "need Rust $need or newer with clippy and rustfmt (found:${problem#,}); install it with: $fix"
+fi
+
 "$here/scripts/install-upstream.sh" >/dev/null
 # virtiofsd 1.14, the reference daemon the front-end tests compare with.
 if ! /opt/virtiofsd/bin/virtiofsd --version 2>/dev/null | grep -q "^virtiofsd 1\.14\."; then

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod craft;
+pub mod fixture;
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
