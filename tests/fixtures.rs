@@ -69,7 +69,8 @@ fn images_are_what_their_tags_say() {
         let mut files_per_blob: BTreeMap<u32, usize> = BTreeMap::new();
         let mut most_extents = 0;
         for id in 0..table.len() as u32 {
-            if let NodeData::File(extents) = &table.node(id).data {
+            if let NodeData::File(_) = table.node(id).data {
+                let extents = table.extents(id);
                 most_extents = most_extents.max(extents.len());
                 let mut blobs: Vec<u32> = extents.iter().map(|e| e.blob).collect();
                 blobs.dedup();
