@@ -103,10 +103,8 @@ pub(crate) fn start(config: &Config, table: &TableSource) -> Result<Started, Dae
     let sandboxed = config.sandbox != Sandbox::None;
     let (opts, listener, mut socket_files) = vhost_user_socket(config)?;
     socket_files.push(table.apisock.clone());
-    let policy = SourcePolicy {
-        allowed: table.allow_mount_from.clone(),
-        require_private_mount: sandboxed,
-    };
+    let policy = SourcePolicy::resolved(&table.allow_mount_from, sandboxed)
+        .map_err(|e| DaemonError::Usage(format!("--allow-mount-from {e}")))?;
     let (supervisor_end, child_end) =
         UnixStream::pair().map_err(|e| DaemonError::socket("control socket pair", e))?;
 

@@ -28,6 +28,22 @@ pub struct SourcePolicy {
 }
 
 impl SourcePolicy {
+    /// A policy allowing the directories `allowed` as they resolve now (symlinks followed),
+    /// since sources are compared once resolved. Each must exist.
+    pub fn resolved(allowed: &[PathBuf], require_private_mount: bool) -> io::Result<Self> {
+        let allowed = allowed
+            .iter()
+            .map(|a| {
+                a.canonicalize()
+                    .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", a.display())))
+            })
+            .collect::<io::Result<_>>()?;
+        Ok(SourcePolicy {
+            allowed,
+            require_private_mount,
+        })
+    }
+
     fn check(&self, spec: &MountSpec, real: &Path) -> Result<(), MountError> {
         let forbidden = |allowed: String| MountError::Forbidden {
             path: spec.host_dir().to_path_buf(),
@@ -143,11 +159,17 @@ mod tests {
         // A symlink from inside to outside is resolved before the check.
         std::os::unix::fs::symlink(tmp.path().join("other"), tmp.path().join("allowed/sneaky"))
             .unwrap();
-        let policy = SourcePolicy {
-            allowed: vec![tmp.path().join("allowed").canonicalize().unwrap()],
-            require_private_mount: false,
-        };
+        // The allowed directory itself named through a symlink: resolved when the policy is.
+        std::os::unix::fs::symlink(tmp.path().join("allowed"), tmp.path().join("via-link"))
+            .unwrap();
+        let policy = SourcePolicy::resolved(&[tmp.path().join("via-link")], false).unwrap();
+        assert_eq!(
+            policy.allowed,
+            [tmp.path().join("allowed").canonicalize().unwrap()]
+        );
         assert!(open_source(&spec(&inside, false), &policy).is_ok());
+        let missing = SourcePolicy::resolved(&[tmp.path().join("nowhere")], false).unwrap_err();
+        assert!(missing.to_string().contains("nowhere"), "{missing}");
         for bad in [tmp.path().join("other"), tmp.path().join("allowed/sneaky")] {
             let e = open_source(&spec(&bad, false), &policy).unwrap_err();
             assert!(
