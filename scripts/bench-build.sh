@@ -8,7 +8,7 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 rootfs=${1:-$("$here/scripts/debootstrap-tree.sh" bookworm)}
 runs=${2:-5}
 cargo build --release --bin puzzlefs --manifest-path "$here/Cargo.toml" >&2
-ours=$here/target/release/puzzlefs
+ours=${CARGO_TARGET_DIR:-$here/target}/release/puzzlefs
 theirs=$("$here/scripts/install-upstream.sh")
 nydus=$("$here/scripts/install-nydus.sh")
 # tmpfs: measures the tools, not the host disk (ext4 here slows file creation after heavy churn).

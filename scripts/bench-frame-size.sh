@@ -8,7 +8,7 @@ set -eu
 here=$(cd "$(dirname "$0")/.." && pwd)
 rootfs=${1:-$("$here/scripts/debootstrap-tree.sh" bookworm)}
 cargo build --release --bin puzzlefs --manifest-path "$here/Cargo.toml" >&2
-pfs=$here/target/release/puzzlefs
+pfs=${CARGO_TARGET_DIR:-$here/target}/release/puzzlefs
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cpu() { /usr/bin/time -f "%U %S" "$@" 2>&1 >/dev/null | tail -1 | awk '{printf "%.2f", $1 + $2}'; }

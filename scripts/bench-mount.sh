@@ -12,7 +12,7 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 rootfs=${1:-$("$here/scripts/debootstrap-tree.sh" bookworm)}
 runs=${2:-3}
 cargo build --release --bin puzzlefs --manifest-path "$here/Cargo.toml" >&2
-ours=$here/target/release/puzzlefs
+ours=${CARGO_TARGET_DIR:-$here/target}/release/puzzlefs
 theirs=$("$here/scripts/install-upstream.sh")
 nydus=$("$here/scripts/install-nydus.sh")
 work=$(mktemp -d -p /dev/shm)

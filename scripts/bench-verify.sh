@@ -11,8 +11,8 @@ cargo build --release --bin puzzlefs --manifest-path "$here/Cargo.toml" >&2
 cargo bench --no-run --bench verify --manifest-path "$here/Cargo.toml" >&2
 work=$(mktemp -d /dev/shm/bench-verify.XXXXXX)
 trap 'rm -rf "$work"' EXIT
-"$here/target/release/puzzlefs" build "$rootfs" "$work/oci:plain" >/dev/null
-"$here/target/release/puzzlefs" build -c "$rootfs" "$work/oci:zstd" >/dev/null
+"${CARGO_TARGET_DIR:-$here/target}/release/puzzlefs" build "$rootfs" "$work/oci:plain" >/dev/null
+"${CARGO_TARGET_DIR:-$here/target}/release/puzzlefs" build -c "$rootfs" "$work/oci:zstd" >/dev/null
 for tag in plain zstd; do
     cargo bench -q --bench verify --manifest-path "$here/Cargo.toml" -- "$work/oci" "$tag" "$runs"
     echo

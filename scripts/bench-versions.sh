@@ -10,7 +10,7 @@
 set -eu
 here=$(cd "$(dirname "$0")/.." && pwd)
 cargo build --release --bin puzzlefs --manifest-path "$here/Cargo.toml" >&2
-ours=$here/target/release/puzzlefs
+ours=${CARGO_TARGET_DIR:-$here/target}/release/puzzlefs
 theirs=$("$here/scripts/install-upstream.sh")
 nydus=$("$here/scripts/install-nydus.sh")
 v1=$("$here/scripts/debootstrap-tree.sh" bookworm)

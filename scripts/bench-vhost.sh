@@ -14,7 +14,7 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 tree_in=${1:-$("$here/scripts/debootstrap-tree.sh" bookworm python3 git)}
 runs=${2:-3}
 cargo build --release --workspace --manifest-path "$here/Cargo.toml" >&2
-bin=$here/target/release
+bin=${CARGO_TARGET_DIR:-$here/target}/release
 virtiofsd=${VIRTIOFSD:-/opt/virtiofsd/bin/virtiofsd}
 [ -x "$virtiofsd" ] || { echo "bench-vhost.sh: no virtiofsd at $virtiofsd (scripts/setup.sh installs it)" >&2; exit 1; }
 nydus=$("$here/scripts/install-nydus.sh")

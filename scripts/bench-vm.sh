@@ -33,7 +33,7 @@ fi
 
 echo "building release binaries..." >&2
 (cd "$repo" && cargo build --release --bins -q)
-bin=$repo/target/release
+bin=${CARGO_TARGET_DIR:-$repo/target}/release
 kernel=$("$here/guest-kernel.sh")/vmlinuz
 initramfs=$("$here/guest-initramfs.sh")
 tree=$("$here/debootstrap-tree.sh" bookworm)

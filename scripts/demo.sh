@@ -5,7 +5,7 @@
 set -eu
 here=$(cd "$(dirname "$0")/.." && pwd)
 "$here/scripts/setup.sh"
-bin=$here/target/release
+bin=${CARGO_TARGET_DIR:-$here/target}/release
 work=${PFS_DEMO_DIR:-/tmp/puzzlefs-demo}
 rootfs=$("$here/scripts/debootstrap-tree.sh" bookworm)
 kernel=$("$here/scripts/guest-kernel.sh")/vmlinuz

@@ -9,7 +9,7 @@ set -eu
 here=$(cd "$(dirname "$0")/.." && pwd)
 rootfs=${1:-$("$here/scripts/debootstrap-tree.sh" bookworm)}
 cargo build --release --bin puzzlefs --manifest-path "$here/Cargo.toml" >&2
-ours=$here/target/release/puzzlefs
+ours=${CARGO_TARGET_DIR:-$here/target}/release/puzzlefs
 work=$(mktemp -d -p /dev/shm)
 mnt=$work/mnt
 mkdir -p "$mnt"
