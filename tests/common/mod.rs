@@ -478,15 +478,7 @@ pub fn image_snapshot(image: &puzzlefs_virtiofsd::reader::Image) -> BTreeMap<Vec
     let mut group: BTreeMap<u32, Vec<u8>> = BTreeMap::new();
     for item in Walk::all(table) {
         let n = table.node(item.node);
-        let kind = match n.mode & libc::S_IFMT {
-            libc::S_IFDIR => 'd',
-            libc::S_IFREG => 'f',
-            libc::S_IFLNK => 'l',
-            libc::S_IFCHR => 'c',
-            libc::S_IFBLK => 'b',
-            libc::S_IFIFO => 'p',
-            _ => 's',
-        };
+        let kind = kind_char(n.mode);
         let sha256 = matches!(n.data, NodeData::File(_)).then(|| {
             let mut h = Sha256::new();
             image
@@ -544,4 +536,18 @@ pub fn debian_tree() -> PathBuf {
         String::from_utf8_lossy(&out.stderr)
     );
     PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+/// One letter for a file type, as the fixture manifests write it (`f`, `d`, `l`, `c`, `b`,
+/// `p`, `s`).
+pub fn kind_char(mode: u32) -> char {
+    match mode & libc::S_IFMT {
+        libc::S_IFDIR => 'd',
+        libc::S_IFREG => 'f',
+        libc::S_IFLNK => 'l',
+        libc::S_IFCHR => 'c',
+        libc::S_IFBLK => 'b',
+        libc::S_IFIFO => 'p',
+        _ => 's',
+    }
 }
