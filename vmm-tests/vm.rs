@@ -317,6 +317,7 @@ fn a_stuck_read_does_not_hold_up_other_requests() {
         chunk_store_bytes: 0,
         chunk_store_dir: None,
         chunk_store_fallback: false,
+        reconnect: false,
         ignored: Vec::new(),
     };
     // The daemon runs in this process, generic `serve` over the gated file system.

@@ -49,9 +49,21 @@ pub(crate) struct FsBackend<F: FileSystem + Triage + Send + Sync + 'static> {
 }
 
 impl<F: FileSystem + Triage + Send + Sync + 'static> FsBackend<F> {
+    #[cfg(test)]
     pub(crate) fn new(fs: F, geometry: Geometry, workers: usize) -> io::Result<Self> {
+        Self::with_server(Arc::new(FuseServer::new(fs)), geometry, workers)
+    }
+
+    /// A back end for one front-end connection, serving `server`: the FUSE session (file
+    /// system and INIT state), which outlives the connection when the daemon reconnects.
+    /// The workers, guest memory and ring state are this connection's own.
+    pub(crate) fn with_server(
+        server: Arc<FuseServer<F>>,
+        geometry: Geometry,
+        workers: usize,
+    ) -> io::Result<Self> {
         Ok(FsBackend {
-            server: Arc::new(FuseServer::new(fs)),
+            server,
             pool: WorkerPool::new(workers)?,
             geometry,
             event_idx: AtomicBool::new(false),

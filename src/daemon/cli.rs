@@ -19,6 +19,9 @@
 //! - `--xattr` / `-o xattr` / `-o no_xattr`: extended attributes of the shared dir.
 //! - `--allow-direct-io` / `-o allow_direct_io`: honour the guest's O_DIRECT.
 //! - `--syslog`: log to syslog; `--log-level LEVEL` / `-o log_level=` / `-d`: verbosity.
+//! - `--reconnect` (ours): serve the next front end on the same socket after a disconnect,
+//!   keeping the file system and its FUSE INIT state; without it the daemon exits when the
+//!   front end hangs up, as virtiofsd does. Works in every mode, `virtiofs --apisock` too.
 //! - `--print-capabilities`: print the vhost-user capabilities JSON and exit.
 //! - `--sandbox namespace|chroot|none` (default namespace) and `--seccomp
 //!   kill|log|trap|none` (default kill): how the daemon confines itself (see `sandbox`).
@@ -136,6 +139,11 @@ struct Args {
     /// Serve the shared directory read-only (images always are).
     #[arg(long)]
     readonly: bool,
+    /// When the front end disconnects, keep listening and serve the next connection with the
+    /// same file system and FUSE session (a VMM reconnecting after a guest reboot); default:
+    /// exit, as virtiofsd does.
+    #[arg(long)]
+    reconnect: bool,
     /// Print the vhost-user backend capabilities as JSON and exit.
     #[arg(long = "print-capabilities")]
     print_capabilities: bool,
@@ -356,6 +364,7 @@ fn to_config(a: Args) -> Result<Config, DaemonError> {
             (None, true) => None,
             (None, false) => Some(PathBuf::from(DEFAULT_CACHE_DIR)),
         },
+        reconnect: a.reconnect,
         ignored,
     })
 }

@@ -438,3 +438,14 @@ fn documented_ignored_o_options() {
         );
     }
 }
+
+#[test]
+fn reconnect_is_off_unless_asked_in_every_mode() {
+    let image = ["--sock=v", "--image=/oci:t"];
+    assert!(!run(&image).reconnect);
+    assert!(run(&[&image[..], &["--reconnect"]].concat()).reconnect);
+    assert!(run(&["--fd=3", "--shared-dir=/d", "--reconnect"]).reconnect);
+    let table = ["virtiofs", "--apisock=a", "--sock=v"];
+    assert!(!run(&table).reconnect);
+    assert!(run(&[&table[..], &["--reconnect"]].concat()).reconnect);
+}

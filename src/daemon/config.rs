@@ -123,6 +123,9 @@ pub struct Config {
     /// Use a memfd when that directory cannot hold the file (true for the default directory,
     /// false for one given with `--cache-dir`).
     pub chunk_store_fallback: bool,
+    /// Keep listening when the front end disconnects and serve the next connection with the
+    /// same file system and FUSE INIT state (`--reconnect`); otherwise exit, as virtiofsd does.
+    pub reconnect: bool,
     /// Options accepted for compatibility that have no effect, for the startup log.
     pub ignored: Vec<String>,
 }

@@ -1,5 +1,6 @@
 //! The daemon's life: bind (or inherit) the socket, accept one front end, serve it until it
-//! disconnects, then stop the queue threads and drain the workers.
+//! disconnects, then stop the queue threads and drain the workers. With `reconnect`, accept
+//! the next front end on the same socket and go on serving the same FUSE session.
 
 use std::io;
 use std::os::unix::io::{AsRawFd, FromRawFd, RawFd};
@@ -12,6 +13,7 @@ use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 
 use super::backend::{FsBackend, Geometry};
 use super::config::{default_thread_pool_size, SocketSpec};
+use super::request::FuseServer;
 use super::triage::Triage;
 use super::DaemonError;
 
@@ -24,6 +26,8 @@ pub struct ServeOptions {
     pub request_queues: usize,
     /// Largest virtqueue size accepted (a power of two, at most 32768).
     pub queue_size: u16,
+    /// Serve the next front end after a disconnect instead of returning.
+    pub reconnect: bool,
 }
 
 impl Default for ServeOptions {
@@ -32,6 +36,7 @@ impl Default for ServeOptions {
             thread_pool_size: default_thread_pool_size(),
             request_queues: 16,
             queue_size: 1024,
+            reconnect: false,
         }
     }
 }
@@ -104,11 +109,18 @@ fn vu_io(e: VuError) -> io::Error {
     }
 }
 
-/// Serves `fs` to one vhost-user front end accepted on `listener`, until it disconnects.
+/// Serves `fs` to one vhost-user front end accepted on `listener`, until it disconnects; with
+/// `opts.reconnect`, then to the next one, and so on.
 ///
 /// `on_ready` runs once the socket listens and the device is set up, right before waiting
-/// for the front end (the binary prints `Waiting for vhost-user socket connection` there).
-/// Returns `Ok(())` when the front end hangs up: that is how a VM's life ends.
+/// for the first front end (the binary prints `Waiting for vhost-user socket connection`
+/// there). Returns `Ok(())` when the front end hangs up (without `reconnect`): that is how a
+/// VM's life ends.
+///
+/// Across reconnects the FUSE session survives: the file system (its node ids and handles)
+/// and the INIT state, both held by one [`FuseServer`], since a reconnecting VMM's guest does
+/// not send INIT again. Each connection gets a fresh vhost-user daemon, back end and worker
+/// pool; the previous connection's workers finish their requests before the next accept.
 pub fn serve<F>(
     fs: F,
     mut listener: Listener,
@@ -134,23 +146,61 @@ where
         request_queues: opts.request_queues,
         queue_size: opts.queue_size,
     };
-    let backend = Arc::new(
-        FsBackend::new(fs, geometry, opts.thread_pool_size).map_err(DaemonError::Workers)?,
-    );
-    let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
-    let mut daemon = VhostUserDaemon::new("vhost-user-fs".into(), backend.clone(), mem)
-        .map_err(|e| DaemonError::VhostUser(e.to_string()))?;
+    let server = Arc::new(FuseServer::new(fs));
+    let mut on_ready = Some(on_ready);
+    for connection in 1u64.. {
+        let backend = Arc::new(
+            FsBackend::with_server(server.clone(), geometry, opts.thread_pool_size)
+                .map_err(DaemonError::Workers)?,
+        );
+        let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
+        let daemon = VhostUserDaemon::new("vhost-user-fs".into(), backend.clone(), mem)
+            .map_err(|e| DaemonError::VhostUser(e.to_string()))?;
+        if let Some(ready) = on_ready.take() {
+            ready();
+        }
+        match serve_connection(daemon, &backend, &mut listener, connection) {
+            Ok(()) if !opts.reconnect => return Ok(()),
+            Ok(()) => log::info!("waiting for the front end to reconnect"),
+            Err(Failure::Accept(e)) => return Err(e),
+            Err(Failure::Session(e)) if !opts.reconnect => return Err(e),
+            Err(Failure::Session(e)) => {
+                log::warn!("{e}; waiting for the front end to reconnect")
+            }
+        }
+    }
+    unreachable!("2^64 connections")
+}
 
-    on_ready();
+/// How serving one connection failed.
+enum Failure {
+    /// No front end could be accepted: the listener is broken.
+    Accept(DaemonError),
+    /// The connection ended on a protocol error.
+    Session(DaemonError),
+}
+
+/// Accepts one front end and serves it until it disconnects; then stops the queue threads
+/// (dropping the daemon joins them) and drains this connection's workers.
+fn serve_connection<F>(
+    mut daemon: VhostUserDaemon<Arc<FsBackend<F>>>,
+    backend: &FsBackend<F>,
+    listener: &mut Listener,
+    connection: u64,
+) -> Result<(), Failure>
+where
+    F: FileSystem + Triage + Send + Sync + 'static,
+{
     daemon
-        .start(&mut listener)
-        .map_err(|e| DaemonError::VhostUser(e.to_string()))?;
-    log::info!("front end connected");
+        .start(listener)
+        .map_err(|e| Failure::Accept(DaemonError::VhostUser(e.to_string())))?;
+    log::info!("front end connected (connection {connection})");
     let result = daemon.wait();
 
     for handler in daemon.get_epoll_handlers() {
         handler.send_exit_event();
     }
+    drop(daemon);
     backend.shutdown();
     match result {
         Ok(()) => Ok(()),
@@ -160,6 +210,6 @@ where
             log::info!("front end disconnected");
             Ok(())
         }
-        Err(e) => Err(DaemonError::VhostUser(e.to_string())),
+        Err(e) => Err(Failure::Session(DaemonError::VhostUser(e.to_string()))),
     }
 }

@@ -136,6 +136,7 @@ pub(super) fn vhost_user_socket(
 ) -> Result<(ServeOptions, Listener, Vec<PathBuf>), DaemonError> {
     let opts = ServeOptions {
         thread_pool_size: config.thread_pool_size,
+        reconnect: config.reconnect,
         ..ServeOptions::default()
     };
     let listener = if config.sandbox != Sandbox::None {
@@ -237,8 +238,8 @@ impl Daemon {
         &self.socket_files
     }
 
-    /// Unblocks the stop signals, then serves one front end until it disconnects (see
-    /// [`serve`]); `on_ready` runs when the daemon waits for the connection.
+    /// Unblocks the stop signals, then serves one front end until it disconnects, or one
+    /// after another with `--reconnect` (see [`serve`]); `on_ready` runs when the daemon waits for the connection.
     /// The socket files it created are removed when it ends.
     pub fn serve(self, on_ready: impl FnOnce()) -> Result<(), DaemonError> {
         sandbox::unblock_stop_signals()?;

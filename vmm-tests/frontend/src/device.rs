@@ -247,6 +247,17 @@ impl Device {
     /// activate's setup_vhost_user: SET_FEATURES, ADD_MEM_REG per region (or SET_MEM_TABLE),
     /// per queue NUM, ADDR, BASE, CALL, KICK, then SET_VRING_ENABLE for each queue.
     fn cloud_hypervisor_start(&mut self) -> Result<()> {
+        self.cloud_hypervisor_setup()
+    }
+
+    /// Swaps in a new control connection (closing the old one), as a reconnect does.
+    pub(crate) fn replace_frontend(&mut self, frontend: Frontend) {
+        self.frontend = frontend;
+    }
+
+    /// cloud-hypervisor's setup sequence, on a first connection and on every reconnect: the
+    /// rings' bases are their current avail indexes.
+    pub(crate) fn cloud_hypervisor_setup(&mut self) -> Result<()> {
         self.msg("SET_OWNER", |f| f.set_owner())?;
         let features = self.msg("GET_FEATURES", |f| f.get_features())?;
         self.ack_features(features)?;

@@ -9,6 +9,7 @@ mod guest;
 mod hostile;
 mod memory;
 mod path_read;
+mod reconnect;
 mod report;
 mod session;
 mod verify;
@@ -28,6 +29,7 @@ pub use path_read::{components, PathRead};
 pub use report::{RunReport, WorkloadReport};
 pub use workload::Workload;
 
+use reconnect::Reconnects;
 use session::{Session, IN_ROOM};
 use workload::Ctx;
 
@@ -53,6 +55,10 @@ pub struct RunOptions {
     pub hostile_wait: Duration,
     /// How long to wait for any completion before giving up on the back end.
     pub timeout: Duration,
+    /// Reconnects to make after INIT, cloud-hypervisor style (needs that profile).
+    pub reconnects: usize,
+    /// Completions between two reconnects; those the workloads leave over come at the end.
+    pub reconnect_every: usize,
 }
 
 impl RunOptions {
@@ -79,6 +85,8 @@ impl RunOptions {
             hostile: false,
             hostile_wait: Duration::from_secs(1),
             timeout: Duration::from_secs(60),
+            reconnects: 0,
+            reconnect_every: 100,
         }
     }
 }
@@ -159,6 +167,11 @@ fn run_inner(
     o: &RunOptions,
     mut paths: Option<(&mut dyn BufRead, &mut dyn Write)>,
 ) -> Result<RunReport> {
+    if o.reconnects > 0 && o.profile != Profile::CloudHypervisor {
+        return Err(FrontendError::Usage(
+            "--reconnects follows cloud-hypervisor: add --profile cloud-hypervisor".into(),
+        ));
+    }
     let mut s = connect(o)?;
     let waits = hostile::Waits {
         dropped: o.hostile_wait,
@@ -173,6 +186,9 @@ fn run_inner(
     } else {
         Some(s.init(o.read_size)?)
     };
+    if init.is_some() && o.reconnects > 0 {
+        s.reconnects = Some(Reconnects::new(&o.socket, o.reconnects, o.reconnect_every));
+    }
     let read_size = init.map_or(o.read_size, |i| session::read_size(&i, o.read_size));
     let mut ctx = Ctx {
         verify: o.verify.clone(),
@@ -195,6 +211,8 @@ fn run_inner(
         verified_files: None,
         kicks: 0,
         zero_used_len_replies: 0,
+        reconnects: 0,
+        reconnects_during_workloads: 0,
     };
     if o.hostile && init.is_some() {
         workload::run(&mut s, &mut ctx, Workload::Walk, o.depth)?;
@@ -228,6 +246,8 @@ fn run_inner(
         if let Some((input, output)) = paths.take() {
             serve_paths(&mut s, read_size, o.depth, input, output)?;
         }
+        report.reconnects_during_workloads = s.reconnects.as_ref().map_or(0, |r| r.done);
+        s.finish_reconnects()?;
         workload::forget_all(&mut s, &mut ctx)?;
         if let Some(dir) = &o.verify {
             verify::compare(&mut ctx, dir);
@@ -238,6 +258,7 @@ fn run_inner(
     }
     report.kicks = s.dev.queues.iter().map(|q| q.kicks).sum();
     report.zero_used_len_replies = s.zero_used_len;
+    report.reconnects = s.reconnects.as_ref().map_or(0, |r| r.done);
     report.messages = std::mem::take(&mut s.dev.messages);
     if !ctx.differences.is_empty() {
         return Err(FrontendError::Mismatch {

@@ -61,6 +61,15 @@ struct Args {
     /// file system mounted while the session runs.
     #[arg(long, value_name = "FILE")]
     read_paths_from: Option<PathBuf>,
+    /// After INIT, close the socket and reconnect this many times as cloud-hypervisor does
+    /// after a guest reboot (needs --profile cloud-hypervisor): replay the device setup with
+    /// each ring's base at its avail index, no second INIT, same node ids and handles.
+    #[arg(long, default_value_t = 0)]
+    reconnects: usize,
+    /// Completions between two reconnects (those the workloads leave over come at the end,
+    /// each checked with a GETATTR).
+    #[arg(long, default_value_t = 100)]
+    reconnect_every: usize,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -86,6 +95,8 @@ fn main() -> ExitCode {
     o.hostile = a.hostile;
     o.hostile_wait = Duration::from_millis(a.hostile_wait_ms);
     o.timeout = Duration::from_secs(a.timeout);
+    o.reconnects = a.reconnects;
+    o.reconnect_every = a.reconnect_every;
     let result = match &a.read_paths_from {
         None => run(&o),
         Some(file) => {

@@ -50,6 +50,10 @@ pub struct RunReport {
     pub kicks: u64,
     /// Replies written although the used ring said 0 bytes (nydusd does this).
     pub zero_used_len_replies: u64,
+    /// Reconnects made (`--reconnects`), each without a second INIT.
+    pub reconnects: usize,
+    /// Of those, the ones made while the workloads ran (the others came after them).
+    pub reconnects_during_workloads: usize,
 }
 
 fn percentile(sorted: &[u64], p: f64) -> f64 {
@@ -133,6 +137,13 @@ impl RunReport {
             self.messages.len(),
             self.kicks
         );
+        if self.reconnects > 0 {
+            let _ = writeln!(
+                s,
+                "{} reconnects ({} during the workloads), none with a second INIT",
+                self.reconnects, self.reconnects_during_workloads
+            );
+        }
         if !self.workloads.is_empty() {
             let _ = writeln!(
                 s,

@@ -11,6 +11,7 @@ use vm_memory::{Bytes, GuestAddress};
 use crate::device::Device;
 use crate::error::{FrontendError, Result};
 use crate::fuse::{self, Request, OUT_HEADER_LEN};
+use crate::reconnect::Reconnects;
 use crate::virtq::Buf;
 
 /// Readable room per slot: header, arguments and a name.
@@ -55,6 +56,8 @@ pub struct Session {
     pub init: Option<InitOut>,
     /// Replies whose used-ring entry said 0 bytes although a reply was written.
     pub zero_used_len: u64,
+    /// Reconnects to make while requests run (`--reconnects`).
+    pub reconnects: Option<Reconnects>,
 }
 
 impl Session {
@@ -79,6 +82,7 @@ impl Session {
             timeout,
             init: None,
             zero_used_len: 0,
+            reconnects: None,
         })
     }
 
@@ -122,8 +126,13 @@ impl Session {
         let mut count = 0usize;
         let mut latencies = Vec::new();
         loop {
+            if count == 0 && self.reconnect_due() {
+                self.reconnect_now()?;
+            }
+            // A due reconnect waits for the requests in flight: hold the others back.
+            let hold = self.reconnect_due();
             let mut kicked = vec![false; self.dev.queues.len()];
-            while count < depth {
+            while !hold && count < depth {
                 let Some((req, tag)) = ops.pop_front() else {
                     break;
                 };
@@ -172,6 +181,9 @@ impl Session {
                 count -= 1;
                 latencies.push(f.started.elapsed().as_nanos() as u64);
                 self.free_slots.push(f.slot);
+                if let Some(r) = self.reconnects.as_mut() {
+                    r.completed();
+                }
                 on_reply(f.tag, reply, &mut ops)?;
             }
         }
@@ -320,6 +332,31 @@ impl Session {
         for q in &self.dev.queues {
             // Non-blocking: EAGAIN just means this queue did not fire.
             let _ = q.call.read();
+        }
+        Ok(())
+    }
+
+    fn reconnect_due(&self) -> bool {
+        self.reconnects.as_ref().is_some_and(Reconnects::due)
+    }
+
+    fn reconnect_now(&mut self) -> Result<()> {
+        if let Some(r) = self.reconnects.as_mut() {
+            r.reconnect(&mut self.dev)?;
+        }
+        Ok(())
+    }
+
+    /// Makes the reconnects the workloads left over, each followed by a GETATTR of the root
+    /// that must succeed (the session carries on without a second INIT).
+    pub fn finish_reconnects(&mut self) -> Result<()> {
+        while let Some(r) = self.reconnects.as_mut().filter(|r| r.left > 0) {
+            r.hurry();
+            expect_ok(
+                "GETATTR",
+                "/ after a reconnect",
+                self.call(fuse::getattr(1))?,
+            )?;
         }
         Ok(())
     }
