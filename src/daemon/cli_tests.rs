@@ -449,3 +449,26 @@ fn reconnect_is_off_unless_asked_in_every_mode() {
     assert!(!run(&table).reconnect);
     assert!(run(&[&table[..], &["--reconnect"]].concat()).reconnect);
 }
+
+/// A flag wins over the `-o` option that says otherwise (docs/daemon.md).
+#[test]
+fn flags_win_over_o_options() {
+    let c = run(&[
+        "--socket-path=/s",
+        "--shared-dir=/flag",
+        "--cache=never",
+        "--xattr",
+        "--allow-direct-io",
+        "--log-level=debug",
+        "-o",
+        "source=/o,cache=always,no_xattr,no_allow_direct_io,log_level=error",
+    ]);
+    assert_eq!(c.source, Source::SharedDir("/flag".into()));
+    assert_eq!(c.cache, CachePolicy::Never);
+    assert!(c.xattr && c.allow_direct_io);
+    assert_eq!(c.log_level, log::LevelFilter::Debug);
+    let o_only = run(&["--socket-path=/s", "-o", "source=/o,cache=always,no_xattr"]);
+    assert_eq!(o_only.source, Source::SharedDir("/o".into()));
+    assert_eq!(o_only.cache, CachePolicy::Always);
+    assert!(!o_only.xattr);
+}
