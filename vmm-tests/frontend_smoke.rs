@@ -15,28 +15,14 @@ mod harness;
 mod hostile;
 
 use std::path::Path;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use harness::daemon::{Daemon, READY_LINE};
-use harness::tree::{make_big_files, make_fixture};
+use harness::tree::frontend_tree as tree;
 use harness::virtiofsd::Virtiofsd;
 use harness::{image, DAEMON_DEADLINE};
 use hostile::Served;
 use virtiofs_frontend::{run, FrontendError, Profile, RunOptions, RunReport, Workload};
-
-/// The source tree every image is built from, made once.
-fn tree() -> &'static Path {
-    static TREE: OnceLock<tempfile::TempDir> = OnceLock::new();
-    TREE.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        make_fixture(dir.path());
-        // Large files (> 1 MiB) for `random` and multi-request reads.
-        make_big_files(dir.path(), 2, (3 << 20) + 123);
-        dir
-    })
-    .path()
-}
 
 fn options(socket: &Path, profile: Profile, queues: usize, depth: usize) -> RunOptions {
     let mut o = RunOptions::new(socket);

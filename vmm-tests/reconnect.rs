@@ -15,21 +15,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use harness::daemon::Daemon;
-use harness::tree::{make_big_files, make_fixture};
+use harness::tree::frontend_tree as tree;
 use harness::{image, DAEMON_DEADLINE};
 use virtiofs_frontend::{run, Profile, RunOptions, RunReport, Workload};
-
-/// The source tree of the image, made once.
-fn tree() -> &'static Path {
-    static TREE: OnceLock<tempfile::TempDir> = OnceLock::new();
-    TREE.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        make_fixture(dir.path());
-        make_big_files(dir.path(), 2, (3 << 20) + 123);
-        dir
-    })
-    .path()
-}
 
 /// The image built from [`tree`], made once.
 fn target() -> &'static str {

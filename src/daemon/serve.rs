@@ -148,7 +148,9 @@ where
     };
     let server = Arc::new(FuseServer::new(fs));
     let mut on_ready = Some(on_ready);
-    for connection in 1u64.. {
+    let mut connection = 0u64;
+    loop {
+        connection += 1;
         let backend = Arc::new(
             FsBackend::with_server(server.clone(), geometry, opts.thread_pool_size)
                 .map_err(DaemonError::Workers)?,
@@ -169,7 +171,6 @@ where
             }
         }
     }
-    unreachable!("2^64 connections")
 }
 
 /// How serving one connection failed.

@@ -239,7 +239,8 @@ impl Daemon {
     }
 
     /// Unblocks the stop signals, then serves one front end until it disconnects, or one
-    /// after another with `--reconnect` (see [`serve`]); `on_ready` runs when the daemon waits for the connection.
+    /// after another with `--reconnect` (see [`serve`]); `on_ready` runs when the daemon
+    /// waits for the first connection.
     /// The socket files it created are removed when it ends.
     pub fn serve(self, on_ready: impl FnOnce()) -> Result<(), DaemonError> {
         sandbox::unblock_stop_signals()?;

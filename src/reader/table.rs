@@ -90,14 +90,12 @@ impl Span {
     }
 }
 
-/// Appends `items` to `all`, returning where they are.
-fn append<T>(all: &mut Vec<T>, items: impl IntoIterator<Item = T>) -> Result<Span, ReaderError> {
-    let start = all.len();
-    all.extend(items);
-    let span = |n: usize| u32::try_from(n).map_err(|_| bad("metadata too large"));
+/// The items of an array from `start` to its `end`, as a [`Span`].
+fn span_since(start: usize, end: usize) -> Result<Span, ReaderError> {
+    let fit = |n: usize| u32::try_from(n).map_err(|_| bad("metadata too large"));
     Ok(Span {
-        start: span(start)?,
-        len: span(all.len() - start)?,
+        start: fit(start)?,
+        len: fit(end - start)?,
     })
 }
 
@@ -160,8 +158,6 @@ struct Builder<'a> {
     entries: Vec<Entry>,
     extents: Vec<Extent>,
     names: Vec<u8>,
-    /// The file being added's extents (reused: one allocation per table).
-    file_extents: Vec<Extent>,
     /// The node made of each definition's inode, by [`DefIndex`] ([`NO_NODE`]: none yet).
     node_of: Vec<NodeId>,
     blobs: Vec<BlobInfo>,
@@ -191,7 +187,6 @@ impl InodeTable {
             entries: Vec::new(),
             extents: Vec::new(),
             names: Vec::new(),
-            file_extents: Vec::new(),
             blobs: Vec::new(),
             blob_of: HashMap::new(),
             last_blob: None,
@@ -384,19 +379,19 @@ impl<'a> Builder<'a> {
             if !entries.is_sorted_by(|a, b| a.0 < b.0) {
                 entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
             }
-            let names = &mut self.names;
-            let mut named = Vec::with_capacity(entries.len());
+            let start = self.entries.len();
             for (name, node) in entries {
-                let name_at = u32::try_from(names.len()).map_err(|_| bad("metadata too large"))?;
-                names.extend_from_slice(name);
-                named.push(Entry {
+                let name_at =
+                    u32::try_from(self.names.len()).map_err(|_| bad("metadata too large"))?;
+                self.names.extend_from_slice(name);
+                self.entries.push(Entry {
                     name_at,
                     // check_name bounds names to NAME_MAX, which fits.
                     name_len: name.len() as u8,
                     node,
                 });
             }
-            let span = append(&mut self.entries, named)?;
+            let span = span_since(start, self.entries.len())?;
             let dir = &mut self.nodes[dir_id as usize];
             dir.nlink = 2u32.saturating_add(subdirs);
             dir.size = span.len() as u64;
@@ -473,7 +468,7 @@ impl<'a> Builder<'a> {
         let (rdev, size, data) = match &inode.kind {
             InodeKind::Dir { .. } => (0, 0, NodeData::Dir(Span::default())),
             InodeKind::File { chunks } => {
-                self.file_extents.clear();
+                let start = self.extents.len();
                 let mut offset: u64 = 0;
                 for c in chunks {
                     if c.len == 0 {
@@ -483,7 +478,7 @@ impl<'a> Builder<'a> {
                         bad(format!("inode {}: chunk range overflows", inode.ino))
                     })?;
                     let blob = self.intern_blob(c.blob.digest, c.blob.compressed)?;
-                    self.file_extents.push(Extent {
+                    self.extents.push(Extent {
                         file_offset: offset,
                         len: c.len,
                         blob,
@@ -494,7 +489,7 @@ impl<'a> Builder<'a> {
                         .filter(|&o| o <= i64::MAX as u64)
                         .ok_or_else(|| bad(format!("inode {}: file size overflows", inode.ino)))?;
                 }
-                let span = append(&mut self.extents, self.file_extents.drain(..))?;
+                let span = span_since(start, self.extents.len())?;
                 (0, offset, NodeData::File(span))
             }
             InodeKind::Symlink => {

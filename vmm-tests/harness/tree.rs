@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::{chown, symlink, MetadataExt, PermissionsExt};
 use std::path::Path;
+use std::sync::OnceLock;
 
 use sha2::{Digest, Sha256};
 
@@ -177,4 +178,17 @@ pub fn make_big_files(root: &Path, count: usize, size: usize) -> BTreeMap<String
             (name, hex::encode(Sha256::digest(&data)))
         })
         .collect()
+}
+
+/// The tree the native front end's tests read: [`make_fixture`] plus two files of 3 MiB and a
+/// bit (for random and multi-request reads), made once per test binary.
+pub fn frontend_tree() -> &'static Path {
+    static TREE: OnceLock<tempfile::TempDir> = OnceLock::new();
+    TREE.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        make_fixture(dir.path());
+        make_big_files(dir.path(), 2, (3 << 20) + 123);
+        dir
+    })
+    .path()
 }

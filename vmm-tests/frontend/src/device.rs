@@ -104,7 +104,7 @@ impl Device {
         };
         match cfg.profile {
             Profile::Qemu => dev.qemu_start()?,
-            Profile::CloudHypervisor => dev.cloud_hypervisor_start()?,
+            Profile::CloudHypervisor => dev.cloud_hypervisor_setup()?,
         }
         Ok(dev)
     }
@@ -245,18 +245,9 @@ impl Device {
     /// cloud-hypervisor: Fs::new negotiates (SET_OWNER, GET_FEATURES, protocol features,
     /// GET_QUEUE_NUM with MQ; NEED_REPLY on everything after when REPLY_ACK is acked), then
     /// activate's setup_vhost_user: SET_FEATURES, ADD_MEM_REG per region (or SET_MEM_TABLE),
-    /// per queue NUM, ADDR, BASE, CALL, KICK, then SET_VRING_ENABLE for each queue.
-    fn cloud_hypervisor_start(&mut self) -> Result<()> {
-        self.cloud_hypervisor_setup()
-    }
-
-    /// Swaps in a new control connection (closing the old one), as a reconnect does.
-    pub(crate) fn replace_frontend(&mut self, frontend: Frontend) {
-        self.frontend = frontend;
-    }
-
-    /// cloud-hypervisor's setup sequence, on a first connection and on every reconnect: the
-    /// rings' bases are their current avail indexes.
+    /// per queue NUM, ADDR, BASE, CALL, KICK, then SET_VRING_ENABLE for each queue. The same
+    /// on a first connection and on every reconnect: the rings' bases are their current avail
+    /// indexes.
     pub(crate) fn cloud_hypervisor_setup(&mut self) -> Result<()> {
         self.msg("SET_OWNER", |f| f.set_owner())?;
         let features = self.msg("GET_FEATURES", |f| f.get_features())?;
@@ -309,6 +300,11 @@ impl Device {
             })?;
         }
         Ok(())
+    }
+
+    /// Swaps in a new control connection (closing the old one), as a reconnect does.
+    pub(crate) fn replace_frontend(&mut self, frontend: Frontend) {
+        self.frontend = frontend;
     }
 
     /// Stops the device as the VMM does when the guest shuts down: QEMU fetches each ring's
