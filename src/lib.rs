@@ -1,7 +1,7 @@
 //! PuzzleFS images: build, read, extract, and serve them to virtual machines.
 //!
 //! Layers, lowest first: [`format`] (metadata types), [`oci`] (image layout), [`chunk`]
-//! (chunking, digests, compression), [`builder`], [`reader`], [`extract`], [`inspect`], [`fs`]
+//! (chunking, digests, compression), [`builder`], [`reader`], [`extract`], [`inspect`], [`registry`] (push, pull, copy), [`fs`]
 //! (the FUSE file system), [`mounts`] (the run-time mount table), [`api`] (the
 //! nydusd-compatible HTTP API that drives it), [`daemon`] (vhost-user-fs).
 //! Each only uses the ones before it.
@@ -17,3 +17,4 @@ pub mod inspect;
 pub mod mounts;
 pub mod oci;
 pub mod reader;
+pub mod registry;

@@ -14,6 +14,9 @@ use puzzlefs_virtiofsd::format::{human_bytes, parse_bytes, Digest};
 use puzzlefs_virtiofsd::oci::OciDir;
 use puzzlefs_virtiofsd::reader::{Image, OpenOptions};
 
+#[path = "puzzlefs/transfer.rs"]
+mod transfer;
+
 #[derive(Parser)]
 #[command(
     name = "puzzlefs",
@@ -33,6 +36,12 @@ enum Command {
     Extract(ExtractArgs),
     /// Mount an image read-only with FUSE.
     Mount(MountArgs),
+    /// Copy an image from a layout to a registry, sending only the blobs it lacks.
+    Push(transfer::TransferArgs),
+    /// Copy an image from a registry to a layout, fetching only the blobs it lacks.
+    Pull(transfer::TransferArgs),
+    /// Copy an image between any two registries or layouts.
+    Copy(transfer::TransferArgs),
     /// Unmount a FUSE mount.
     Umount {
         /// The mount point.
@@ -339,6 +348,9 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Build(a) => cmd_build(a),
+        Command::Push(a) => transfer::run(transfer::Direction::Push, a),
+        Command::Pull(a) => transfer::run(transfer::Direction::Pull, a),
+        Command::Copy(a) => transfer::run(transfer::Direction::Copy, a),
         Command::Cat { image, path, pin } => cmd_cat(&image, &path, &pin),
         Command::EnableFsVerity {
             image,

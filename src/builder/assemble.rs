@@ -135,6 +135,7 @@ pub(super) fn manifest(
         ),
         data: None,
         platform: None,
+        extra: Default::default(),
     };
     let mut layers = vec![meta_desc];
     let mut seen = HashSet::new();
@@ -155,6 +156,7 @@ pub(super) fn manifest(
                         annotations: None,
                         data: None,
                         platform: None,
+                        extra: Default::default(),
                     });
                 }
             }
@@ -168,6 +170,7 @@ pub(super) fn manifest(
             config: empty_config().0,
             layers,
             annotations: None,
+            extra: Default::default(),
         },
     ))
 }

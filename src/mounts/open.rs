@@ -115,6 +115,7 @@ impl Mounter {
                 annotations: None,
                 data: None,
                 platform: None,
+                extra: Default::default(),
             },
         };
         if let Some(pin) = spec.digest.filter(|pin| *pin != desc.digest) {

@@ -336,8 +336,15 @@ impl OciDir {
         let (config, config_bytes) = empty_config();
         self.write_blob(&config.digest, config_bytes)?;
         let bytes = serde_json::to_vec(manifest).map_err(|e| bad_doc("manifest", e))?;
-        let digest = Digest::of(&bytes);
-        self.write_blob(&digest, &bytes)?;
+        self.tag_manifest_bytes(&bytes, tag)
+    }
+
+    /// Stores a manifest exactly as `bytes` (so its digest is theirs, as a registry or another
+    /// layout has it) and points `tag` at it; the blobs it names must already be stored.
+    pub fn tag_manifest_bytes(&self, bytes: &[u8], tag: &str) -> Result<Descriptor, OciError> {
+        validate_tag(tag)?;
+        let digest = Digest::of(bytes);
+        self.write_blob(&digest, bytes)?;
         let desc = Descriptor {
             media_type: MEDIA_TYPE_MANIFEST.into(),
             digest,
@@ -345,6 +352,7 @@ impl OciDir {
             annotations: Some([(ANNOTATION_REF_NAME.to_string(), tag.to_string())].into()),
             data: None,
             platform: Some(Platform::host()),
+            extra: Default::default(),
         };
         // Blobs must be durable before the index names them.
         self.sync_filesystem()?;
@@ -450,6 +458,7 @@ fn check_measurement(file: &File, digest: &Digest, expected: &[u8; 32]) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::oci::MEDIA_TYPE_INDEX;
     use crate::oci::{MEDIA_TYPE_FILEDATA, MEDIA_TYPE_ROOTFS};
 
     fn manifest_for(dir: &OciDir, payload: &[u8]) -> ImageManifest {
@@ -459,15 +468,13 @@ mod tests {
             schema_version: 2,
             media_type: Some(MEDIA_TYPE_MANIFEST.into()),
             config: empty_config().0,
-            layers: vec![Descriptor {
-                media_type: MEDIA_TYPE_ROOTFS.into(),
-                digest: d,
-                size: payload.len() as u64,
-                annotations: None,
-                data: None,
-                platform: None,
-            }],
+            layers: vec![Descriptor::new(
+                MEDIA_TYPE_ROOTFS,
+                d,
+                payload.len() as u64,
+            )],
             annotations: None,
+            extra: Default::default(),
         }
     }
 
@@ -492,6 +499,39 @@ mod tests {
         assert!(dir.remove_tag("b").unwrap());
         assert!(!dir.remove_tag("b").unwrap());
         assert!(dir.commit_manifest(&m1, "bad/tag").is_err());
+    }
+
+    #[test]
+    fn retagging_keeps_what_another_tool_wrote() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = OciDir::create(&tmp.path().join("oci")).unwrap();
+        let (config, _) = empty_config();
+        let foreign = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": MEDIA_TYPE_INDEX,
+            "artifactType": "application/x.example",
+            "manifests": [{
+                "mediaType": MEDIA_TYPE_MANIFEST,
+                "digest": config.digest.oci(),
+                "size": 2,
+                "urls": ["https://example.com/m"],
+                "artifactType": "application/x.thing",
+                "platform": {"architecture": "arm", "os": "linux", "variant": "v7",
+                             "os.features": ["f"]},
+                "annotations": {ANNOTATION_REF_NAME: "theirs"}
+            }]
+        });
+        fs::write(dir.path().join("index.json"), foreign.to_string()).unwrap();
+        dir.commit_manifest(&manifest_for(&dir, b"ours"), "ours")
+            .unwrap();
+        let after: serde_json::Value =
+            serde_json::from_slice(&fs::read(dir.path().join("index.json")).unwrap()).unwrap();
+        assert_eq!(after["artifactType"], foreign["artifactType"]);
+        assert_eq!(after["manifests"][0], foreign["manifests"][0]);
+        assert_eq!(
+            after["manifests"][1]["annotations"][ANNOTATION_REF_NAME],
+            "ours"
+        );
     }
 
     #[test]

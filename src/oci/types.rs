@@ -42,9 +42,29 @@ pub struct Descriptor {
     /// Platform of an image manifest, in an index.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub platform: Option<Platform>,
+    /// Every other field (`urls`, `artifactType`, ...), kept as written so that rewriting a
+    /// document another tool made loses nothing.
+    #[serde(flatten)]
+    pub extra: Extra,
 }
 
+/// The fields of a JSON object this program does not interpret, kept verbatim.
+pub type Extra = BTreeMap<String, serde_json::Value>;
+
 impl Descriptor {
+    /// A descriptor with only the three required fields.
+    pub fn new(media_type: impl Into<String>, digest: Digest, size: u64) -> Self {
+        Descriptor {
+            media_type: media_type.into(),
+            digest,
+            size,
+            annotations: None,
+            data: None,
+            platform: None,
+            extra: Extra::new(),
+        }
+    }
+
     /// The fs-verity digest recorded in the descriptor's annotation (PuzzleFS metadata
     /// layers carry one), if present and well formed.
     pub fn fs_verity(&self) -> Option<[u8; 32]> {
@@ -62,6 +82,9 @@ pub struct Platform {
     pub architecture: String,
     /// Operating system.
     pub os: String,
+    /// Every other field (`variant`, `os.version`, `os.features`), kept verbatim.
+    #[serde(flatten)]
+    pub extra: Extra,
 }
 
 impl Platform {
@@ -77,6 +100,7 @@ impl Platform {
         Platform {
             architecture: architecture.into(),
             os: "linux".into(),
+            extra: Extra::new(),
         }
     }
 }
@@ -96,6 +120,9 @@ pub struct ImageIndex {
     /// Arbitrary metadata.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub annotations: Option<BTreeMap<String, String>>,
+    /// Every other field (`artifactType`, `subject`, ...), kept verbatim.
+    #[serde(flatten)]
+    pub extra: Extra,
 }
 
 impl Default for ImageIndex {
@@ -105,6 +132,7 @@ impl Default for ImageIndex {
             media_type: Some(MEDIA_TYPE_INDEX.into()),
             manifests: Vec::new(),
             annotations: None,
+            extra: Extra::new(),
         }
     }
 }
@@ -148,6 +176,9 @@ pub struct ImageManifest {
     /// Arbitrary metadata.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub annotations: Option<BTreeMap<String, String>>,
+    /// Every other field (`artifactType`, `subject`, ...), kept verbatim.
+    #[serde(flatten)]
+    pub extra: Extra,
 }
 
 impl ImageManifest {
@@ -188,6 +219,7 @@ impl ImageManifest {
             config: lean.config,
             layers,
             annotations: lean.annotations,
+            extra: Extra::new(),
         })
     }
 
@@ -204,12 +236,8 @@ pub fn empty_config() -> (Descriptor, &'static [u8]) {
     let bytes: &'static [u8] = b"{}";
     (
         Descriptor {
-            media_type: MEDIA_TYPE_EMPTY.into(),
-            digest: Digest::of(bytes),
-            size: 2,
-            annotations: None,
             data: Some("e30=".into()),
-            platform: None,
+            ..Descriptor::new(MEDIA_TYPE_EMPTY, Digest::of(bytes), 2)
         },
         bytes,
     )
@@ -290,6 +318,7 @@ mod tests {
                 layer(MEDIA_TYPE_FILEDATA, 3),
             ],
             annotations: Some(BTreeMap::from([("k".into(), "v".into())])),
+            extra: Extra::new(),
         };
         let json = serde_json::to_vec(&manifest).unwrap();
         let lean = ImageManifest::parse_metadata_layers(&json).unwrap();

@@ -157,6 +157,7 @@ impl Crafter {
             annotations: None,
             data: None,
             platform: None,
+            extra: Default::default(),
         };
         let mut list = vec![desc(
             MEDIA_TYPE_ROOTFS.into(),
@@ -177,6 +178,7 @@ impl Crafter {
             config: empty_config().0,
             layers: list,
             annotations: None,
+            extra: Default::default(),
         };
         self.oci.commit_manifest(&manifest, tag).unwrap()
     }

@@ -78,6 +78,7 @@ pub fn stage(oci: &OciDir, meta: &[u8]) -> Staged {
             annotations: None,
             data: None,
             platform: None,
+            extra: Default::default(),
         }],
         annotations: None,
     };
@@ -93,6 +94,7 @@ pub fn stage(oci: &OciDir, meta: &[u8]) -> Staged {
         annotations: None,
         data: None,
         platform: None,
+        extra: Default::default(),
     };
     Staged {
         descriptor: desc,
