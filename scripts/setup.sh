@@ -18,17 +18,45 @@ fail() {
 # (tests/skopeo.rs), zstd xz-utils (guest kernel modules), attr (images/ fixtures), fsverity
 # e2fsprogs (fs-verity tests), libseccomp-dev libcap-ng-dev (virtiofsd), gcc g++ libc6-dev
 # (build scripts; libfuzzer-sys compiles C++), curl (API tests), util-linux (setpriv),
-# ca-certificates (cargo, apt over https).
+# ca-certificates (cargo, apt over https), docker-registry (CNCF distribution 2.8, the registries
+# tests/registry_harness starts), openssl (that harness's token server: its key, certificate and
+# JWT signatures).
 packages="capnproto fuse3 qemu-system-x86 busybox-static cpio debootstrap skopeo zstd xz-utils
     attr fsverity e2fsprogs libseccomp-dev libcap-ng-dev gcc g++ libc6-dev curl util-linux
-    ca-certificates"
+    ca-certificates docker-registry openssl"
 missing=""
 for p in $packages; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
 done
 if [ -n "$missing" ]; then
     apt-get update -q >&2
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $missing >&2
+    # Installing docker-registry would start its system service on port 5000: a policy-rc.d that
+    # exits 101 forbids that during the install (only ours, and only if there was none before).
+    policy=/usr/sbin/policy-rc.d
+    ours=""
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\n# setup.sh: no service starts during its install\nexit 101\n' >"$policy"
+        chmod 755 "$policy"
+        ours=1
+    fi
+    status=0
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $missing >&2 ||
+        status=$?
+    [ -z "$ours" ] || rm -f "$policy"
+    [ "$status" = 0 ] || fail "apt-get install failed ($status)"
+fi
+# The tests start registries of their own; a system one (started anyway, or by an earlier setup)
+# would only hold port 5000.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet docker-registry 2>/dev/null; then
+    systemctl stop docker-registry >&2 || true
+    systemctl disable docker-registry >&2 2>/dev/null || true
+fi
+if [ -x /etc/init.d/docker-registry ]; then
+    /etc/init.d/docker-registry stop >&2 2>/dev/null || true
+fi
+# Only the service's own process (its user's): the tests' registries run as root.
+if id docker-registry >/dev/null 2>&1 && pids=$(pgrep -u docker-registry -x docker-registry 2>/dev/null); then
+    kill $pids 2>/dev/null || true
 fi
 
 # version_ge A B: whether the dotted version A is B or newer (numeric parts; missing ones are 0).

@@ -71,16 +71,9 @@ pub fn stage(oci: &OciDir, meta: &[u8]) -> Staged {
         schema_version: 2,
         media_type: Some(MEDIA_TYPE_MANIFEST.into()),
         config: empty_config().0,
-        layers: vec![Descriptor {
-            media_type: MEDIA_TYPE_ROOTFS.into(),
-            digest,
-            size: meta.len() as u64,
-            annotations: None,
-            data: None,
-            platform: None,
-            extra: Default::default(),
-        }],
+        layers: vec![Descriptor::new(MEDIA_TYPE_ROOTFS, digest, meta.len() as u64)],
         annotations: None,
+        extra: Default::default(),
     };
     let bytes = serde_json::to_vec(&manifest).unwrap();
     let md = Digest::of(&bytes);
