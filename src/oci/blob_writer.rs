@@ -101,10 +101,7 @@ mod tests {
         w.write(b"hello ").unwrap();
         w.write(b"there").unwrap();
         assert_eq!(w.len(), 11);
-        assert!(matches!(
-            w.commit(),
-            Err(OciError::DigestMismatch { .. })
-        ));
+        assert!(matches!(w.commit(), Err(OciError::DigestMismatch { .. })));
         assert!(!oci.has_blob(&d));
         let mut w = oci.blob_writer(&d).unwrap();
         w.write(b"junk").unwrap();

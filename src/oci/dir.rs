@@ -468,11 +468,7 @@ mod tests {
             schema_version: 2,
             media_type: Some(MEDIA_TYPE_MANIFEST.into()),
             config: empty_config().0,
-            layers: vec![Descriptor::new(
-                MEDIA_TYPE_ROOTFS,
-                d,
-                payload.len() as u64,
-            )],
+            layers: vec![Descriptor::new(MEDIA_TYPE_ROOTFS, d, payload.len() as u64)],
             annotations: None,
             extra: Default::default(),
         }

@@ -50,10 +50,17 @@ impl<'c> Repository<'c> {
     }
 
     /// Whether the repository has the blob; the size the registry reports if so.
-    pub async fn blob_size(&self, digest: &Digest, writing: bool) -> Result<Option<u64>, RegistryError> {
+    pub async fn blob_size(
+        &self,
+        digest: &Digest,
+        writing: bool,
+    ) -> Result<Option<u64>, RegistryError> {
         let scopes = if writing { &self.push } else { &self.pull };
         let url = format!("/v2/{}/blobs/{digest}", self.name);
-        let resp = self.client.send(&Request::new(Method::HEAD, url, scopes)).await?;
+        let resp = self
+            .client
+            .send(&Request::new(Method::HEAD, url, scopes))
+            .await?;
         match resp.status().as_u16() {
             200 => Ok(Some(
                 resp.headers()
@@ -62,17 +69,33 @@ impl<'c> Repository<'c> {
                     .unwrap_or(0),
             )),
             404 => Ok(None),
-            _ => Err(self.client.expect(resp, &Method::HEAD, &[200]).await.err().unwrap_or_else(|| {
-                self.client.protocol_error("HEAD answered an unexpected status")
-            })),
+            _ => Err(self
+                .client
+                .expect(resp, &Method::HEAD, &[200])
+                .await
+                .err()
+                .unwrap_or_else(|| {
+                    self.client
+                        .protocol_error("HEAD answered an unexpected status")
+                })),
         }
     }
 
     /// Asks the registry to link a blob it holds in repository `from`.
-    pub(crate) async fn mount_blob(&self, digest: &Digest, from: &str) -> Result<Mount, RegistryError> {
+    pub(crate) async fn mount_blob(
+        &self,
+        digest: &Digest,
+        from: &str,
+    ) -> Result<Mount, RegistryError> {
         let scopes = [self.push[0].clone(), format!("repository:{from}:pull")];
-        let url = format!("/v2/{}/blobs/uploads/?mount={digest}&from={from}", self.name);
-        let resp = self.client.send(&Request::new(Method::POST, url, &scopes)).await?;
+        let url = format!(
+            "/v2/{}/blobs/uploads/?mount={digest}&from={from}",
+            self.name
+        );
+        let resp = self
+            .client
+            .send(&Request::new(Method::POST, url, &scopes))
+            .await?;
         let resp = self.client.expect(resp, &Method::POST, &[201, 202]).await?;
         if resp.status().as_u16() == 201 {
             Ok(Mount::Mounted)
@@ -83,7 +106,7 @@ impl<'c> Repository<'c> {
 
     /// Uploads a blob (POST for a session, then one PUT), starting a new session on a retry.
     /// `session` is one already open, such as a refused mount's.
-    pub(crate) async fn upload_blob(
+    pub async fn upload_blob(
         &self,
         digest: &Digest,
         body: Payload,
@@ -122,8 +145,10 @@ impl<'c> Repository<'c> {
         };
         url.query_pairs_mut().append_pair("digest", &digest.oci());
         let mut put = Request::new(Method::PUT, url.to_string(), &self.push);
-        put.headers
-            .insert(CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+        put.headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
         put.body = Some(body.clone());
         // A session is used once: a retry starts a new one (above).
         put.retry = false;
@@ -137,20 +162,25 @@ impl<'c> Repository<'c> {
             .headers()
             .get(LOCATION)
             .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| self.client.protocol_error("an upload session came without a Location"))?;
-        resp.url()
-            .join(loc)
-            .map_err(|e| self.client.protocol_error(format!("bad upload Location {loc:?}: {e}")))
+            .ok_or_else(|| {
+                self.client
+                    .protocol_error("an upload session came without a Location")
+            })?;
+        resp.url().join(loc).map_err(|e| {
+            self.client
+                .protocol_error(format!("bad upload Location {loc:?}: {e}"))
+        })
     }
 
-    /// Downloads a blob into `into`, checking its size and digest; a broken transfer is
-    /// retried from the start. On any failure nothing of it is kept.
+    /// Downloads a blob of at most `size` bytes into `into`, checking its digest; a broken
+    /// transfer is retried from the start. On any failure nothing of it is kept. Returns
+    /// its size.
     pub async fn fetch_blob(
         &self,
         digest: &Digest,
         size: u64,
         mut into: BlobWriter,
-    ) -> Result<(), RegistryError> {
+    ) -> Result<u64, RegistryError> {
         let url = format!("/v2/{}/blobs/{digest}", self.name);
         let bad = |problem: String| RegistryError::BadBlob {
             from: format!("{}/{}", self.client.registry(), self.name),
@@ -159,7 +189,10 @@ impl<'c> Repository<'c> {
         };
         let mut attempt = 0;
         loop {
-            let resp = self.client.send(&Request::new(Method::GET, url.clone(), &self.pull)).await?;
+            let resp = self
+                .client
+                .send(&Request::new(Method::GET, url.clone(), &self.pull))
+                .await?;
             let mut resp = self.client.expect(resp, &Method::GET, &[200]).await?;
             into.reset()?;
             let mut broken = None;
@@ -167,7 +200,9 @@ impl<'c> Repository<'c> {
                 match resp.chunk().await {
                     Ok(Some(bytes)) => {
                         if into.len() + bytes.len() as u64 > size {
-                            return Err(bad(format!("more than the {size} bytes its descriptor says")));
+                            return Err(bad(format!(
+                                "more than the {size} bytes its descriptor says"
+                            )));
                         }
                         into.write(&bytes)?;
                     }
@@ -188,10 +223,8 @@ impl<'c> Repository<'c> {
                 Some(e) => return Err(self.client.http_error(format!("GET {url}"), e)),
                 None => {}
             }
-            if into.len() != size {
-                return Err(bad(format!("{} bytes, not the {size} its descriptor says", into.len())));
-            }
-            return into.commit().map_err(|e| match e {
+            let len = into.len();
+            return into.commit().map(|()| len).map_err(|e| match e {
                 OciError::DigestMismatch { actual, .. } => {
                     bad(format!("its bytes hash to {actual}"))
                 }
@@ -206,8 +239,16 @@ impl<'c> Repository<'c> {
         let mut req = Request::new(Method::GET, url, &self.pull);
         req.headers.insert(
             ACCEPT,
-            HeaderValue::from_str(&[MEDIA_TYPE_MANIFEST, MEDIA_TYPE_INDEX, DOCKER_MANIFEST, DOCKER_LIST].join(", "))
-                .expect("static media types"),
+            HeaderValue::from_str(
+                &[
+                    MEDIA_TYPE_MANIFEST,
+                    MEDIA_TYPE_INDEX,
+                    DOCKER_MANIFEST,
+                    DOCKER_LIST,
+                ]
+                .join(", "),
+            )
+            .expect("static media types"),
         );
         let resp = self.client.send(&req).await?;
         let mut resp = self.client.expect(resp, &Method::GET, &[200]).await?;
@@ -218,11 +259,10 @@ impl<'c> Repository<'c> {
             .map(|v| v.split(';').next().unwrap_or(v).trim().to_string())
             .unwrap_or_default();
         let mut body = Vec::new();
-        while let Some(bytes) = resp
-            .chunk()
-            .await
-            .map_err(|e| self.client.http_error(format!("GET {}", path_of(resp.url().as_str())), e))?
-        {
+        while let Some(bytes) = resp.chunk().await.map_err(|e| {
+            self.client
+                .http_error(format!("GET {}", path_of(resp.url().as_str())), e)
+        })? {
             body.extend_from_slice(&bytes);
             if body.len() as u64 > MAX_MANIFEST_BYTES {
                 return Err(self.client.protocol_error(format!(
@@ -269,7 +309,7 @@ impl<'c> Repository<'c> {
 fn upload_retryable(e: &RegistryError) -> bool {
     match e {
         RegistryError::Http { .. } => true,
-        RegistryError::Status { .. } => {
+        RegistryError::Status(_) => {
             matches!(e.status(), Some(404 | 408 | 429 | 500 | 502 | 503 | 504))
         }
         _ => false,

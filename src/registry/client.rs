@@ -11,7 +11,7 @@ use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, RETRY_AFTER, WWW_AU
 use reqwest::{Method, Response, StatusCode};
 
 use super::challenge::Challenge;
-use super::error::hint_for;
+use super::error::StatusError;
 use super::{Credentials, RegistryError};
 
 /// How to reach registries.
@@ -49,11 +49,18 @@ impl Default for ClientOptions {
     }
 }
 
-/// A request body that can be sent again on a retry.
+/// A blob to upload, which can be sent again on a retry.
 #[derive(Debug, Clone)]
-pub(crate) enum Payload {
+pub enum Payload {
+    /// Bytes in memory.
     Bytes(bytes::Bytes),
-    File { path: PathBuf, len: u64 },
+    /// A file of `len` bytes, streamed.
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Its size.
+        len: u64,
+    },
 }
 
 /// A request: method, path below the registry (or an absolute URL), the token scopes it
@@ -98,13 +105,19 @@ pub struct Client {
     credentials: Option<Credentials>,
     base: tokio::sync::OnceCell<String>,
     auth: Mutex<AuthState>,
+    /// Held while a token is fetched, so concurrent requests wait for one fetch.
+    fetching: tokio::sync::Mutex<()>,
     retries: u32,
     backoff: Duration,
 }
 
 impl Client {
     /// A client for `registry` (`host[:port]`) whose API lives on `api_host`.
-    pub fn new(registry: &str, api_host: &str, opts: &ClientOptions) -> Result<Self, RegistryError> {
+    pub fn new(
+        registry: &str,
+        api_host: &str,
+        opts: &ClientOptions,
+    ) -> Result<Self, RegistryError> {
         let credentials = match &opts.credentials {
             Some(c) => Some(c.clone()),
             None => Credentials::lookup(registry, opts.authfile.as_deref())?,
@@ -128,6 +141,7 @@ impl Client {
             credentials,
             base: tokio::sync::OnceCell::new(),
             auth: Mutex::new(AuthState::default()),
+            fetching: tokio::sync::Mutex::new(()),
             retries: opts.retries,
             backoff: opts.backoff,
         })
@@ -148,11 +162,25 @@ impl Client {
                     Ok(()) => Ok(https),
                     Err(e) if self.insecure => {
                         let http = format!("http://{}", self.host);
-                        self.ping(&http).await.map(|()| http).map_err(|e2| match e2 {
-                            RegistryError::Http { .. } => e,
-                            other => other,
-                        })
+                        self.ping(&http)
+                            .await
+                            .map(|()| http)
+                            .map_err(|e2| match e2 {
+                                RegistryError::Http { .. } => e,
+                                other => other,
+                            })
                     }
+                    Err(RegistryError::Http {
+                        registry,
+                        what,
+                        source,
+                    }) => Err(RegistryError::Http {
+                        registry,
+                        what: format!(
+                            "{what} over HTTPS (for a plain-HTTP registry: --tls-verify=false)"
+                        ),
+                        source,
+                    }),
                     Err(e) => Err(e),
                 }
             })
@@ -162,14 +190,19 @@ impl Client {
 
     async fn ping(&self, base: &str) -> Result<(), RegistryError> {
         let url = format!("{base}/v2/");
-        let resp = self.with_retries("GET /v2/", || self.http.get(&url)).await?;
+        let resp = self
+            .with_retries("GET /v2/", || self.http.get(&url))
+            .await?;
         if resp.status() == StatusCode::UNAUTHORIZED {
             let challenge = resp
                 .headers()
                 .get(WWW_AUTHENTICATE)
                 .and_then(|v| v.to_str().ok())
                 .and_then(Challenge::parse);
-            self.auth.lock().unwrap_or_else(|p| p.into_inner()).challenge = challenge;
+            self.auth
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .challenge = challenge;
         } else if !resp.status().is_success() {
             return Err(self.status_error(resp, "GET", "/v2/").await);
         }
@@ -266,21 +299,14 @@ impl Client {
             Some(i) => (i.code, i.message.filter(|m| !m.is_empty())),
             None => (None, None),
         };
-        RegistryError::Status {
+        RegistryError::Status(Box::new(StatusError {
             registry: self.registry.clone(),
             method: method.into(),
             path: path.into(),
-            status: format!(
-                "{} {}",
-                status.as_u16(),
-                status.canonical_reason().unwrap_or("")
-            )
-            .trim_end()
-            .to_string(),
+            status: status.as_u16(),
             code,
             message,
-            hint: hint_for(status.as_u16()),
-        }
+        }))
     }
 
     pub(crate) fn http_error(&self, what: String, source: reqwest::Error) -> RegistryError {
@@ -342,6 +368,10 @@ impl Client {
 
     /// Under a bearer challenge, fetches a token for `scopes` if none is cached.
     async fn ensure_token(&self, scopes: &[String]) -> Result<(), RegistryError> {
+        if !self.needs_token(scopes) {
+            return Ok(());
+        }
+        let _one_at_a_time = self.fetching.lock().await;
         let bearer = {
             let state = self.auth.lock().unwrap_or_else(|p| p.into_inner());
             match &state.challenge {
@@ -362,6 +392,12 @@ impl Client {
                 .insert(scopes.join(" "), token);
         }
         Ok(())
+    }
+
+    fn needs_token(&self, scopes: &[String]) -> bool {
+        let state = self.auth.lock().unwrap_or_else(|p| p.into_inner());
+        matches!(state.challenge, Some(Challenge::Bearer { .. }))
+            && !state.tokens.contains_key(&scopes.join(" "))
     }
 
     /// After a 401: takes the challenge it carries and drops the token that failed, so the
@@ -467,9 +503,7 @@ fn attach(
 /// The path and query of a URL, for messages.
 pub(crate) fn path_of(url: &str) -> &str {
     let after_scheme = url.split_once("://").map_or(url, |(_, r)| r);
-    after_scheme
-        .find('/')
-        .map_or("/", |i| &after_scheme[i..])
+    after_scheme.find('/').map_or("/", |i| &after_scheme[i..])
 }
 
 fn transient(e: &reqwest::Error) -> bool {
@@ -478,11 +512,20 @@ fn transient(e: &reqwest::Error) -> bool {
 
 fn retryable_status(s: StatusCode) -> bool {
     s == StatusCode::TOO_MANY_REQUESTS
-        || (s.is_server_error() && s != StatusCode::NOT_IMPLEMENTED && s != StatusCode::HTTP_VERSION_NOT_SUPPORTED)
+        || (s.is_server_error()
+            && s != StatusCode::NOT_IMPLEMENTED
+            && s != StatusCode::HTTP_VERSION_NOT_SUPPORTED)
 }
 
 fn retry_after(resp: &Response) -> Option<Duration> {
-    let secs: u64 = resp.headers().get(RETRY_AFTER)?.to_str().ok()?.trim().parse().ok()?;
+    let secs: u64 = resp
+        .headers()
+        .get(RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
     Some(Duration::from_secs(secs))
 }
 
@@ -491,9 +534,7 @@ fn with_cert_dir(
     dir: &std::path::Path,
 ) -> Result<reqwest::ClientBuilder, RegistryError> {
     let entries = std::fs::read_dir(dir).map_err(|e| RegistryError::io(dir, e))?;
-    let mut names: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .collect();
+    let mut names: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
     names.sort();
     let tls = |p: &std::path::Path, e: String| RegistryError::Tls(format!("{}: {e}", p.display()));
     for path in &names {
@@ -515,9 +556,10 @@ fn with_cert_dir(
                 let key = path.with_extension("key");
                 let mut pem = read(path)?;
                 pem.push(b'\n');
-                pem.extend(read(&key).map_err(|_| {
-                    tls(path, format!("no key {} beside it", key.display()))
-                })?);
+                pem.extend(
+                    read(&key)
+                        .map_err(|_| tls(path, format!("no key {} beside it", key.display())))?,
+                );
                 let id = reqwest::Identity::from_pem(&pem).map_err(|e| tls(path, e.to_string()))?;
                 builder = builder.identity(id);
             }
@@ -538,15 +580,22 @@ mod tests {
     fn paths_and_delays() {
         assert_eq!(path_of("http://h:1/v2/a/blobs/x?y=1"), "/v2/a/blobs/x?y=1");
         assert_eq!(path_of("https://h"), "/");
-        let c = Client::new("h", "h", &ClientOptions {
-            credentials: Some(Credentials::parse("u:p").unwrap()),
-            ..ClientOptions::default()
-        })
+        let c = Client::new(
+            "h",
+            "h",
+            &ClientOptions {
+                credentials: Some(Credentials::parse("u:p").unwrap()),
+                ..ClientOptions::default()
+            },
+        )
         .unwrap();
         assert_eq!(c.delay(1), Duration::from_millis(200));
         assert_eq!(c.delay(3), Duration::from_millis(800));
         assert_eq!(c.delay(40), Duration::from_secs(10));
-        assert_eq!(basic_value(&Credentials::parse("u:p").unwrap()), "Basic dTpw");
+        assert_eq!(
+            basic_value(&Credentials::parse("u:p").unwrap()),
+            "Basic dTpw"
+        );
     }
 
     #[test]

@@ -107,7 +107,11 @@ impl Credentials {
 }
 
 fn default_auth_files() -> Vec<PathBuf> {
-    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let env = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
     let home = env("HOME");
     let mut out = Vec::new();
     out.extend(env("REGISTRY_AUTH_FILE"));

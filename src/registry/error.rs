@@ -17,23 +17,8 @@ pub enum RegistryError {
         reason: String,
     },
     /// The registry answered a request with an error status.
-    #[error("{registry}: {method} {path}: {status}{}{hint}", detail(.code, .message))]
-    Status {
-        /// host[:port].
-        registry: String,
-        /// The request's method.
-        method: String,
-        /// The request's path.
-        path: String,
-        /// The HTTP status, with its reason phrase.
-        status: String,
-        /// The registry's error code (`BLOB_UNKNOWN`, ...), if it sent one.
-        code: Option<String>,
-        /// The registry's message, if it sent one.
-        message: Option<String>,
-        /// What the status usually means for the user, with a leading separator.
-        hint: &'static str,
-    },
+    #[error("{0}")]
+    Status(Box<StatusError>),
     /// The request could not be made or its answer not read (connection, TLS, timeout).
     #[error("{registry}: {what}: {}", chain(.source))]
     Http {
@@ -89,6 +74,43 @@ pub enum RegistryError {
     Oci(#[from] OciError),
 }
 
+/// An error status a registry answered, with what it said about it.
+#[derive(Debug)]
+pub struct StatusError {
+    /// host[:port].
+    pub registry: String,
+    /// The request's method.
+    pub method: String,
+    /// The request's path.
+    pub path: String,
+    /// The HTTP status.
+    pub status: u16,
+    /// The registry's error code (`BLOB_UNKNOWN`, ...), if it sent one.
+    pub code: Option<String>,
+    /// The registry's message, if it sent one.
+    pub message: Option<String>,
+}
+
+impl std::fmt::Display for StatusError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let reason = reqwest::StatusCode::from_u16(self.status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .map(|r| format!(" {r}"))
+            .unwrap_or_default();
+        write!(
+            f,
+            "{}: {} {}: {}{reason}{}{}",
+            self.registry,
+            self.method,
+            self.path,
+            self.status,
+            detail(&self.code, &self.message),
+            hint_for(self.status)
+        )
+    }
+}
+
 fn detail(code: &Option<String>, message: &Option<String>) -> String {
     match (code, message) {
         (Some(c), Some(m)) => format!(" ({c}: {m})"),
@@ -124,16 +146,18 @@ impl RegistryError {
     /// The HTTP status of a [`RegistryError::Status`].
     pub fn status(&self) -> Option<u16> {
         match self {
-            RegistryError::Status { status, .. } => status.split(' ').next()?.parse().ok(),
+            RegistryError::Status(s) => Some(s.status),
             _ => None,
         }
     }
 }
 
 /// What a status usually means, for the one line the user reads.
-pub(crate) fn hint_for(status: u16) -> &'static str {
+fn hint_for(status: u16) -> &'static str {
     match status {
-        401 => "; the registry wants credentials: give --creds USER:PASS or an auth file (--authfile)",
+        401 => {
+            "; the registry wants credentials: give --creds USER:PASS or an auth file (--authfile)"
+        }
         403 => "; these credentials may not do this",
         404 => "; no such repository, tag or blob",
         413 => "; the registry refuses a body this large",

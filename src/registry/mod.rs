@@ -12,8 +12,8 @@ mod transfer;
 
 pub use api::Repository;
 pub use challenge::Challenge;
-pub use client::{Client, ClientOptions};
+pub use client::{Client, ClientOptions, Payload};
 pub use credentials::Credentials;
-pub use error::RegistryError;
+pub use error::{RegistryError, StatusError};
 pub use reference::{Location, Reference, Target};
 pub use transfer::{copy, copy_blocking, NoProgress, Progress, Report, TransferOptions};

@@ -108,7 +108,11 @@ impl Reference {
 
 impl fmt::Display for Reference {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "docker://{}/{}{}", self.registry, self.repository, self.target)
+        write!(
+            f,
+            "docker://{}/{}{}",
+            self.registry, self.repository, self.target
+        )
     }
 }
 
@@ -233,7 +237,10 @@ mod tests {
         );
         let r = Reference::parse(&format!("reg.io:443/ns/img@sha256:{HEX}")).unwrap();
         assert_eq!(r.target_path(), format!("sha256:{HEX}"));
-        assert_eq!(r.to_string(), format!("docker://reg.io:443/ns/img@sha256:{HEX}"));
+        assert_eq!(
+            r.to_string(),
+            format!("docker://reg.io:443/ns/img@sha256:{HEX}")
+        );
         for bad in [
             "reg.io/UPPER:t",
             "reg.io/a//b",
@@ -272,7 +279,14 @@ mod tests {
                 target: Target::Digest(Digest::parse(HEX).unwrap())
             }
         );
-        for bad in ["dir", "dir:", ":tag", "http://x/y:z", "oci:dir:a/b", "dir:-t"] {
+        for bad in [
+            "dir",
+            "dir:",
+            ":tag",
+            "http://x/y:z",
+            "oci:dir:a/b",
+            "dir:-t",
+        ] {
             assert!(Location::parse(bad).is_err(), "{bad}");
         }
     }

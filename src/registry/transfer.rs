@@ -14,12 +14,15 @@ use super::client::{Client, ClientOptions, Payload};
 use super::{Location, Reference, RegistryError, Target};
 use crate::format::{decode_rootfs, DecodeLimits, Digest, InodeKind};
 use crate::oci::{
-    Descriptor, ImageIndex, ImageManifest, OciDir, Platform, MAX_MANIFEST_BYTES, MEDIA_TYPE_INDEX,
-    MEDIA_TYPE_MANIFEST, MEDIA_TYPE_ROOTFS,
+    Descriptor, ImageIndex, ImageManifest, OciDir, Platform, MAX_MANIFEST_BYTES,
+    MEDIA_TYPE_FILEDATA, MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST, MEDIA_TYPE_ROOTFS,
 };
 
 /// Largest metadata blob read to check an image (the decoder's own bound).
 const MAX_METADATA_BYTES: u64 = 1 << 30;
+/// Bound on a chunk blob the manifest does not list (so has no size for): four times the
+/// largest average chunk size, 4 MiB, plus room for compression's worst case.
+const MAX_UNLISTED_BLOB: u64 = 64 << 20;
 /// Blobs up to this size are uploaded from memory; larger ones stream from their file.
 const IN_MEMORY_UPLOAD: u64 = 8 << 20;
 
@@ -58,6 +61,9 @@ pub struct Report {
     pub blobs_mounted: u64,
     /// Their bytes.
     pub bytes_mounted: u64,
+    /// Of all these, blobs the metadata uses that the manifest does not list (upstream
+    /// PuzzleFS's `--base-layer` images leave the base's chunks out).
+    pub blobs_unlisted: u64,
 }
 
 /// Told how a transfer advances (a progress bar).
@@ -76,16 +82,23 @@ impl Progress for NoProgress {
     fn advance(&self, _: u64) {}
 }
 
+/// What happened to one blob, with its bytes.
 #[derive(Clone, Copy)]
 enum Outcome {
-    Sent,
-    Skipped,
-    Mounted,
+    Sent(u64),
+    Skipped(u64),
+    Mounted(u64),
 }
 
 enum End<'c> {
-    Layout { oci: OciDir, target: Target },
-    Registry { repo: Repository<'c>, reference: Reference },
+    Layout {
+        oci: OciDir,
+        target: Target,
+    },
+    Registry {
+        repo: Repository<'c>,
+        reference: Reference,
+    },
 }
 
 /// Copies the image at `src` to `dst` (`push`, `pull` and `copy` are this).
@@ -102,10 +115,18 @@ pub async fn copy(
     };
     let src_client = client_for(src)?;
     let same_registry = matches!((src, dst), (Location::Registry(a), Location::Registry(b)) if a.registry == b.registry);
-    let dst_client = if same_registry { None } else { client_for(dst)? };
+    let dst_client = if same_registry {
+        None
+    } else {
+        client_for(dst)?
+    };
     let src_end = open_end(src, src_client.as_ref(), false)?;
     let dst_end = open_end(dst, dst_client.as_ref().or(src_client.as_ref()), true)?;
-    if let End::Layout { target: Target::Digest(_), .. } = &dst_end {
+    if let End::Layout {
+        target: Target::Digest(_),
+        ..
+    } = &dst_end
+    {
         return Err(RegistryError::BadLocation {
             location: dst.to_string(),
             reason: "a layout destination needs a tag".into(),
@@ -172,7 +193,11 @@ struct Transfer<'c> {
 }
 
 impl Transfer<'_> {
-    async fn run(&self, src_loc: &Location, progress: &dyn Progress) -> Result<Report, RegistryError> {
+    async fn run(
+        &self,
+        src_loc: &Location,
+        progress: &dyn Progress,
+    ) -> Result<Report, RegistryError> {
         let (bytes, media_type) = self.source_manifest().await?;
         let image = src_loc.to_string();
         let bad = |reason: String| RegistryError::BadManifest {
@@ -202,7 +227,9 @@ impl Transfer<'_> {
             .filter(|d| d.media_type == MEDIA_TYPE_ROOTFS)
             .collect();
         if metadata.is_empty() {
-            return Err(bad("no PuzzleFS metadata layer: not a PuzzleFS image".into()));
+            return Err(bad(
+                "no PuzzleFS metadata layer: not a PuzzleFS image".into()
+            ));
         }
         let total: u64 = blobs.iter().map(|d| d.size).sum();
         progress.begin(blobs.len() as u64, total);
@@ -211,25 +238,40 @@ impl Transfer<'_> {
             ..Report::default()
         };
         let mut count = |d: &Descriptor, outcome: Outcome| {
-            let (n, b) = match outcome {
-                Outcome::Sent => (&mut report.blobs_sent, &mut report.bytes_sent),
-                Outcome::Skipped => (&mut report.blobs_skipped, &mut report.bytes_skipped),
-                Outcome::Mounted => (&mut report.blobs_mounted, &mut report.bytes_mounted),
+            let (n, b, size) = match outcome {
+                Outcome::Sent(s) => (&mut report.blobs_sent, &mut report.bytes_sent, s),
+                Outcome::Skipped(s) => (&mut report.blobs_skipped, &mut report.bytes_skipped, s),
+                Outcome::Mounted(s) => (&mut report.blobs_mounted, &mut report.bytes_mounted, s),
             };
             *n += 1;
-            *b += d.size;
-            progress.advance(d.size);
+            *b += size;
+            progress.advance(size.min(d.size));
         };
-        // The metadata first: it must name no chunk the manifest leaves out, or the
-        // destination would hold an image it cannot serve.
+        // The metadata first: the chunks it uses are what must move. Upstream's
+        // `--base-layer` images leave the base's chunks out of the manifest (a layout holds
+        // them anyway); those move too, named by the metadata alone.
+        let mut unlisted = BTreeSet::new();
         for desc in &metadata {
             let (outcome, meta) = self.metadata(desc).await?;
             count(desc, outcome);
-            check_metadata(&meta, &seen).map_err(bad)?;
+            unlisted.extend(chunks_not_in(&meta, &seen).map_err(bad)?);
         }
+        let unlisted: Vec<Descriptor> = unlisted
+            .into_iter()
+            .map(|(digest, compressed)| {
+                let media_type = if compressed {
+                    format!("{MEDIA_TYPE_FILEDATA}+zstd")
+                } else {
+                    MEDIA_TYPE_FILEDATA.into()
+                };
+                Descriptor::new(media_type, digest, MAX_UNLISTED_BLOB)
+            })
+            .collect();
+        report.blobs_unlisted = unlisted.len() as u64;
         let rest: Vec<&Descriptor> = blobs
             .into_iter()
             .filter(|d| d.media_type != MEDIA_TYPE_ROOTFS)
+            .chain(&unlisted)
             .collect();
         let outcomes: Vec<(&Descriptor, Outcome)> = stream::iter(rest)
             .map(|d| async move { self.move_blob(d).await.map(|o| (d, o)) })
@@ -269,19 +311,18 @@ impl Transfer<'_> {
                 if media_type != MEDIA_TYPE_INDEX {
                     return Ok((bytes, media_type));
                 }
-                let index: ImageIndex = serde_json::from_slice(&bytes).map_err(|e| {
-                    RegistryError::BadManifest {
+                let index: ImageIndex =
+                    serde_json::from_slice(&bytes).map_err(|e| RegistryError::BadManifest {
                         image: reference.to_string(),
                         reason: format!("image index: {e}"),
-                    }
-                })?;
+                    })?;
                 let host = Platform::host();
                 let chosen = match index.manifests.as_slice() {
                     [only] => Some(only),
                     many => many.iter().find(|d| {
-                        d.platform.as_ref().is_some_and(|p| {
-                            p.architecture == host.architecture && p.os == host.os
-                        })
+                        d.platform
+                            .as_ref()
+                            .is_some_and(|p| p.architecture == host.architecture && p.os == host.os)
                     }),
                 }
                 .ok_or_else(|| RegistryError::BadManifest {
@@ -318,29 +359,33 @@ impl Transfer<'_> {
         let digest = &desc.digest;
         match &self.dst {
             End::Layout { oci, .. } => {
-                if oci.blob_size(digest) == Some(desc.size) {
-                    return Ok(Outcome::Skipped);
+                // A blob is named only once its digest checked out (BlobWriter, Staging).
+                if let Some(size) = oci.blob_size(digest) {
+                    return Ok(Outcome::Skipped(size));
                 }
                 let writer = oci.blob_writer(digest)?;
-                match &self.src {
-                    End::Registry { repo, .. } => repo.fetch_blob(digest, desc.size, writer).await?,
+                let size = match &self.src {
+                    End::Registry { repo, .. } => {
+                        repo.fetch_blob(digest, desc.size, writer).await?
+                    }
                     End::Layout { oci: from, .. } => copy_local(from, desc, writer)?,
-                }
-                Ok(Outcome::Sent)
+                };
+                Ok(Outcome::Sent(size))
             }
             End::Registry { repo, .. } => {
-                if repo.blob_size(digest, true).await?.is_some() {
-                    return Ok(Outcome::Skipped);
+                if let Some(size) = repo.blob_size(digest, true).await? {
+                    return Ok(Outcome::Skipped(size));
                 }
                 match &self.src {
                     End::Layout { oci, .. } => {
-                        repo.upload_blob(digest, payload(oci, desc)?, None).await?;
-                        Ok(Outcome::Sent)
+                        let (body, size) = payload(oci, desc)?;
+                        repo.upload_blob(digest, body, None).await?;
+                        Ok(Outcome::Sent(size))
                     }
                     End::Registry { repo: from, .. } => {
                         let session = if self.same_registry {
                             match repo.mount_blob(digest, from.name()).await? {
-                                Mount::Mounted => return Ok(Outcome::Mounted),
+                                Mount::Mounted => return Ok(Outcome::Mounted(desc.size)),
                                 Mount::Session(url) => Some(url),
                             }
                         } else {
@@ -351,12 +396,12 @@ impl Transfer<'_> {
                             from.fetch_blob(digest, desc.size, scratch.blob_writer(digest)?)
                                 .await?;
                         }
-                        let body = payload(scratch, desc)?;
+                        let (body, size) = payload(scratch, desc)?;
                         repo.upload_blob(digest, body, session).await?;
                         if desc.media_type != MEDIA_TYPE_ROOTFS {
                             let _ = std::fs::remove_file(scratch.blob_path(digest));
                         }
-                        Ok(Outcome::Sent)
+                        Ok(Outcome::Sent(size))
                     }
                 }
             }
@@ -398,7 +443,8 @@ fn media_type_in(bytes: &[u8]) -> String {
     }
     match serde_json::from_slice::<Probe>(bytes) {
         Ok(Probe {
-            media_type: Some(m), ..
+            media_type: Some(m),
+            ..
         }) => m,
         Ok(Probe {
             manifests: Some(_), ..
@@ -407,49 +453,58 @@ fn media_type_in(bytes: &[u8]) -> String {
     }
 }
 
-/// Every chunk the metadata uses must be a blob the manifest lists.
-fn check_metadata(bytes: &[u8], listed: &BTreeSet<Digest>) -> Result<(), String> {
+/// The blobs (with whether they are compressed) that the metadata uses and the manifest
+/// does not list.
+fn chunks_not_in(
+    bytes: &[u8],
+    listed: &BTreeSet<Digest>,
+) -> Result<BTreeSet<(Digest, bool)>, String> {
     let rootfs = decode_rootfs(bytes, &DecodeLimits::default())
         .map_err(|e| format!("its metadata does not decode: {e}"))?;
+    let mut out = BTreeSet::new();
     for inode in rootfs.layers.iter().flatten() {
         if let InodeKind::File { chunks } = &inode.kind {
-            if let Some(c) = chunks.iter().find(|c| !listed.contains(&c.blob.digest)) {
-                return Err(format!(
-                    "its metadata uses blob {} (inode {}), which the manifest does not list",
-                    c.blob.digest, inode.ino
-                ));
+            for c in chunks.iter().filter(|c| !listed.contains(&c.blob.digest)) {
+                out.insert((c.blob.digest, c.blob.compressed));
             }
         }
     }
-    Ok(())
+    Ok(out)
 }
 
-fn payload(oci: &OciDir, desc: &Descriptor) -> Result<Payload, RegistryError> {
+/// A local blob as an upload body, with its size. A descriptor's size bounds its blob; a
+/// smaller blob with the right digest is accepted (upstream PuzzleFS 0.2 records a zstd
+/// chunk's uncompressed size) and the registry checks the digest.
+fn payload(oci: &OciDir, desc: &Descriptor) -> Result<(Payload, u64), RegistryError> {
     let path = oci.blob_path(&desc.digest);
     let len = oci
         .blob_size(&desc.digest)
         .ok_or(crate::oci::OciError::BlobMissing(desc.digest))?;
-    if len != desc.size {
+    if len > desc.size {
         return Err(RegistryError::BadBlob {
             from: oci.path().display().to_string(),
             digest: desc.digest,
-            problem: format!("{len} bytes, not the {} its descriptor says", desc.size),
+            problem: format!(
+                "{len} bytes, more than the {} its descriptor says",
+                desc.size
+            ),
         });
     }
     if len <= IN_MEMORY_UPLOAD {
         let bytes = std::fs::read(&path).map_err(|e| RegistryError::io(&path, e))?;
-        Ok(Payload::Bytes(bytes.into()))
+        Ok((Payload::Bytes(bytes.into()), len))
     } else {
-        Ok(Payload::File { path, len })
+        Ok((Payload::File { path, len }, len))
     }
 }
 
-/// Copies a blob between layouts through the writer, which checks its digest.
+/// Copies a blob between layouts through the writer, which checks its digest; returns its
+/// size.
 fn copy_local(
     from: &OciDir,
     desc: &Descriptor,
     mut into: crate::oci::BlobWriter,
-) -> Result<(), RegistryError> {
+) -> Result<u64, RegistryError> {
     let mut file = from.open_blob(&desc.digest)?;
     let mut buf = vec![0u8; 1 << 20];
     loop {
@@ -460,16 +515,24 @@ fn copy_local(
             break;
         }
         into.write(&buf[..n])?;
+        if into.len() > desc.size {
+            return Err(RegistryError::BadBlob {
+                from: from.path().display().to_string(),
+                digest: desc.digest,
+                problem: format!("more than the {} bytes its descriptor says", desc.size),
+            });
+        }
     }
-    if into.len() != desc.size {
-        return Err(RegistryError::BadBlob {
+    let size = into.len();
+    into.commit().map_err(|e| match e {
+        crate::oci::OciError::DigestMismatch { actual, .. } => RegistryError::BadBlob {
             from: from.path().display().to_string(),
             digest: desc.digest,
-            problem: format!("{} bytes, not the {} its descriptor says", into.len(), desc.size),
-        });
-    }
-    into.commit()?;
-    Ok(())
+            problem: format!("its bytes hash to {actual}"),
+        },
+        other => other.into(),
+    })?;
+    Ok(size)
 }
 
 /// [`copy`] on a runtime of its own, for callers that are not async.

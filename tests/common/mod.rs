@@ -528,8 +528,18 @@ pub fn debian_tree() -> PathBuf {
     if let Some(p) = std::env::var_os("PFS_DEBIAN_TREE") {
         return PathBuf::from(p);
     }
+    debian_tree_with(&[])
+}
+
+/// The bookworm minbase tree with `packages` installed by apt (a newer version of it), made
+/// once by scripts/debootstrap-tree.sh.
+pub fn debian_tree_with(packages: &[&str]) -> PathBuf {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/debootstrap-tree.sh");
-    let out = Command::new(script).arg("bookworm").output().unwrap();
+    let out = Command::new(script)
+        .arg("bookworm")
+        .args(packages)
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "debootstrap-tree.sh failed: {}",

@@ -71,7 +71,11 @@ pub fn stage(oci: &OciDir, meta: &[u8]) -> Staged {
         schema_version: 2,
         media_type: Some(MEDIA_TYPE_MANIFEST.into()),
         config: empty_config().0,
-        layers: vec![Descriptor::new(MEDIA_TYPE_ROOTFS, digest, meta.len() as u64)],
+        layers: vec![Descriptor::new(
+            MEDIA_TYPE_ROOTFS,
+            digest,
+            meta.len() as u64,
+        )],
         annotations: None,
         extra: Default::default(),
     };
