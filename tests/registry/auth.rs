@@ -1,5 +1,6 @@
-//! Authentication against the real registry: basic (flag, auth file), bearer tokens from a
-//! token server (fetched once per scope, fetched again when the registry refuses one).
+//! Authentication and TLS against the real registry: basic (flag, auth file), bearer tokens
+//! from a token server (fetched once per scope, fetched again when the registry refuses one),
+//! HTTPS with a test CA (refused, then trusted through --cert-dir, or not verified).
 
 use super::registry_harness::{Auth, Registry, TokenServer};
 use super::{s, transfer, transfer_fails};
@@ -110,4 +111,50 @@ fn a_token_the_registry_refuses_is_fetched_again() {
     });
     assert_eq!(server.count(), 2);
     assert!(registry.stored_blobs().contains(&digest.hex()));
+}
+
+#[test]
+fn https_with_the_system_cas_a_cert_dir_or_no_verification() {
+    let tmp = tempfile::tempdir().unwrap();
+    let image = small_image(tmp.path());
+    let registry = Registry::start_tls(Auth::None);
+    let dst = format!("docker://{}/tls/img:t", registry.addr());
+    let push = |extra: &[&str]| {
+        std::process::Command::new(crate::common::bin("puzzlefs"))
+            .args(["push", &image, &dst])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    // Its CA is not among the system's.
+    let out = push(&[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "pushed to an unknown CA");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("certificate"), "{err}");
+    let ca = registry.ca_dir();
+    let out = push(&["--cert-dir", s(&ca)]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = push(&["--tls-verify=false"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A pull over HTTPS gets the same image.
+    let pulled = format!("{}:t", s(&tmp.path().join("pulled")));
+    let out = std::process::Command::new(crate::common::bin("puzzlefs"))
+        .args(["pull", &dst, &pulled, "--cert-dir", s(&ca)])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    crate::common::puzzlefs(&["check".as_ref(), pulled.as_ref()]);
 }

@@ -67,6 +67,7 @@ pub struct Registry {
     binary: PathBuf,
     port: u16,
     child: Option<Child>,
+    tls: bool,
 }
 
 impl Registry {
@@ -76,8 +77,18 @@ impl Registry {
         Registry::start_with(Path::new(BINARY), auth)
     }
 
+    /// As `start`, serving HTTPS with a certificate for 127.0.0.1 signed by a test CA
+    /// ([`Registry::ca_dir`]).
+    pub fn start_tls(auth: Auth) -> Registry {
+        Registry::start_inner(Path::new(BINARY), auth, true)
+    }
+
     /// As `start`, with another binary.
     pub fn start_with(binary: &Path, auth: Auth) -> Registry {
+        Registry::start_inner(binary, auth, false)
+    }
+
+    fn start_inner(binary: &Path, auth: Auth, tls: bool) -> Registry {
         assert!(
             binary.exists(),
             "{} is missing: run scripts/setup.sh (it installs Debian's docker-registry)",
@@ -88,15 +99,19 @@ impl Registry {
             .tempdir()
             .unwrap();
         fs::create_dir(dir.path().join("storage")).unwrap();
+        if tls {
+            make_certificates(dir.path());
+        }
         let mut registry = Registry {
             dir,
             binary: binary.to_path_buf(),
             port: 0,
             child: None,
+            tls,
         };
         for attempt in 0.. {
             registry.port = free_port();
-            write_config(registry.dir.path(), registry.port, &auth);
+            write_config(registry.dir.path(), registry.port, &auth, tls);
             match registry.spawn() {
                 Ok(()) => break,
                 // Another process took the port between our probe and the registry's bind.
@@ -148,6 +163,13 @@ impl Registry {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// A directory holding only the test CA's certificate (`ca.crt`), as `--cert-dir` takes
+    /// it; the registry must have been started with [`Registry::start_tls`].
+    pub fn ca_dir(&self) -> PathBuf {
+        assert!(self.tls, "not a TLS registry");
+        self.dir.path().join("ca")
     }
 
     /// "127.0.0.1:PORT".
@@ -276,7 +298,75 @@ impl Drop for Registry {
     }
 }
 
-fn write_config(dir: &Path, port: u16, auth: &Auth) {
+/// A CA (`ca/ca.crt`) and a server certificate for IP 127.0.0.1 it signed (`server.crt`,
+/// `server.key`), made with the openssl CLI. rustls refuses a CA certificate as a server's,
+/// so the two are distinct.
+fn make_certificates(dir: &Path) {
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap_or_else(|e| panic!("openssl ({e}): run scripts/setup.sh"));
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    fs::create_dir(dir.join("ca")).unwrap();
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=puzzlefs test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca/ca.crt",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ]);
+    fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca/ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+        "-out",
+        "server.crt",
+    ]);
+}
+
+fn write_config(dir: &Path, port: u16, auth: &Auth, tls: bool) {
     let storage = dir.join("storage");
     let auth_yaml = match auth {
         Auth::None => String::new(),
@@ -305,13 +395,22 @@ fn write_config(dir: &Path, port: u16, auth: &Auth) {
             )
         }
     };
+    let tls_yaml = if tls {
+        format!(
+            "  tls:\n    certificate: {}\n    key: {}\n",
+            dir.join("server.crt").display(),
+            dir.join("server.key").display()
+        )
+    } else {
+        String::new()
+    };
     // A fixed http.secret keeps upload sessions valid across a restart.
     let config = format!(
         "version: 0.1\n\
          log:\n  level: info\n  formatter: text\n\
          storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n  \
          maintenance:\n    uploadpurging:\n      enabled: false\n\
-         http:\n  addr: 127.0.0.1:{port}\n  secret: puzzlefs-test-secret\n\
+         http:\n  addr: 127.0.0.1:{port}\n  secret: puzzlefs-test-secret\n{tls_yaml}\
          {auth_yaml}",
         storage.display()
     );
