@@ -16,28 +16,10 @@ v1=$("$here/scripts/debootstrap-tree.sh" bookworm)
 v2=$("$here/scripts/debootstrap-tree.sh" bookworm python3)
 v3=$("$here/scripts/debootstrap-tree.sh" bookworm python3 git)
 command -v skopeo >/dev/null || { echo "bench-push.sh: no skopeo (scripts/setup.sh)" >&2; exit 1; }
-[ -x /usr/bin/docker-registry ] || { echo "bench-push.sh: no docker-registry (scripts/setup.sh)" >&2; exit 1; }
 work=$(mktemp -d)
-pid=""
-cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$work"; }
-trap cleanup EXIT
+. "$here/scripts/local-registry.sh"
+trap 'stop_registry; rm -rf "$work"' EXIT
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-
-# A fresh registry with empty storage on $port.
-fresh_registry() {
-    [ -n "$pid" ] && { kill "$pid"; wait "$pid" 2>/dev/null || true; }
-    rm -rf "$work/store"
-    cat >"$work/registry.yml" <<CONF
-version: 0.1
-log: {level: error}
-storage: {filesystem: {rootdirectory: $work/store}, delete: {enabled: true}}
-http: {addr: 127.0.0.1:$port}
-CONF
-    docker-registry serve "$work/registry.yml" >>"$work/registry.log" 2>&1 &
-    pid=$!
-    until curl -sf "http://127.0.0.1:$port/v2/" >/dev/null; do sleep 0.05; done
-}
 
 # The tree as a one-layer OCI image (tar, zstd -3, as skopeo/podman would push it).
 tar_layout() { # tree dir
@@ -74,19 +56,21 @@ while [ "$i" -le "$runs" ]; do # run 0 warms up and is not counted
     fresh_registry
     /usr/bin/time -f "%e" -o "$work/t" "$ours" push --tls-verify=false -j "$jobs" "$work/ours:t" \
         "docker://127.0.0.1:$port/ours:t" >/dev/null 2>&1
-    [ "$i" -gt 0 ] && cat "$work/t" >>"$work/ours.times"
+    [ "$i" -gt 0 ] && { cat "$work/t" >>"$work/ours.times"; registry_cpu >>"$work/ours.cpu"; echo >>"$work/ours.cpu"; }
     fresh_registry
     /usr/bin/time -f "%e" -o "$work/t" skopeo --insecure-policy copy --quiet --dest-tls-verify=false \
         "oci:$work/tar:t" "docker://127.0.0.1:$port/tar:t" >/dev/null 2>&1
-    [ "$i" -gt 0 ] && cat "$work/t" >>"$work/tar.times"
+    [ "$i" -gt 0 ] && { cat "$work/t" >>"$work/tar.times"; registry_cpu >>"$work/tar.cpu"; echo >>"$work/tar.cpu"; }
     i=$((i + 1))
 done
 ow=$(median <"$work/ours.times")
 tw=$(median <"$work/tar.times")
-echo "| push of bookworm+python3+git to an empty registry ($runs runs, medians) | wall s | MiB | blobs |"
-echo "|---|---:|---:|---:|"
-echo "| puzzlefs push -j $jobs (build -c image) | $ow | $ours_mib | $blobs |"
-echo "| skopeo copy (one tar.zst layer) | $tw | $tar_mib | 3 |"
+oc=$(median <"$work/ours.cpu")
+tc=$(median <"$work/tar.cpu")
+echo "| push of bookworm+python3+git to an empty registry ($runs runs, medians) | wall s | registry CPU s | MiB | blobs |"
+echo "|---|---:|---:|---:|---:|"
+echo "| puzzlefs push -j $jobs (build -c image) | $ow | $oc | $ours_mib | $blobs |"
+echo "| skopeo copy (one tar.zst layer) | $tw | $tc | $tar_mib | 3 |"
 awk -v o="$ow" -v t="$tw" 'BEGIN {printf "push wall ours/skopeo %.2fx\n", o/t}'
 
 # Bytes a version sends after its predecessor, against the true delta.
