@@ -2,6 +2,7 @@
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{bail, Result};
@@ -84,7 +85,7 @@ pub fn run(direction: Direction, a: TransferArgs) -> Result<()> {
         None => copy_blocking(&src, &dst, &opts, &puzzlefs_virtiofsd::registry::NoProgress),
     };
     if let Some(b) = &bar {
-        b.0.finish_and_clear();
+        b.bar.finish_and_clear();
     }
     let report = result?;
     if a.json {
@@ -115,7 +116,11 @@ fn summary(r: &Report) -> String {
 }
 
 /// A progress bar on a terminal: blobs, bytes and rate.
-struct Bar(indicatif::ProgressBar, std::sync::atomic::AtomicU64);
+struct Bar {
+    bar: indicatif::ProgressBar,
+    blobs: AtomicU64,
+    done: AtomicU64,
+}
 
 impl Bar {
     fn new() -> Self {
@@ -128,28 +133,25 @@ impl Bar {
             .progress_chars("=> "),
         );
         bar.enable_steady_tick(Duration::from_millis(200));
-        Bar(bar, Default::default())
+        Bar {
+            bar,
+            blobs: AtomicU64::new(0),
+            done: AtomicU64::new(0),
+        }
     }
 }
 
 impl Progress for Bar {
     fn begin(&self, blobs: u64, bytes: u64) {
-        self.0.set_length(bytes);
-        self.1.store(blobs, std::sync::atomic::Ordering::Relaxed);
-        self.0.set_message(format!("0/{blobs} blobs"));
+        self.bar.set_length(bytes);
+        self.blobs.store(blobs, Ordering::Relaxed);
+        self.bar.set_message(format!("0/{blobs} blobs"));
     }
 
     fn advance(&self, bytes: u64) {
-        self.0.inc(bytes);
-        let total = self.1.load(std::sync::atomic::Ordering::Relaxed);
-        let done = self
-            .0
-            .message()
-            .split('/')
-            .next()
-            .and_then(|n| n.parse::<u64>().ok())
-            .unwrap_or(0)
-            + 1;
-        self.0.set_message(format!("{done}/{total} blobs"));
+        self.bar.inc(bytes);
+        let done = self.done.fetch_add(1, Ordering::Relaxed) + 1;
+        let blobs = self.blobs.load(Ordering::Relaxed).max(done);
+        self.bar.set_message(format!("{done}/{blobs} blobs"));
     }
 }
