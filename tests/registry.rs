@@ -35,11 +35,14 @@ fn transfer(cmd: &str, args: &[&str]) -> serde_json::Value {
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
 }
 
+/// With a cache directory of its own: no push history (mount hints) from other runs.
 fn run(cmd: &str, args: &[&str]) -> Output {
+    let cache = tempfile::tempdir().unwrap();
     Command::new(bin("puzzlefs"))
         .arg(cmd)
         .args(args)
         .args(["--tls-verify=false", "--json"])
+        .env("XDG_CACHE_HOME", cache.path())
         .output()
         .unwrap()
 }

@@ -7,6 +7,7 @@ mod challenge;
 mod client;
 mod credentials;
 mod error;
+mod history;
 mod reference;
 mod transfer;
 

@@ -11,6 +11,7 @@ use futures_util::stream::{self, StreamExt, TryStreamExt};
 
 use super::api::{Mount, Repository};
 use super::client::{Client, ClientOptions, Payload};
+use super::history;
 use super::{Location, Reference, RegistryError, Target};
 use crate::format::{decode_rootfs, DecodeLimits, Digest, InodeKind};
 use crate::oci::{
@@ -132,10 +133,17 @@ pub async fn copy(
             reason: "a layout destination needs a tag".into(),
         });
     }
+    let mount_from = match (src, dst) {
+        (Location::Layout { .. }, Location::Registry(r)) => {
+            history::latest_other(&r.registry, &r.repository)
+        }
+        _ => None,
+    };
     let transfer = Transfer {
         src: src_end,
         dst: dst_end,
         same_registry,
+        mount_from,
         scratch: Scratch::default(),
         jobs: opts.jobs.max(1),
     };
@@ -188,6 +196,9 @@ struct Transfer<'c> {
     src: End<'c>,
     dst: End<'c>,
     same_registry: bool,
+    /// For a push from a layout: the repository of the destination's registry pushed to
+    /// last, to mount blobs from (see `history`).
+    mount_from: Option<String>,
     scratch: Scratch,
     jobs: usize,
 }
@@ -378,8 +389,17 @@ impl Transfer<'_> {
                 }
                 match &self.src {
                     End::Layout { oci, .. } => {
+                        let mut session = None;
+                        if let Some(from) = &self.mount_from {
+                            // Only a hint: whatever goes wrong, the blob is uploaded.
+                            match repo.mount_blob(digest, from).await {
+                                Ok(Mount::Mounted) => return Ok(Outcome::Mounted(desc.size)),
+                                Ok(Mount::Session(url)) => session = Some(url),
+                                Err(e) => log::debug!("mount from {from}: {e}"),
+                            }
+                        }
                         let (body, size) = payload(oci, desc)?;
-                        repo.upload_blob(digest, body, None).await?;
+                        repo.upload_blob(digest, body, session).await?;
                         Ok(Outcome::Sent(size))
                     }
                     End::Registry { repo: from, .. } => {
@@ -420,7 +440,9 @@ impl Transfer<'_> {
                     }
                 }
                 repo.put_manifest(&reference.target_path(), bytes, MEDIA_TYPE_MANIFEST)
-                    .await
+                    .await?;
+                history::record(&reference.registry, &reference.repository);
+                Ok(())
             }
             End::Layout { oci, target } => {
                 let Target::Tag(tag) = target else {

@@ -125,9 +125,11 @@ fn transient_failures_are_retried() {
 
 /// Starts `puzzlefs ARGS` and SIGKILLs it once `ready` holds (it must not finish first).
 fn kill_when(args: &[&str], ready: impl Fn() -> bool) {
+    let cache = tempfile::tempdir().unwrap();
     let mut child = Command::new(bin("puzzlefs"))
         .args(args)
         .arg("--tls-verify=false")
+        .env("XDG_CACHE_HOME", cache.path())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

@@ -223,3 +223,56 @@ fn upstream_images_push_and_pull_with_their_base_chunks() {
         extract(&format!("{}:{tag}", s(&dir)), &x);
     }
 }
+
+#[test]
+fn a_push_mounts_what_the_registry_holds_in_the_repository_pushed_before() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tree = tmp.path().join("tree");
+    corner_case_tree(&tree);
+    let ours = tmp.path().join("ours");
+    let one = build_image(&tree, &ours, "one", true);
+    std::fs::write(tree.join("new-file"), b"only in the second image").unwrap();
+    let two = build_image(&tree, &ours, "two", true);
+    let (b1, b2) = (manifest_blobs(&ours, "one"), manifest_blobs(&ours, "two"));
+    let registry = Registry::start(Auth::None);
+    let cache = tmp.path().join("cache");
+    let push = |image: &str, repo: &str| {
+        let out = Command::new(crate::common::bin("puzzlefs"))
+            .args(["push", "--tls-verify=false", "--json", image])
+            .arg(format!("docker://{}/{repo}:t", registry.addr()))
+            .env("XDG_CACHE_HOME", &cache)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let r = push(&one, "m/a");
+    assert_eq!(
+        (n(&r, "blobs_sent"), n(&r, "blobs_mounted")),
+        (b1.len() as u64, 0)
+    );
+    let r = push(&one, "m/b");
+    assert_eq!(
+        (n(&r, "blobs_sent"), n(&r, "blobs_mounted")),
+        (0, b1.len() as u64)
+    );
+    assert!(registry.repo_layers("m/b").is_superset(&b1));
+    let r = push(&two, "m/c");
+    let shared = b2.intersection(&b1).count() as u64;
+    assert_eq!(
+        (n(&r, "blobs_sent"), n(&r, "blobs_mounted")),
+        (b2.len() as u64 - shared, shared)
+    );
+    let history: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(cache.join("puzzlefs/pushed-repositories.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        history[registry.addr()],
+        serde_json::json!(["m/c", "m/b", "m/a"])
+    );
+}
