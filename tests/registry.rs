@@ -35,16 +35,42 @@ fn transfer(cmd: &str, args: &[&str]) -> serde_json::Value {
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
 }
 
-/// With a cache directory of its own: no push history (mount hints) from other runs.
 fn run(cmd: &str, args: &[&str]) -> Output {
+    puzzlefs_with(
+        &[&[cmd], args, &["--tls-verify=false", "--json"]].concat(),
+        &[],
+    )
+}
+
+/// `puzzlefs ARGS...` with `env` added, and a cache directory of its own unless `env` names
+/// one: no push history (mount hints) from other runs.
+fn puzzlefs_with(args: &[&str], env: &[(&str, &OsStr)]) -> Output {
     let cache = tempfile::tempdir().unwrap();
     Command::new(bin("puzzlefs"))
-        .arg(cmd)
         .args(args)
-        .args(["--tls-verify=false", "--json"])
         .env("XDG_CACHE_HOME", cache.path())
+        .envs(env.iter().copied())
         .output()
         .unwrap()
+}
+
+/// `out`, after checking that its run succeeded (else a panic with its stderr).
+fn succeeded(out: Output) -> Output {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// An image of the corner-case tree (`-c`, several chunks); returns `OCI:TAG` and the
+/// layout's directory.
+fn small_image(tmp: &Path) -> (String, std::path::PathBuf) {
+    let tree = tmp.join("tree");
+    common::corner_case_tree(&tree);
+    let dir = tmp.join("ours");
+    (common::build_image(&tree, &dir, "t", true), dir)
 }
 
 /// Runs a transfer that must fail; returns its one line of error, which must name `needle`.

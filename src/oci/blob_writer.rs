@@ -71,8 +71,9 @@ impl BlobWriter {
         Ok(())
     }
 
-    /// Names the blob if what was received hashes to its digest; otherwise removes it.
-    pub fn commit(self) -> Result<(), OciError> {
+    /// Names the blob if what was received hashes to its digest, and returns its size;
+    /// otherwise removes it.
+    pub fn commit(self) -> Result<u64, OciError> {
         let actual = self.hash.finish();
         if actual != self.digest {
             return Err(OciError::DigestMismatch {
@@ -84,7 +85,7 @@ impl BlobWriter {
         self.tmp
             .persist(&dest)
             .map_err(|e| OciError::io(&dest, e.error))?;
-        Ok(())
+        Ok(self.len)
     }
 }
 
@@ -107,7 +108,7 @@ mod tests {
         w.write(b"junk").unwrap();
         w.reset().unwrap();
         w.write(b"hello world").unwrap();
-        w.commit().unwrap();
+        assert_eq!(w.commit().unwrap(), 11);
         assert_eq!(oci.read_blob(&d, 100).unwrap(), b"hello world");
         // Nothing else is left in the blobs directory.
         let names: Vec<_> = std::fs::read_dir(oci.blobs_dir())

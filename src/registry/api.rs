@@ -6,7 +6,7 @@ use reqwest::{Method, Url};
 use super::client::{path_of, Client, Payload, Request};
 use super::RegistryError;
 use crate::format::Digest;
-use crate::oci::{BlobWriter, OciError, MAX_MANIFEST_BYTES, MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST};
+use crate::oci::{BlobWriter, MAX_MANIFEST_BYTES, MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST};
 
 /// Docker's manifest media types, accepted on reads so the error names what came.
 const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
@@ -69,15 +69,10 @@ impl<'c> Repository<'c> {
                     .unwrap_or(0),
             )),
             404 => Ok(None),
-            _ => Err(self
-                .client
-                .expect(resp, &Method::HEAD, &[200])
-                .await
-                .err()
-                .unwrap_or_else(|| {
-                    self.client
-                        .protocol_error("HEAD answered an unexpected status")
-                })),
+            _ => {
+                let path = path_of(resp.url().as_str()).to_string();
+                Err(self.client.status_error(resp, "HEAD", &path).await)
+            }
         }
     }
 
@@ -182,8 +177,9 @@ impl<'c> Repository<'c> {
         mut into: BlobWriter,
     ) -> Result<u64, RegistryError> {
         let url = format!("/v2/{}/blobs/{digest}", self.name);
+        let from = format!("{}/{}", self.client.registry(), self.name);
         let bad = |problem: String| RegistryError::BadBlob {
-            from: format!("{}/{}", self.client.registry(), self.name),
+            from: from.clone(),
             digest: *digest,
             problem,
         };
@@ -223,13 +219,9 @@ impl<'c> Repository<'c> {
                 Some(e) => return Err(self.client.http_error(format!("GET {url}"), e)),
                 None => {}
             }
-            let len = into.len();
-            return into.commit().map(|()| len).map_err(|e| match e {
-                OciError::DigestMismatch { actual, .. } => {
-                    bad(format!("its bytes hash to {actual}"))
-                }
-                other => other.into(),
-            });
+            return into
+                .commit()
+                .map_err(|e| RegistryError::from_commit(e, from));
         }
     }
 

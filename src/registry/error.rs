@@ -136,6 +136,18 @@ fn chain(e: &reqwest::Error) -> String {
 }
 
 impl RegistryError {
+    /// A received blob that failed to commit: a digest mismatch names where it came from.
+    pub(crate) fn from_commit(e: OciError, from: String) -> Self {
+        match e {
+            OciError::DigestMismatch { expected, actual } => RegistryError::BadBlob {
+                from,
+                digest: expected,
+                problem: format!("its bytes hash to {actual}"),
+            },
+            other => other.into(),
+        }
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         RegistryError::Io {
             path: path.into(),

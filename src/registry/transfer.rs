@@ -545,16 +545,8 @@ fn copy_local(
             });
         }
     }
-    let size = into.len();
-    into.commit().map_err(|e| match e {
-        crate::oci::OciError::DigestMismatch { actual, .. } => RegistryError::BadBlob {
-            from: from.path().display().to_string(),
-            digest: desc.digest,
-            problem: format!("its bytes hash to {actual}"),
-        },
-        other => other.into(),
-    })?;
-    Ok(size)
+    into.commit()
+        .map_err(|e| RegistryError::from_commit(e, from.path().display().to_string()))
 }
 
 /// [`copy`] on a runtime of its own, for callers that are not async.

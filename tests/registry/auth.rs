@@ -3,16 +3,9 @@
 //! HTTPS with a test CA (refused, then trusted through --cert-dir, or not verified).
 
 use super::registry_harness::{Auth, Registry, TokenServer};
-use super::{s, transfer, transfer_fails};
-use crate::common::{build_image, corner_case_tree};
+use super::{puzzlefs_with, s, small_image, succeeded, transfer, transfer_fails};
 use puzzlefs_virtiofsd::format::Digest;
 use puzzlefs_virtiofsd::registry::{Client, ClientOptions, Credentials, Payload, Repository};
-
-fn small_image(tmp: &std::path::Path) -> String {
-    let tree = tmp.join("tree");
-    corner_case_tree(&tree);
-    build_image(&tree, &tmp.join("ours"), "t", true)
-}
 
 fn auth_file(dir: &std::path::Path, registry: &str, user: &str, pass: &str) -> String {
     use base64::Engine;
@@ -26,7 +19,7 @@ fn auth_file(dir: &std::path::Path, registry: &str, user: &str, pass: &str) -> S
 #[test]
 fn basic_auth_from_the_flag_or_an_auth_file() {
     let tmp = tempfile::tempdir().unwrap();
-    let image = small_image(tmp.path());
+    let (image, _) = small_image(tmp.path());
     let registry = Registry::start(Auth::basic(&[("alice", "s3cret")]));
     let dst = format!("docker://{}/b/img:t", registry.addr());
     transfer_fails("push", &[&image, &dst], "--creds");
@@ -40,22 +33,16 @@ fn basic_auth_from_the_flag_or_an_auth_file() {
     let pulled = format!("{}:t", s(&tmp.path().join("pulled")));
     transfer("pull", &[&dst, &pulled, "--authfile", &file]);
     // The usual place, through $REGISTRY_AUTH_FILE.
-    let out = std::process::Command::new(crate::common::bin("puzzlefs"))
-        .args(["pull", &dst, &pulled, "--tls-verify=false"])
-        .env("REGISTRY_AUTH_FILE", &file)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(puzzlefs_with(
+        &["pull", &dst, &pulled, "--tls-verify=false"],
+        &[("REGISTRY_AUTH_FILE", file.as_ref())],
+    ));
 }
 
 #[test]
 fn bearer_tokens_are_fetched_once_per_scope() {
     let tmp = tempfile::tempdir().unwrap();
-    let image = small_image(tmp.path());
+    let (image, _) = small_image(tmp.path());
     let server = TokenServer::start(&[("alice", "pw")]);
     let registry = Registry::start(Auth::token(&server));
     let dst = format!("docker://{}/tok/img:t", registry.addr());
@@ -116,16 +103,10 @@ fn a_token_the_registry_refuses_is_fetched_again() {
 #[test]
 fn https_with_the_system_cas_a_cert_dir_or_no_verification() {
     let tmp = tempfile::tempdir().unwrap();
-    let image = small_image(tmp.path());
+    let (image, _) = small_image(tmp.path());
     let registry = Registry::start_tls(Auth::None);
     let dst = format!("docker://{}/tls/img:t", registry.addr());
-    let push = |extra: &[&str]| {
-        std::process::Command::new(crate::common::bin("puzzlefs"))
-            .args(["push", &image, &dst])
-            .args(extra)
-            .output()
-            .unwrap()
-    };
+    let push = |extra: &[&str]| puzzlefs_with(&[&["push", &image, &dst], extra].concat(), &[]);
     // Its CA is not among the system's.
     let out = push(&[]);
     let err = String::from_utf8_lossy(&out.stderr);
@@ -133,28 +114,13 @@ fn https_with_the_system_cas_a_cert_dir_or_no_verification() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("certificate"), "{err}");
     let ca = registry.ca_dir();
-    let out = push(&["--cert-dir", s(&ca)]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = push(&["--tls-verify=false"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(push(&["--cert-dir", s(&ca)]));
+    succeeded(push(&["--tls-verify=false"]));
     // A pull over HTTPS gets the same image.
     let pulled = format!("{}:t", s(&tmp.path().join("pulled")));
-    let out = std::process::Command::new(crate::common::bin("puzzlefs"))
-        .args(["pull", &dst, &pulled, "--cert-dir", s(&ca)])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(puzzlefs_with(
+        &["pull", &dst, &pulled, "--cert-dir", s(&ca)],
+        &[],
+    ));
     crate::common::puzzlefs(&["check".as_ref(), pulled.as_ref()]);
 }

@@ -6,17 +6,11 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::registry_harness::{Auth, FaultProxy, Kind, Registry, ALWAYS};
-use super::{leftovers, manifest_blobs, n, s, transfer, transfer_fails};
-use crate::common::{bin, build_image, corner_case_tree, debian_tree, puzzlefs};
+use super::{
+    leftovers, manifest_blobs, n, puzzlefs_with, s, small_image, transfer, transfer_fails,
+};
+use crate::common::{bin, build_image, debian_tree, puzzlefs};
 use puzzlefs_virtiofsd::oci::OciDir;
-
-/// A small image with several chunks; returns (`OCI:TAG`, its layout dir).
-fn small_image(tmp: &std::path::Path) -> (String, std::path::PathBuf) {
-    let tree = tmp.join("tree");
-    corner_case_tree(&tree);
-    let dir = tmp.join("ours");
-    (build_image(&tree, &dir, "t", true), dir)
-}
 
 #[test]
 fn a_corrupted_blob_fails_the_pull_and_nothing_of_it_is_kept() {
@@ -90,10 +84,8 @@ fn statuses_give_one_clear_line_and_no_tag() {
         "MANIFEST_UNKNOWN",
     );
     // A plain-HTTP registry without --tls-verify=false is explained.
-    let out = Command::new(bin("puzzlefs"))
-        .args(["pull", &missing, "x:t"])
-        .output()
-        .unwrap();
+    let plain = format!("{}:t", s(&tmp.path().join("plain")));
+    let out = puzzlefs_with(&["pull", &missing, &plain], &[]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success() && err.contains("--tls-verify=false"),

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Command;
 
 use super::registry_harness::{Auth, FaultProxy, Kind, Registry};
-use super::{extract, manifest_blobs, manifest_hex, n, s, transfer};
+use super::{extract, manifest_blobs, manifest_hex, n, puzzlefs_with, s, succeeded, transfer};
 use crate::common::fixture::upstream_layout;
 use crate::common::{
     assert_same_tree, build_image, corner_case_tree, debian_tree, debian_tree_with, image_snapshot,
@@ -237,17 +237,11 @@ fn a_push_mounts_what_the_registry_holds_in_the_repository_pushed_before() {
     let registry = Registry::start(Auth::None);
     let cache = tmp.path().join("cache");
     let push = |image: &str, repo: &str| {
-        let out = Command::new(crate::common::bin("puzzlefs"))
-            .args(["push", "--tls-verify=false", "--json", image])
-            .arg(format!("docker://{}/{repo}:t", registry.addr()))
-            .env("XDG_CACHE_HOME", &cache)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let dst = format!("docker://{}/{repo}:t", registry.addr());
+        let out = succeeded(puzzlefs_with(
+            &["push", "--tls-verify=false", "--json", image, &dst],
+            &[("XDG_CACHE_HOME", cache.as_os_str())],
+        ));
         serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
     };
     let r = push(&one, "m/a");

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::token::TokenServer;
+use super::token::{openssl, TokenServer};
 
 /// Where Debian's `docker-registry` package puts the binary.
 pub const BINARY: &str = "/usr/bin/docker-registry";
@@ -302,68 +302,69 @@ impl Drop for Registry {
 /// `server.key`), made with the openssl CLI. rustls refuses a CA certificate as a server's,
 /// so the two are distinct.
 fn make_certificates(dir: &Path) {
-    let openssl = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .unwrap_or_else(|e| panic!("openssl ({e}): run scripts/setup.sh"));
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let path = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    let (ca_key, ca_crt) = (path("ca.key"), path("ca/ca.crt"));
+    let (key, csr, ext, crt) = (
+        path("server.key"),
+        path("server.csr"),
+        path("server.ext"),
+        path("server.crt"),
+    );
     fs::create_dir(dir.join("ca")).unwrap();
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=puzzlefs test CA",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca/ca.crt",
-    ]);
-    openssl(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        "/CN=127.0.0.1",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-    ]);
+    let ca_subject = "/CN=puzzlefs test CA";
+    openssl(
+        &[
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", ca_subject,
+            "-keyout", &ca_key, "-out", &ca_crt,
+        ],
+        &[],
+        b"",
+    );
+    openssl(
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+        ],
+        &[],
+        b"",
+    );
     fs::write(
-        dir.join("server.ext"),
+        &ext,
         "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
     )
     .unwrap();
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca/ca.crt",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        "2",
-        "-extfile",
-        "server.ext",
-        "-out",
-        "server.crt",
-    ]);
+    let serial = path("ca.srl");
+    openssl(
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &ca_crt,
+            "-CAkey",
+            &ca_key,
+            "-CAcreateserial",
+            "-CAserial",
+            &serial,
+            "-days",
+            "2",
+            "-extfile",
+            &ext,
+            "-out",
+            &crt,
+        ],
+        &[],
+        b"",
+    );
 }
 
 fn write_config(dir: &Path, port: u16, auth: &Auth, tls: bool) {

@@ -224,7 +224,7 @@ impl Drop for TokenServer {
 }
 
 /// Runs `openssl ARGS PATHS` with `input` on stdin; its stdout.
-fn openssl(args: &[&str], paths: &[&Path], input: &[u8]) -> Vec<u8> {
+pub(super) fn openssl(args: &[&str], paths: &[&Path], input: &[u8]) -> Vec<u8> {
     let mut child = Command::new("openssl")
         .args(args)
         .args(paths)
