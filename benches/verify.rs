@@ -22,7 +22,7 @@ use puzzlefs_virtiofsd::chunk::decompress_seekable;
 use puzzlefs_virtiofsd::format::Digest;
 use puzzlefs_virtiofsd::oci::OciDir;
 use puzzlefs_virtiofsd::reader::{
-    BlobInfo, HeapChunkCache, Image, InodeTable, NodeData, NodeId, OpenOptions, MAX_BLOB_BYTES,
+    ChunkInfo, HeapChunkCache, Image, InodeTable, NodeData, NodeId, OpenOptions, MAX_BLOB_BYTES,
 };
 
 /// Big enough to keep every chunk of the image: the warm pass must not miss.
@@ -76,7 +76,7 @@ fn read_verified(image: &Image, out: &mut Vec<u8>) -> u64 {
 }
 
 /// The reader's loader without its sha256 check.
-fn load_unverified(oci: &OciDir, blob: &BlobInfo) -> Vec<u8> {
+fn load_unverified(oci: &OciDir, blob: &ChunkInfo) -> Vec<u8> {
     let raw = std::fs::read(oci.blob_path(&blob.digest)).expect("blob");
     if blob.compressed {
         decompress_seekable(&raw, MAX_BLOB_BYTES).expect("seekable blob")
@@ -88,15 +88,15 @@ fn load_unverified(oci: &OciDir, blob: &BlobInfo) -> Vec<u8> {
 /// Every file, chunks loaded into a cache as the reader does, without verification.
 fn read_unverified(oci: &OciDir, table: &InodeTable, out: &mut Vec<u8>) -> u64 {
     let cache = HeapChunkCache::new(WHOLE_IMAGE_CACHE);
-    let blobs = table.blobs();
+    let blobs = table.chunks();
     let mut total = 0;
     for node in files(table) {
         for e in table.extents(node) {
-            let blob = &blobs[e.blob as usize];
+            let blob = &blobs[e.chunk as usize];
             let Ok(data) = cache.get_or_load(&blob.into(), || {
                 Ok::<_, std::convert::Infallible>(load_unverified(oci, blob))
             });
-            let piece = &data[e.blob_offset as usize..(e.blob_offset + e.len) as usize];
+            let piece = &data[e.chunk_offset as usize..(e.chunk_offset + e.len) as usize];
             out.clear();
             out.extend_from_slice(piece);
             total += e.len;
@@ -158,7 +158,7 @@ fn main() {
     )
     .expect("image");
     let table = index.table();
-    let mut blobs: Vec<Digest> = table.blobs().iter().map(|b| b.digest).collect();
+    let mut blobs: Vec<Digest> = table.chunks().iter().map(|b| b.digest).collect();
     blobs.sort();
     blobs.dedup();
     let stored: Vec<Vec<u8>> = blobs

@@ -100,10 +100,38 @@ struct Chunking {
     zstdLevel @6 :Int32;
 }
 
+# A chunk inside a pack. Its stored bytes are `storedLen` bytes at `storedOffset` in the pack
+# blob: raw, or in a compressed pack one or more whole zstd frames. Its contents are `len` bytes
+# at `offset` in the pack's uncompressed view (what a BlobRef's offset counts in). Added by this
+# project.
+struct PackedChunk {
+    # sha256 of the chunk's stored bytes: checks a chunk read on its own (a byte range of the
+    # pack) and keys caches of it.
+    digest @0 :Data;
+    offset @1 :UInt64;
+    len @2 :UInt64;
+    storedOffset @3 :UInt64;
+    storedLen @4 :UInt64;
+}
+
+# A data blob that holds many chunks back to back: raw, or in the zstd seekable format with
+# frames that never straddle two chunks. File chunks refer to it with an upstream BlobRef
+# (digest, offset in its uncompressed view), so upstream readers read it as one blob. Added by
+# this project.
+struct Pack {
+    # sha256 of the pack blob as stored.
+    digest @0 :Data;
+    compressed @1 :Bool;
+    # The chunks the image uses, sorted by offset, not overlapping.
+    chunks @2 :List(PackedChunk);
+}
+
 struct Rootfs {
     # Layers, topmost first: an inode number resolves to its first occurrence.
     metadatas @0 :List(InodeVector);
     fsVerityData @1 :List(VerityData);
     manifestVersion @2 :UInt64;
     chunking @3 :Chunking;
+    # Blobs that are packs; a BlobRef to any other blob names a blob that is one chunk.
+    packs @4 :List(Pack);
 }

@@ -285,7 +285,8 @@ fn chunk_size_and_compression_choices_are_recorded_and_honoured() {
     corner_case_tree(&src);
     let chunk_layers = |oci: &Path, extra: &[&str]| {
         let target = format!("{}:t", oci.display());
-        let mut args: Vec<&OsStr> = vec![OsStr::new("build")];
+        // One blob per chunk, so the manifest lists the chunks' sizes.
+        let mut args: Vec<&OsStr> = vec![OsStr::new("build"), OsStr::new("--pack-size=0")];
         args.extend(extra.iter().map(OsStr::new));
         args.extend([s(&src), OsStr::new(&target)]);
         puzzlefs(&args);
@@ -331,4 +332,77 @@ fn chunk_size_and_compression_choices_are_recorded_and_honoured() {
     assert_eq!(zstd.avg_size, 1 << 20);
     assert_eq!((zstd.zstd_level, zstd.zstd_frame_size), (9, 64 << 10));
     puzzlefs(&[OsStr::new("check"), s(&tmp.path().join("zstd"))]);
+}
+
+/// The data blobs (packs) a tag's manifest lists, with their sizes.
+fn data_blobs(oci: &Path, tag: &str) -> std::collections::BTreeMap<String, u64> {
+    let dir = puzzlefs_virtiofsd::oci::OciDir::open(oci).unwrap();
+    let m = dir.read_manifest(&dir.resolve(tag).unwrap()).unwrap();
+    m.layers
+        .iter()
+        .filter(|d| d.media_type != puzzlefs_virtiofsd::oci::MEDIA_TYPE_ROOTFS)
+        .map(|d| (d.digest.hex(), d.size))
+        .collect()
+}
+
+#[test]
+fn packs_hold_only_new_chunks_and_the_layout_is_not_trusted_blindly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    corner_case_tree(&src);
+    let oci = tmp.path().join("oci");
+    let t = |tag: &str| format!("{}:{tag}", oci.display());
+    let build = |tag: &str| -> serde_json::Value {
+        let target = t(tag);
+        let args = ["build", "-c", "--json", "--pack-size", "256K"];
+        let mut args: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
+        args.extend([s(&src), OsStr::new(&target)]);
+        serde_json::from_slice(&puzzlefs(&args).stdout).unwrap()
+    };
+    let n = |r: &serde_json::Value, k: &str| r[k].as_u64().unwrap();
+    let v1 = build("v1");
+    let packs1 = data_blobs(&oci, "v1");
+    assert!(packs1.len() >= 3, "{packs1:?}");
+    // Sealed once past the target: at most a largest chunk (256 KiB) more.
+    assert!(
+        packs1.values().all(|&size| size < (256 + 256 + 1) << 10),
+        "{packs1:?}"
+    );
+    assert!(
+        n(&v1, "chunks") > 2 * packs1.len() as u64,
+        "{v1} {packs1:?}"
+    );
+
+    // The same tree again stores nothing and gives the same image.
+    let again = build("again");
+    assert_eq!(n(&again, "new_chunks"), 0);
+    assert_eq!(again["manifest_digest"], v1["manifest_digest"]);
+
+    // A new version stores only its new chunks, in new packs; the rest stay in v1's packs.
+    fs::write(src.join("data/small/003.txt"), b"changed").unwrap();
+    fs::write(src.join("added"), common::pseudo_random(300_000, 9)).unwrap();
+    let v2 = build("v2");
+    let packs2 = data_blobs(&oci, "v2");
+    let new: Vec<u64> = packs2
+        .iter()
+        .filter(|(d, _)| !packs1.contains_key(*d))
+        .map(|(_, size)| *size)
+        .collect();
+    assert!(!new.is_empty() && new.len() < packs2.len(), "{packs2:?}");
+    assert!(n(&v2, "new_chunks") <= 8, "{v2}");
+    assert_eq!(
+        n(&v2, "new_bytes"),
+        new.iter().sum::<u64>() + n(&v2, "metadata_bytes")
+    );
+    puzzlefs(&[OsStr::new("check"), s(&oci)]);
+    // A damaged pack is not built upon: its chunks are stored again, in new packs.
+    let damaged = packs1.keys().next().unwrap();
+    let path = oci.join("blobs/sha256").join(damaged);
+    let mut bytes = fs::read(&path).unwrap();
+    bytes[100] ^= 0x40;
+    fs::write(&path, bytes).unwrap();
+    let v3 = build("v3");
+    assert!(n(&v3, "new_chunks") > 0, "{v3}");
+    assert!(!data_blobs(&oci, "v3").contains_key(damaged));
+    puzzlefs(&[OsStr::new("check"), OsStr::new(&t("v3"))]);
 }

@@ -56,7 +56,7 @@ fn images_are_what_their_tags_say() {
     for (tag, _) in TAGS {
         let image = open(tag);
         let table = image.table();
-        let compressed: Vec<bool> = table.blobs().iter().map(|b| b.compressed).collect();
+        let compressed: Vec<bool> = table.chunks().iter().map(|b| b.compressed).collect();
         assert!(!compressed.is_empty());
         let want = tag != "plain";
         assert!(
@@ -72,7 +72,7 @@ fn images_are_what_their_tags_say() {
             if let NodeData::File(_) = table.node(id).data {
                 let extents = table.extents(id);
                 most_extents = most_extents.max(extents.len());
-                let mut blobs: Vec<u32> = extents.iter().map(|e| e.blob).collect();
+                let mut blobs: Vec<u32> = extents.iter().map(|e| e.chunk).collect();
                 blobs.dedup();
                 for b in blobs {
                     *files_per_blob.entry(b).or_default() += 1;

@@ -1,6 +1,6 @@
-//! Interoperability with upstream PuzzleFS 0.2 in the direction "upstream reads ours", and
-//! identical chunking of identical trees. (Our reading of upstream images is covered by the
-//! extract and mount tests.)
+//! Interoperability with upstream PuzzleFS 0.2 in the direction "upstream reads ours" (packs
+//! included), and identical chunking of identical trees. (Our reading of upstream images is
+//! covered by the extract and mount tests.)
 
 mod common;
 
@@ -47,7 +47,16 @@ fn identical_trees_give_the_same_chunks_as_upstream() {
     let oci = tmp.path().join("oci");
     let ours = format!("{}:ours", oci.display());
     let theirs = format!("{}:theirs", oci.display());
-    puzzlefs(&[OsStr::new("build"), src.as_os_str(), OsStr::new(&ours)]);
+    // In a layout of its own: chunks the layout holds as blobs of their own are reused as such.
+    let oci_packed = tmp.path().join("oci-packed");
+    let packed = format!("{}:packed", oci_packed.display());
+    puzzlefs(&[
+        OsStr::new("build"),
+        OsStr::new("--pack-size=0"),
+        src.as_os_str(),
+        OsStr::new(&ours),
+    ]);
+    puzzlefs(&[OsStr::new("build"), src.as_os_str(), OsStr::new(&packed)]);
     upstream_build(&[src.as_os_str(), OsStr::new(&theirs)]);
     let a = blob_set(&oci, "ours");
     let b = blob_set(&oci, "theirs");
@@ -56,6 +65,21 @@ fn identical_trees_give_the_same_chunks_as_upstream() {
         a, b,
         "same stream order and FastCDC parameters give the same chunks"
     );
+    // In packs, the same chunks (raw, so their digests are upstream's blob names).
+    let dir = puzzlefs_virtiofsd::oci::OciDir::open(&oci_packed).unwrap();
+    let image =
+        puzzlefs_virtiofsd::reader::Image::open(&dir, "packed", Default::default()).unwrap();
+    let in_packs: BTreeSet<String> = image
+        .table()
+        .chunks()
+        .iter()
+        .map(|c| {
+            assert!(c.pack.is_some(), "{c:?} is not in a pack");
+            c.digest.to_string()
+        })
+        .collect();
+    assert_eq!(in_packs, b);
+    assert!(blob_set(&oci_packed, "packed").len() < a.len() / 10);
 }
 
 /// An upstream `puzzlefs mount -f` in the background, unmounted on drop.
@@ -125,4 +149,12 @@ fn upstream_mount_reads_our_images() {
         let d = common::diff(&expected, &got, Compare::UPSTREAM_MOUNT);
         assert!(d.is_empty(), "{tag}: {}", d.join("\n"));
     }
+    // The compressed image stores its incompressible chunks raw, so it reuses the plain
+    // image's raw packs: upstream just read an image whose chunks lie in two builds' packs.
+    let (plain, zstd) = (blob_set(&oci, "plain"), blob_set(&oci, "zstd"));
+    assert!(
+        plain.intersection(&zstd).next().is_some(),
+        "{plain:?} {zstd:?}"
+    );
+    assert!(zstd.difference(&plain).next().is_some());
 }

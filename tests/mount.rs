@@ -331,9 +331,10 @@ fn a_corrupt_blob_fails_only_its_file() {
     let extents = table.extents(id);
     assert!(extents.len() >= 3, "b-big spans {} chunks", extents.len());
     let middle = extents[extents.len() / 2];
-    let path = dir.blob_path(&table.blobs()[middle.blob as usize].digest);
+    let chunk = table.chunks()[middle.chunk as usize];
+    let path = dir.blob_path(&chunk.file());
     let mut bytes = fs::read(&path).unwrap();
-    bytes[10] ^= 1;
+    bytes[chunk.pack.map_or(0, |p| p.stored_offset) as usize + 10] ^= 1;
     fs::write(&path, bytes).unwrap();
 
     let m = Mount::foreground(&target, &tmp.path().join("mp"));

@@ -7,6 +7,8 @@
 
 #[path = "registry/auth.rs"]
 mod auth;
+#[path = "registry/big.rs"]
+mod big;
 mod common;
 #[path = "registry/faults.rs"]
 mod faults;

@@ -69,7 +69,22 @@ fn recorded_digests_match_fsverity_utils() {
         &DecodeLimits::default(),
     )
     .unwrap();
-    assert!(rootfs.verity.len() > 3, "every data blob has a record");
+    let data: std::collections::BTreeSet<Digest> = m
+        .layers
+        .iter()
+        .filter(|l| l.media_type != MEDIA_TYPE_ROOTFS)
+        .map(|l| l.digest)
+        .collect();
+    assert!(!data.is_empty());
+    assert_eq!(
+        rootfs
+            .verity
+            .keys()
+            .copied()
+            .collect::<std::collections::BTreeSet<_>>(),
+        data,
+        "every data blob has a record"
+    );
     for (blob, verity) in &rootfs.verity {
         assert_eq!(
             hex::encode(verity),

@@ -132,6 +132,10 @@ struct BuildArgs {
     /// from a quarter to four times it. The default, 64K, is upstream's.
     #[arg(long, default_value = "64K", value_parser = parse_chunk_size)]
     chunk_size: ChunkParams,
+    /// Target size of a pack blob, which holds many chunks (K, M or G suffix; at most 1G).
+    /// 0 stores every chunk as a blob of its own, as upstream PuzzleFS does.
+    #[arg(long, default_value = "16M", value_parser = parse_pack_size)]
+    pack_size: u64,
     /// Worker threads (default: all cores).
     #[arg(short = 'j', long)]
     threads: Option<usize>,
@@ -182,6 +186,16 @@ fn parse_frame_size(s: &str) -> std::result::Result<u32, String> {
         Ok(n)
     } else {
         Err(format!("{n} bytes is outside 4K to 16M"))
+    }
+}
+
+fn parse_pack_size(s: &str) -> std::result::Result<u64, String> {
+    match parse_bytes(s) {
+        Some(n) if n <= 1 << 30 => Ok(n),
+        Some(n) => Err(format!("{n} bytes is more than 1G")),
+        None => Err(format!(
+            "{s:?} is not a size (bytes, or a number with K, M or G)"
+        )),
     }
 }
 
@@ -293,6 +307,7 @@ fn cmd_build(a: BuildArgs) -> Result<()> {
             level: a.level,
         }),
         params: a.chunk_size,
+        pack_size: a.pack_size,
         base: a.base.as_deref(),
         threads: a.threads.unwrap_or(BuildOptions::default().threads),
         progress: Some(&progress),
@@ -308,13 +323,14 @@ fn cmd_build(a: BuildArgs) -> Result<()> {
     } else {
         if bar.is_some() {
             eprintln!(
-                "{} files, {} in {:.1}s; {} of {} chunks new ({}), metadata {}{}",
+                "{} files, {} in {:.1}s; {} of {} chunks new ({}) in {} blobs, metadata {}{}",
                 report.files,
                 human_bytes(report.file_bytes),
                 report.seconds,
                 report.new_chunks,
                 report.chunks,
                 human_bytes(report.new_bytes),
+                report.data_blobs,
                 human_bytes(report.metadata_bytes),
                 if report.reused_files > 0 {
                     format!(", {} files reused from base", report.reused_files)

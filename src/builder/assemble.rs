@@ -2,14 +2,17 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use super::pipeline::StoredChunk;
+use super::catalog::Catalog;
+use super::pack::ChunkPlace;
 use super::scan::{ScanKind, Tree};
+use super::BuildError;
 use crate::chunk::fs_verity_digest;
 use crate::format::{
-    encode_rootfs, BlobRef, Chunking, Digest, FileChunk, Inode, InodeKind, Rootfs, MANIFEST_VERSION,
+    encode_rootfs, BlobRef, Chunking, Digest, FileChunk, Inode, InodeKind, Pack, PackedChunk,
+    Rootfs, MANIFEST_VERSION,
 };
 use crate::oci::{
-    empty_config, Descriptor, ImageManifest, ANNOTATION_VERITY_ROOT, MEDIA_TYPE_FILEDATA,
+    empty_config, Descriptor, ImageManifest, OciDir, ANNOTATION_VERITY_ROOT, MEDIA_TYPE_FILEDATA,
     MEDIA_TYPE_MANIFEST, MEDIA_TYPE_ROOTFS,
 };
 
@@ -21,10 +24,10 @@ pub(super) struct BlobFacts {
     pub verity: Option<[u8; 32]>,
 }
 
-/// Splits the ordered chunks among the streamed files (in stream order, empty files skipped).
+/// Splits the placed chunks among the streamed files (in stream order, empty files skipped).
 pub(super) fn split_chunks(
     files: &[(u64, u64)],
-    chunks: &[StoredChunk],
+    chunks: &[ChunkPlace],
 ) -> Result<HashMap<u64, Vec<FileChunk>>, String> {
     let mut out = HashMap::with_capacity(files.len());
     let (mut ci, mut used) = (0usize, 0u64);
@@ -38,8 +41,8 @@ pub(super) fn split_chunks(
             let take = (c.raw_len - used).min(need);
             list.push(FileChunk {
                 blob: BlobRef {
-                    digest: c.digest,
-                    offset: used,
+                    digest: c.blob,
+                    offset: c.offset + used,
                     compressed: c.compressed,
                 },
                 len: take,
@@ -66,6 +69,7 @@ pub(super) fn rootfs(
     file_digests: &HashMap<u64, Digest>,
     blobs: &HashMap<Digest, BlobFacts>,
     chunking: Chunking,
+    packs: Vec<Pack>,
 ) -> Rootfs {
     let mut inodes = Vec::with_capacity(tree.nodes.len());
     let mut verity = BTreeMap::new();
@@ -112,7 +116,55 @@ pub(super) fn rootfs(
         verity,
         manifest_version: MANIFEST_VERSION,
         chunking: Some(chunking),
+        packs,
     }
+}
+
+/// The pack table of an image whose files are `file_chunks`: every pack a file chunk lies in,
+/// with the chunks of it the image uses. Adds each pack's facts to `blobs`.
+pub(super) fn pack_table(
+    oci: &OciDir,
+    file_chunks: &HashMap<u64, Vec<FileChunk>>,
+    catalog: &Catalog,
+    blobs: &mut HashMap<Digest, BlobFacts>,
+) -> Result<Vec<Pack>, BuildError> {
+    let mut used: BTreeMap<Digest, BTreeMap<u64, PackedChunk>> = BTreeMap::new();
+    for c in file_chunks.values().flatten() {
+        let Some(facts) = catalog.packs.get(&c.blob.digest) else {
+            continue;
+        };
+        let chunk = facts.chunk_at(c.blob.offset, c.len).ok_or_else(|| {
+            BuildError::Internal(format!(
+                "bytes at {} of pack {} are in none of its chunks",
+                c.blob.offset, c.blob.digest
+            ))
+        })?;
+        used.entry(c.blob.digest)
+            .or_default()
+            .insert(chunk.offset, *chunk);
+    }
+    let mut packs = Vec::with_capacity(used.len());
+    for (digest, chunks) in used {
+        let facts = &catalog.packs[&digest];
+        let verity = match facts.verity {
+            Some(v) => v,
+            None => fs_verity_digest(&oci.read_blob(&digest, u64::MAX)?),
+        };
+        blobs.insert(
+            digest,
+            BlobFacts {
+                compressed: facts.compressed,
+                stored_len: facts.stored_len,
+                verity: Some(verity),
+            },
+        );
+        packs.push(Pack {
+            digest,
+            compressed: facts.compressed,
+            chunks: chunks.into_values().collect(),
+        });
+    }
+    Ok(packs)
 }
 
 /// The encoded metadata blob and the manifest listing it and every data blob, in the order

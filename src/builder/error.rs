@@ -41,6 +41,9 @@ pub enum BuildError {
     /// The base image could not be read.
     #[error("base image: {0}")]
     Base(#[from] ReaderError),
+    /// A bug: the build's own bookkeeping disagrees with itself.
+    #[error("internal error: {0}")]
+    Internal(String),
     /// Interrupted by the caller (for example on SIGINT).
     #[error("build cancelled")]
     Cancelled,

@@ -1,12 +1,14 @@
 //! Building images: walk -> stream -> chunks -> blobs -> metadata -> manifest.
 
 mod assemble;
+mod catalog;
 mod error;
+mod pack;
 mod pipeline;
 mod scan;
 mod stream;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
@@ -19,6 +21,13 @@ use crate::format::{BlobRef, Digest, FileChunk};
 use crate::oci::{validate_tag, OciDir, Staging};
 use crate::reader::{Image, NodeData, OpenOptions};
 use assemble::BlobFacts;
+use catalog::Catalog;
+use pack::Packer;
+
+/// Default target size of a pack blob: big enough that a registry's cost per blob is small
+/// against the bytes (see docs/performance.md, "Registries"), small enough to upload many at
+/// once.
+pub const DEFAULT_PACK_SIZE: u64 = 16 << 20;
 use scan::ScanKind;
 use stream::{FileStream, StreamFile};
 
@@ -66,6 +75,9 @@ pub struct BuildOptions<'a> {
     pub zstd: Option<ZstdOptions>,
     /// Chunk size bounds.
     pub params: ChunkParams,
+    /// Target stored size of a pack blob; 0 stores every chunk as its own blob (the layout
+    /// upstream PuzzleFS writes).
+    pub pack_size: u64,
     /// Tag of an image in the same layout whose unchanged files are reused.
     pub base: Option<&'a str>,
     /// Worker threads for compression and hashing.
@@ -81,6 +93,7 @@ impl Default for BuildOptions<'_> {
         BuildOptions {
             zstd: None,
             params: ChunkParams::default(),
+            pack_size: DEFAULT_PACK_SIZE,
             base: None,
             threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
             progress: None,
@@ -111,10 +124,12 @@ pub struct BuildReport {
     pub reused_files: u64,
     /// Bytes that went through the chunker.
     pub chunked_bytes: u64,
-    /// Distinct data blobs the image refers to.
+    /// Distinct chunks the image's files use.
     pub chunks: u64,
-    /// Data blobs written by this build (the rest were already present).
+    /// Chunks this build stored (the rest were already in the layout).
     pub new_chunks: u64,
+    /// Data blobs (packs, and chunks stored on their own) the manifest lists.
+    pub data_blobs: u64,
     /// Bytes written to the blob store (data and metadata).
     pub new_bytes: u64,
     /// Size of the metadata blob.
@@ -141,6 +156,7 @@ pub fn build(
         .map(|t| Image::open(oci, t, OpenOptions::default()))
         .transpose()?;
     let staging = Staging::new(oci)?;
+    let catalog = Catalog::of_layout(oci)?;
     let mut facts: HashMap<Digest, BlobFacts> = HashMap::new();
     let mut file_chunks: HashMap<u64, Vec<FileChunk>> = HashMap::new();
     let mut file_digests: HashMap<u64, Digest> = HashMap::new();
@@ -155,31 +171,23 @@ pub fn build(
             });
         }
     };
-    let stream = |files: Box<dyn Iterator<Item = StreamFile> + Send>| {
-        let mut done = 0u64;
-        pipeline::run(
-            FileStream::new(files, streamed.clone()),
-            opts.params,
-            opts.zstd,
-            opts.threads,
-            &staging,
-            &cancelled,
-            &mut |c| {
-                done += c.raw_len;
-                if let Some(p) = opts.progress {
-                    let total = found.load(Ordering::Relaxed);
-                    p(Progress::Data { done, total });
-                }
-            },
-        )
-    };
-    let (tree, chunks, reused_files) = match &base {
+    let mut reused_files = 0u64;
+    let mut to_stream = None;
+    let base_tree = match &base {
         Some(base) => {
             let tree = scan::scan(rootfs, &cancelled, &mut |_| {})?;
             scanned(&tree);
             let candidates = tree.stream_files();
-            let reused = reuse_from_base(base, oci, &tree, &candidates, opts.threads, &cancelled)?;
-            let mut to_stream = Vec::new();
+            let reused = reuse_from_base(
+                base,
+                oci,
+                &catalog,
+                &tree,
+                &candidates,
+                opts.threads,
+                &cancelled,
+            )?;
+            let mut rest = Vec::new();
             for f in candidates {
                 match reused.get(&f.ino) {
                     Some((digest, chunks, blobs)) => {
@@ -187,15 +195,44 @@ pub fn build(
                         file_chunks.insert(f.ino, chunks.clone());
                         facts.extend(blobs.iter().map(|(d, b)| (*d, *b)));
                     }
-                    None => to_stream.push(f),
+                    None => rest.push(f),
                 }
             }
-            found.store(to_stream.iter().map(|f| f.size).sum(), Ordering::Relaxed);
-            let chunks = stream(Box::new(to_stream.into_iter()))?;
-            (tree, chunks, reused.len() as u64)
+            found.store(rest.iter().map(|f| f.size).sum(), Ordering::Relaxed);
+            reused_files = reused.len() as u64;
+            to_stream = Some(rest);
+            Some(tree)
+        }
+        None => None,
+    };
+    let mut packer = Packer::new(oci, &staging, opts.pack_size, catalog);
+    let packed = packer.packs();
+    let mut done = 0u64;
+    let mut stream = |files: Box<dyn Iterator<Item = StreamFile> + Send>| {
+        pipeline::run(
+            FileStream::new(files, streamed.clone()),
+            opts.params,
+            opts.zstd,
+            packed,
+            opts.threads,
+            &cancelled,
+            &mut |c| {
+                done += c.raw_len;
+                if let Some(p) = opts.progress {
+                    let total = found.load(Ordering::Relaxed);
+                    p(Progress::Data { done, total });
+                }
+                packer.place(c)
+            },
+        )
+    };
+    let tree = match (base_tree, to_stream) {
+        (Some(tree), Some(rest)) => {
+            stream(Box::new(rest.into_iter()))?;
+            tree
         }
         // The data stream starts with the first file the scan finds.
-        None => std::thread::scope(|s| {
+        _ => std::thread::scope(|s| {
             let (found_tx, found_rx) = mpsc::channel();
             let (found, cancelled, scanned) = (&found, &cancelled, &scanned);
             let scanner = s.spawn(move || {
@@ -209,37 +246,29 @@ pub fn build(
                 }
                 tree
             });
-            let chunks = stream(Box::new(found_rx.into_iter()));
+            let streamed = stream(Box::new(found_rx.into_iter()));
             let tree = scanner
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
             // A failed scan ends the stream early: its error is the one to report.
-            Ok::<_, BuildError>((tree?, chunks?, 0))
+            let tree = tree?;
+            streamed?;
+            Ok::<_, BuildError>(tree)
         })?,
     };
+    let finished = packer.finish()?;
     let streamed = std::mem::take(&mut *streamed.lock().unwrap_or_else(|p| p.into_inner()));
     let order: Vec<(u64, u64)> = streamed.iter().map(|&(ino, size, _)| (ino, size)).collect();
     file_digests.extend(streamed.iter().map(|&(ino, _, digest)| (ino, digest)));
-    let split = assemble::split_chunks(&order, &chunks)
-        .map_err(|e| BuildError::Chunk(crate::chunk::ChunkError::Io(std::io::Error::other(e))))?;
+    let split = assemble::split_chunks(&order, &finished.order).map_err(BuildError::Internal)?;
     file_chunks.extend(split);
     let file_bytes = tree.file_bytes();
-    let mut new_chunks = 0u64;
-    let mut new_bytes = 0u64;
-    for c in &chunks {
-        if c.new {
-            new_chunks += 1;
-            new_bytes += c.stored_len;
-        }
-        facts.insert(
-            c.digest,
-            BlobFacts {
-                compressed: c.compressed,
-                stored_len: c.stored_len,
-                verity: Some(c.verity),
-            },
-        );
-    }
+    facts.extend(finished.standalone);
+    let packs = assemble::pack_table(oci, &file_chunks, &finished.catalog, &mut facts)?;
+    let in_packs: HashSet<Digest> = packs.iter().map(|p| p.digest).collect();
+    let chunks = packs.iter().map(|p| p.chunks.len() as u64).sum::<u64>()
+        + facts.keys().filter(|d| !in_packs.contains(d)).count() as u64;
+    let mut new_bytes = finished.written.bytes;
 
     let (mut files, mut directories, mut others) = (0u64, 0u64, 0u64);
     for n in &tree.nodes {
@@ -252,7 +281,7 @@ pub fn build(
     let chunking = opts
         .params
         .record(opts.zstd.map(|z| (z.frame_size, z.level)));
-    let rootfs_meta = assemble::rootfs(tree, file_chunks, &file_digests, &facts, chunking);
+    let rootfs_meta = assemble::rootfs(tree, file_chunks, &file_digests, &facts, chunking, packs);
     let (meta, manifest) = assemble::manifest(&rootfs_meta, &facts)?;
     if cancelled() {
         return Err(BuildError::Cancelled);
@@ -273,8 +302,9 @@ pub fn build(
         file_bytes,
         reused_files,
         chunked_bytes: found.load(Ordering::Relaxed),
-        chunks: (manifest.layers.len() - 1) as u64,
-        new_chunks,
+        chunks,
+        new_chunks: finished.written.chunks,
+        data_blobs: (manifest.layers.len() - 1) as u64,
         new_bytes,
         metadata_bytes: meta.len() as u64,
         compressed: opts.zstd.is_some(),
@@ -289,6 +319,7 @@ type Reused = (Digest, Vec<FileChunk>, Vec<(Digest, BlobFacts)>);
 fn reuse_from_base(
     base: &Image,
     oci: &OciDir,
+    catalog: &Catalog,
     tree: &scan::Tree,
     candidates: &[StreamFile],
     threads: usize,
@@ -319,31 +350,33 @@ fn reuse_from_base(
         let mut blobs = Vec::with_capacity(extents.len());
         let mut usable = true;
         for e in extents.iter() {
-            let info = table.blobs()[e.blob as usize];
-            let Some(stored_len) = sizes
-                .get(&info.digest)
-                .copied()
-                .filter(|_| oci.has_blob(&info.digest))
-            else {
+            let info = table.chunks()[e.chunk as usize];
+            let file = info.file();
+            // A pack's facts come from the catalog, which must know it.
+            let present =
+                oci.has_blob(&file) && (info.pack.is_none() || catalog.packs.contains_key(&file));
+            let Some(stored_len) = sizes.get(&file).copied().filter(|_| present) else {
                 usable = false;
                 break;
             };
             chunks.push(FileChunk {
                 blob: BlobRef {
-                    digest: info.digest,
-                    offset: e.blob_offset,
+                    digest: file,
+                    offset: info.pack.map_or(0, |p| p.offset) + e.chunk_offset,
                     compressed: info.compressed,
                 },
                 len: e.len,
             });
-            blobs.push((
-                info.digest,
-                BlobFacts {
-                    compressed: info.compressed,
-                    stored_len,
-                    verity: info.verity,
-                },
-            ));
+            if info.pack.is_none() {
+                blobs.push((
+                    file,
+                    BlobFacts {
+                        compressed: info.compressed,
+                        stored_len,
+                        verity: info.verity,
+                    },
+                ));
+            }
         }
         if usable {
             work.push((f, digest, chunks, blobs));

@@ -1,54 +1,43 @@
-//! Chunking and storing the data stream on every core: one thread cuts chunks, workers
-//! compress, hash and stage them, results come back in stream order.
+//! Chunking the data stream on every core: one thread cuts chunks, workers compress and hash
+//! them, and the caller gets them back in stream order.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::Mutex;
 
+use std::collections::HashMap;
+
+use super::pack::Prepared;
 use super::stream::{unwrap_io, FileStream};
 use super::{BuildError, ZstdOptions};
-use crate::chunk::{compress_seekable, fs_verity_digest, ChunkParams, Chunker};
+use crate::chunk::{append_seek_table, compress_frames, fs_verity_digest, ChunkParams, Chunker};
 use crate::format::Digest;
-use crate::oci::Staging;
 
-/// A chunk as stored.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct StoredChunk {
-    pub digest: Digest,
-    pub compressed: bool,
-    pub raw_len: u64,
-    pub stored_len: u64,
-    pub verity: [u8; 32],
-    pub new: bool,
-}
-
-fn store(
-    data: Vec<u8>,
-    zstd: Option<ZstdOptions>,
-    staging: &Staging<'_>,
-) -> Result<StoredChunk, BuildError> {
+/// Compresses (when asked and when it pays) and hashes a chunk, in the form it is stored in:
+/// zstd frames inside a pack, or a seekable blob of its own.
+fn prepare(data: Vec<u8>, zstd: Option<ZstdOptions>, packed: bool) -> Result<Prepared, BuildError> {
     let raw_len = data.len() as u64;
-    let (stored, compressed) = match zstd {
+    let (stored, frames, compressed) = match zstd {
         Some(z) => {
-            let c = compress_seekable(&data, z.frame_size, z.level)?;
+            let (mut c, frames) = compress_frames(&data, z.frame_size, z.level)?;
+            if !packed {
+                append_seek_table(&mut c, &frames);
+            }
             if c.len() < data.len() {
-                (c, true)
+                (c, frames, true)
             } else {
-                (data, false)
+                (data, Vec::new(), false)
             }
         }
-        None => (data, false),
+        None => (data, Vec::new(), false),
     };
-    let digest = Digest::of(&stored);
-    let verity = fs_verity_digest(&stored);
-    let new = staging.put(&digest, &stored)?;
-    Ok(StoredChunk {
-        digest,
+    Ok(Prepared {
+        digest: Digest::of(&stored),
         compressed,
         raw_len,
-        stored_len: stored.len() as u64,
-        verity,
-        new,
+        verity: (!packed).then(|| fs_verity_digest(&stored)),
+        stored,
+        frames,
     })
 }
 
@@ -57,15 +46,15 @@ pub(super) fn run(
     stream: FileStream,
     params: ChunkParams,
     zstd: Option<ZstdOptions>,
+    packed: bool,
     threads: usize,
-    staging: &Staging<'_>,
     cancelled: &(dyn Fn() -> bool + Sync),
-    on_chunk: &mut dyn FnMut(&StoredChunk),
-) -> Result<Vec<StoredChunk>, BuildError> {
+    on_chunk: &mut dyn FnMut(Prepared) -> Result<(), BuildError>,
+) -> Result<(), BuildError> {
     let threads = threads.max(1);
     let (work_tx, work_rx) = mpsc::sync_channel::<(usize, Vec<u8>)>(threads * 2);
     let work_rx = Mutex::new(work_rx);
-    let (done_tx, done_rx) = mpsc::channel::<Result<(usize, StoredChunk), BuildError>>();
+    let (done_tx, done_rx) = mpsc::channel::<Result<(usize, Prepared), BuildError>>();
 
     let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
@@ -102,7 +91,7 @@ pub(super) fn run(
                 if stop.load(Ordering::Relaxed) {
                     continue;
                 }
-                let result = store(data, zstd, staging).map(|c| (seq, c));
+                let result = prepare(data, zstd, packed).map(|c| (seq, c));
                 if result.is_err() {
                     stop.store(true, Ordering::Relaxed);
                 }
@@ -111,33 +100,28 @@ pub(super) fn run(
         }
         drop(done_tx);
 
-        let mut slots: Vec<Option<StoredChunk>> = Vec::new();
+        // Chunks that came back early wait here until every chunk before them is placed.
+        let mut waiting: HashMap<usize, Prepared> = HashMap::new();
         let mut next = 0;
         let mut first_error = None;
         for result in done_rx.iter() {
-            match result {
-                Ok((seq, chunk)) => {
-                    if slots.len() <= seq {
-                        slots.resize(seq + 1, None);
-                    }
-                    slots[seq] = Some(chunk);
-                    while let Some(Some(c)) = slots.get(next) {
-                        on_chunk(c);
-                        next += 1;
-                    }
+            let placed = result.and_then(|(seq, chunk)| {
+                waiting.insert(seq, chunk);
+                while let Some(c) = waiting.remove(&next) {
+                    next += 1;
+                    on_chunk(c)?;
                 }
-                Err(e) => {
-                    stop.store(true, Ordering::Relaxed);
-                    first_error.get_or_insert(e);
-                }
+                Ok(())
+            });
+            if let Err(e) = placed {
+                stop.store(true, Ordering::Relaxed);
+                first_error.get_or_insert(e);
             }
         }
-        if let Some(e) = first_error {
-            return Err(e);
+        match first_error {
+            Some(e) => Err(e),
+            None if waiting.is_empty() => Ok(()),
+            None => Err(BuildError::Cancelled),
         }
-        slots
-            .into_iter()
-            .map(|c| c.ok_or(BuildError::Cancelled))
-            .collect()
     })
 }

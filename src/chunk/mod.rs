@@ -8,5 +8,8 @@ mod verity;
 
 pub use error::ChunkError;
 pub use params::{ChunkParams, Chunker, CHUNKER_NAME};
-pub use seekable::{compress_seekable, decompress_seekable, seekable_size, DEFAULT_FRAME_SIZE};
+pub use seekable::{
+    append_seek_table, compress_frames, compress_seekable, decompress_frames, decompress_seekable,
+    seekable_size, FrameSizes, DEFAULT_FRAME_SIZE,
+};
 pub use verity::fs_verity_digest;

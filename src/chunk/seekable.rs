@@ -25,6 +25,21 @@ thread_local! {
 
 /// Compresses `data` into the seekable format with frames of `frame_size` uncompressed bytes.
 pub fn compress_seekable(data: &[u8], frame_size: u32, level: i32) -> Result<Vec<u8>, ChunkError> {
+    let (mut out, table) = compress_frames(data, frame_size, level)?;
+    append_seek_table(&mut out, &table);
+    Ok(out)
+}
+
+/// One zstd frame: its compressed and uncompressed sizes, as a seek table lists them.
+pub type FrameSizes = (u32, u32);
+
+/// Compresses `data` into back-to-back zstd frames of `frame_size` uncompressed bytes, without
+/// a seek table (what a chunk in a pack is); returns the frames and their sizes.
+pub fn compress_frames(
+    data: &[u8],
+    frame_size: u32,
+    level: i32,
+) -> Result<(Vec<u8>, Vec<FrameSizes>), ChunkError> {
     let frame_size = frame_size.max(1) as usize;
     COMPRESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
@@ -33,9 +48,9 @@ pub fn compress_seekable(data: &[u8], frame_size: u32, level: i32) -> Result<Vec
             *slot = Some((level, c));
         }
         let (_, comp) = slot.as_mut().expect("compressor was just set");
-        let mut table: Vec<(u32, u32)> = Vec::new();
-        let mut out = if data.len() <= frame_size {
-            // One frame (what chunks get by default): compressed straight into the blob.
+        let mut table: Vec<FrameSizes> = Vec::new();
+        let out = if data.len() <= frame_size {
+            // One frame (what chunks get by default): compressed straight into the output.
             let mut out =
                 Vec::with_capacity(zstd::zstd_safe::compress_bound(data.len()) + 8 + 8 + FOOTER);
             if !data.is_empty() {
@@ -59,16 +74,43 @@ pub fn compress_seekable(data: &[u8], frame_size: u32, level: i32) -> Result<Vec
             }
             out
         };
-        let content = table.len() * 8 + FOOTER;
-        out.extend_from_slice(&SKIPPABLE_MAGIC.to_le_bytes());
-        out.extend_from_slice(&(content as u32).to_le_bytes());
-        for (c, d) in &table {
-            out.extend_from_slice(&c.to_le_bytes());
-            out.extend_from_slice(&d.to_le_bytes());
+        Ok((out, table))
+    })
+}
+
+/// Appends the seek table of `frames` (which must be what precedes it in `out`), making `out`
+/// a seekable blob.
+pub fn append_seek_table(out: &mut Vec<u8>, frames: &[FrameSizes]) {
+    let content = frames.len() * 8 + FOOTER;
+    out.reserve(content + 8);
+    out.extend_from_slice(&SKIPPABLE_MAGIC.to_le_bytes());
+    out.extend_from_slice(&(content as u32).to_le_bytes());
+    for (c, d) in frames {
+        out.extend_from_slice(&c.to_le_bytes());
+        out.extend_from_slice(&d.to_le_bytes());
+    }
+    out.extend_from_slice(&(frames.len() as u32).to_le_bytes());
+    out.push(0);
+    out.extend_from_slice(&SEEKABLE_MAGIC.to_le_bytes());
+}
+
+/// Decompresses back-to-back zstd frames that must hold exactly `len` bytes (a chunk read
+/// from a pack); more output than `len` is refused before it is produced.
+pub fn decompress_frames(frames: &[u8], len: u64) -> Result<Vec<u8>, ChunkError> {
+    let len = usize::try_from(len).map_err(|_| bad("chunk length overflows"))?;
+    DECOMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(zstd::bulk::Decompressor::new().map_err(ChunkError::Zstd)?);
         }
-        out.extend_from_slice(&(table.len() as u32).to_le_bytes());
-        out.push(0);
-        out.extend_from_slice(&SEEKABLE_MAGIC.to_le_bytes());
+        let dec = slot.as_mut().expect("decompressor was just set");
+        let mut out = Vec::with_capacity(len);
+        let n = dec
+            .decompress_to_buffer(frames, &mut out)
+            .map_err(|e| bad(format!("zstd frames: {e}")))?;
+        if n != len {
+            return Err(bad(format!("frames hold {n} bytes, the pack says {len}")));
+        }
         Ok(out)
     })
 }
@@ -219,6 +261,20 @@ mod tests {
             assert_eq!(seekable_size(&blob).unwrap(), n as u64);
             assert_eq!(decompress_seekable(&blob, n as u64).unwrap(), data);
         }
+    }
+
+    #[test]
+    fn bare_frames_decode_to_exactly_their_length() {
+        let data = sample(300_000);
+        let (frames, table) = compress_frames(&data, 100_000, 3).unwrap();
+        assert_eq!(table.len(), 3);
+        assert_eq!(decompress_frames(&frames, data.len() as u64).unwrap(), data);
+        assert!(decompress_frames(&frames, data.len() as u64 - 1).is_err());
+        assert!(decompress_frames(&frames, data.len() as u64 + 1).is_err());
+        assert!(decompress_frames(&frames[..frames.len() - 3], data.len() as u64).is_err());
+        let mut blob = frames.clone();
+        append_seek_table(&mut blob, &table);
+        assert_eq!(decompress_seekable(&blob, 1 << 20).unwrap(), data);
     }
 
     #[test]

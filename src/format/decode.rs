@@ -5,8 +5,8 @@ use capnp::serialize;
 
 use super::metadata_capnp::{inode, rootfs};
 use super::{
-    BlobRef, Chunking, Digest, DirEntry, FileChunk, FormatError, Inode, InodeKind, Rootfs,
-    Timespec, Xattr,
+    BlobRef, Chunking, Digest, DirEntry, FileChunk, FormatError, Inode, InodeKind, Pack,
+    PackedChunk, Rootfs, Timespec, Xattr,
 };
 
 /// Bounds applied while decoding metadata from an image.
@@ -97,11 +97,36 @@ pub fn decode_rootfs(bytes: &[u8], limits: &DecodeLimits) -> Result<Rootfs, Form
         None
     };
 
+    let mut packs = Vec::new();
+    if root.has_packs() {
+        for p in root.get_packs()?.iter() {
+            let chunks = p
+                .get_chunks()?
+                .iter()
+                .map(|c| {
+                    Ok(PackedChunk {
+                        digest: Digest::from_slice(c.get_digest()?)?,
+                        offset: c.get_offset(),
+                        len: c.get_len(),
+                        stored_offset: c.get_stored_offset(),
+                        stored_len: c.get_stored_len(),
+                    })
+                })
+                .collect::<Result<Vec<_>, FormatError>>()?;
+            packs.push(Pack {
+                digest: Digest::from_slice(p.get_digest()?)?,
+                compressed: p.get_compressed(),
+                chunks,
+            });
+        }
+    }
+
     Ok(Rootfs {
         layers,
         verity,
         manifest_version: root.get_manifest_version(),
         chunking,
+        packs,
     })
 }
 

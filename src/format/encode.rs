@@ -39,7 +39,7 @@ pub fn encode_rootfs(rootfs: &Rootfs) -> Result<Vec<u8>, FormatError> {
     }
 
     if let Some(c) = &rootfs.chunking {
-        let mut b = root.init_chunking();
+        let mut b = root.reborrow().init_chunking();
         b.set_algorithm(c.algorithm.as_str());
         b.set_min_size(c.min_size);
         b.set_avg_size(c.avg_size);
@@ -47,6 +47,24 @@ pub fn encode_rootfs(rootfs: &Rootfs) -> Result<Vec<u8>, FormatError> {
         b.set_compression(c.compression.as_str());
         b.set_zstd_frame_size(c.zstd_frame_size);
         b.set_zstd_level(c.zstd_level);
+    }
+
+    if !rootfs.packs.is_empty() {
+        let mut packs = root.init_packs(len32(rootfs.packs.len(), "packs")?);
+        for (i, pack) in rootfs.packs.iter().enumerate() {
+            let mut p = packs.reborrow().get(i as u32);
+            p.set_digest(&pack.digest.0[..]);
+            p.set_compressed(pack.compressed);
+            let mut chunks = p.init_chunks(len32(pack.chunks.len(), "packed chunks")?);
+            for (j, c) in pack.chunks.iter().enumerate() {
+                let mut b = chunks.reborrow().get(j as u32);
+                b.set_digest(&c.digest.0[..]);
+                b.set_offset(c.offset);
+                b.set_len(c.len);
+                b.set_stored_offset(c.stored_offset);
+                b.set_stored_len(c.stored_len);
+            }
+        }
     }
 
     let mut out = Vec::new();
@@ -129,8 +147,8 @@ fn encode_inode(ino: &Inode, mut b: inode::Builder<'_>) -> Result<(), FormatErro
 mod tests {
     use super::*;
     use crate::format::{
-        decode_rootfs, BlobRef, Chunking, DecodeLimits, Digest, DirEntry, FileChunk, Timespec,
-        Xattr, MANIFEST_VERSION,
+        decode_rootfs, BlobRef, Chunking, DecodeLimits, Digest, DirEntry, FileChunk, Pack,
+        PackedChunk, Timespec, Xattr, MANIFEST_VERSION,
     };
 
     fn sample() -> Rootfs {
@@ -210,6 +228,17 @@ mod tests {
                 zstd_frame_size: 4,
                 zstd_level: 5,
             }),
+            packs: vec![Pack {
+                digest: Digest::of(b"x"),
+                compressed: true,
+                chunks: vec![PackedChunk {
+                    digest: Digest::of(b"chunk"),
+                    offset: 0,
+                    len: 100,
+                    stored_offset: 0,
+                    stored_len: 60,
+                }],
+            }],
         }
     }
 

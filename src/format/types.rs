@@ -21,6 +21,35 @@ pub struct Rootfs {
     pub manifest_version: u64,
     /// How the data was chunked and compressed; absent in upstream images.
     pub chunking: Option<Chunking>,
+    /// Data blobs that hold many chunks (absent in upstream images, whose every data blob is
+    /// one chunk).
+    pub packs: Vec<Pack>,
+}
+
+/// A data blob holding many chunks back to back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pack {
+    /// Digest of the stored pack blob.
+    pub digest: Digest,
+    /// Stored in the zstd seekable format (each chunk is whole zstd frames).
+    pub compressed: bool,
+    /// The chunks the image uses, sorted by offset.
+    pub chunks: Vec<PackedChunk>,
+}
+
+/// Where a chunk lies in its pack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PackedChunk {
+    /// sha256 of the chunk's stored bytes.
+    pub digest: Digest,
+    /// Offset of its contents in the pack's uncompressed view.
+    pub offset: u64,
+    /// Length of its contents.
+    pub len: u64,
+    /// Offset of its stored bytes in the pack blob.
+    pub stored_offset: u64,
+    /// Length of its stored bytes.
+    pub stored_len: u64,
 }
 
 /// Chunking and compression parameters recorded in an image.

@@ -114,6 +114,7 @@ mod tests {
             verity: Default::default(),
             manifest_version: MANIFEST_VERSION,
             chunking: None,
+            packs: Vec::new(),
         };
         InodeTable::build(&rootfs).unwrap()
     }

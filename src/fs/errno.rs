@@ -85,6 +85,7 @@ pub fn reader_errno(e: &ReaderError) -> i32 {
         ReaderError::PinMismatch { .. } => libc::EIO,
         ReaderError::Chunk { source, .. } => chunk_errno(source),
         ReaderError::ShortBlob { .. } => libc::EIO,
+        ReaderError::ChunkCorrupt(_) => libc::EIO,
         ReaderError::NotFound(_) => libc::ENOENT,
         ReaderError::NotADirectory(_) => libc::ENOTDIR,
         ReaderError::SymlinkLoop(_) => libc::ELOOP,
@@ -106,6 +107,7 @@ fn oci_errno(e: &OciError) -> i32 {
         OciError::BlobMissing(_) => libc::EIO,
         OciError::DigestMismatch { .. } => libc::EIO,
         OciError::TooLarge { .. } => libc::EIO,
+        OciError::Truncated { .. } => libc::EIO,
         OciError::BadDocument { .. } => libc::EIO,
         OciError::BadTag(_) => libc::EINVAL,
         // A blob failing its fs-verity requirement is as untrusted as one failing its sha256.
@@ -138,7 +140,9 @@ pub(crate) fn corrupt_blob(e: &ReaderError) -> Option<Digest> {
     match e {
         ReaderError::Chunk { digest, .. } | ReaderError::ShortBlob { digest, .. } => Some(*digest),
         ReaderError::Oci(OciError::DigestMismatch { expected, .. }) => Some(*expected),
+        ReaderError::ChunkCorrupt(c) => Some(c.pack),
         ReaderError::Oci(OciError::TooLarge { digest, .. }) => Some(*digest),
+        ReaderError::Oci(OciError::Truncated { digest, .. }) => Some(*digest),
         ReaderError::Oci(OciError::BlobMissing(digest)) => Some(*digest),
         ReaderError::Oci(OciError::Verity { digest, .. }) => Some(*digest),
         ReaderError::Oci(_)
@@ -171,6 +175,15 @@ mod tests {
         };
         let cases: Vec<(ReaderError, i32)> = vec![
             (ReaderError::Oci(OciError::BlobMissing(d())), libc::EIO),
+            (
+                ReaderError::ChunkCorrupt(Box::new(crate::reader::CorruptChunk {
+                    pack: d(),
+                    offset: 0,
+                    expected: d(),
+                    actual: Digest::of(b"other"),
+                })),
+                libc::EIO,
+            ),
             (
                 ReaderError::Oci(OciError::DigestMismatch {
                     expected: d(),

@@ -21,7 +21,7 @@ use fuse_backend_rs::api::filesystem::{
 use super::{reader_errno, PuzzleFs};
 use crate::format::Digest;
 use crate::oci::OciError;
-use crate::reader::{BlobInfo, ChunkKey, Extent, FileChunkCache, Image, NodeData, ReaderError};
+use crate::reader::{ChunkInfo, ChunkKey, Extent, FileChunkCache, Image, NodeData, ReaderError};
 
 /// Default size of the store of verified chunks (only what guests read is allocated).
 pub const CHUNK_STORE_BYTES: u64 = 512 << 20;
@@ -120,10 +120,10 @@ impl ImageFs {
         let Some(extents) = self.extents(inode) else {
             return true;
         };
-        let blobs = self.image().table().blobs();
+        let blobs = self.image().table().chunks();
         pieces(extents, offset, u64::from(size)).all(|(e, _, _)| {
             self.store
-                .contains(&ChunkKey::from(&blobs[e.blob as usize]))
+                .contains(&ChunkKey::from(&blobs[e.chunk as usize]))
         })
     }
 
@@ -131,7 +131,7 @@ impl ImageFs {
     /// (and verifying) the chunk and storing it.
     fn copy(
         &self,
-        blob: &BlobInfo,
+        blob: &ChunkInfo,
         start: u64,
         stop: u64,
         w: &mut dyn ZeroCopyWriter,
@@ -178,7 +178,7 @@ impl ImageFs {
         w.write_all(&data[start as usize..stop as usize])
     }
 
-    fn short_blob(&self, blob: &BlobInfo, size: u64, end: u64) -> io::Error {
+    fn short_blob(&self, blob: &ChunkInfo, size: u64, end: u64) -> io::Error {
         log::error!(
             "blob {} holds {size} bytes, a file extent ends at {end}",
             blob.digest
@@ -198,7 +198,7 @@ fn pieces(extents: &[Extent], offset: u64, len: u64) -> impl Iterator<Item = (&E
         .map(move |e| {
             let from = offset.saturating_sub(e.file_offset);
             let to = end.min(e.file_offset + e.len) - e.file_offset;
-            (e, e.blob_offset + from, e.blob_offset + to)
+            (e, e.chunk_offset + from, e.chunk_offset + to)
         })
 }
 
@@ -224,10 +224,10 @@ impl FileSystem for ImageFs {
                 .read(ctx, inode, handle, w, size, offset, lock_owner, flags);
         };
         let len = (size as usize).min(w.available_bytes()) as u64;
-        let blobs = self.image().table().blobs();
+        let blobs = self.image().table().chunks();
         let mut done = 0;
         for (e, start, stop) in pieces(extents, offset, len) {
-            self.copy(&blobs[e.blob as usize], start, stop, w)?;
+            self.copy(&blobs[e.chunk as usize], start, stop, w)?;
             done += (stop - start) as usize;
         }
         Ok(done)
@@ -374,12 +374,12 @@ impl FileSystem for ImageFs {
 mod tests {
     use super::*;
 
-    fn extent(file_offset: u64, len: u64, blob: u32, blob_offset: u64) -> Extent {
+    fn extent(file_offset: u64, len: u64, chunk: u32, chunk_offset: u64) -> Extent {
         Extent {
             file_offset,
             len,
-            blob,
-            blob_offset,
+            chunk,
+            chunk_offset,
         }
     }
 
@@ -391,7 +391,7 @@ mod tests {
             extent(200, 10, 2, 7),
         ];
         let got: Vec<(u32, u64, u64)> = pieces(&extents, 90, 115)
-            .map(|(e, a, b)| (e.blob, a, b))
+            .map(|(e, a, b)| (e.chunk, a, b))
             .collect();
         assert_eq!(got, vec![(0, 140, 150), (1, 0, 100), (2, 7, 12)]);
         assert_eq!(pieces(&extents, 210, 10).count(), 0, "past the end");

@@ -266,10 +266,10 @@ fn corrupt_blob_reads_fail_with_eio() {
     let extents = table.extents(id);
     // The file's last chunk: it holds no other file's bytes (this file comes last).
     let last = extents.last().unwrap();
-    let blob = table.blobs()[last.blob as usize].digest;
-    let path = f.oci.blob_path(&blob);
+    let chunk = table.chunks()[last.chunk as usize];
+    let path = f.oci.blob_path(&chunk.file());
     let mut bytes = fs::read(&path).unwrap();
-    bytes[0] ^= 0xff;
+    bytes[chunk.pack.map_or(0, |p| p.stored_offset) as usize] ^= 0xff;
     fs::write(&path, bytes).unwrap();
     for _ in 0..2 {
         assert_eq!(

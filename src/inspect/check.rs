@@ -1,7 +1,7 @@
 //! `puzzlefs check`: verify manifests, metadata, every blob's digest and decoding, and every
 //! file's recorded sha256.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -9,9 +9,10 @@ use std::sync::Mutex;
 use super::verity::data_blob_verity;
 use crate::chunk::fs_verity_digest;
 use crate::format::{Digest, Sha256Writer};
-use crate::oci::{OciDir, MEDIA_TYPE_ROOTFS};
+use crate::oci::{OciDir, OciError, MEDIA_TYPE_ROOTFS};
 use crate::reader::{
-    BlobInfo, Image, NodeData, OpenOptions, ReaderError, Walk, MAX_METADATA_BYTES,
+    ChunkInfo, DataFile, Image, NodeData, OpenOptions, ReaderError, Walk, MAX_METADATA_BYTES,
+    MAX_PACK_BYTES,
 };
 
 /// The outcome of a check.
@@ -19,7 +20,7 @@ use crate::reader::{
 pub struct CheckReport {
     /// `tag manifest-digest` of each image checked.
     pub images: Vec<String>,
-    /// Distinct data blobs verified.
+    /// Distinct data blob files verified (packs, and chunks stored on their own).
     pub blobs: u64,
     /// Their stored bytes.
     pub blob_bytes: u64,
@@ -96,6 +97,8 @@ pub fn check(oci: &OciDir, tag: Option<&str>) -> Result<CheckReport, ReaderError
     let mut report = CheckReport::default();
     // Verified blobs: digest -> uncompressed size, or the problem.
     let mut verified: HashMap<Digest, Result<u64, String>> = HashMap::new();
+    // Blob files checked whole.
+    let mut files_seen: HashSet<Digest> = HashSet::new();
     for t in &tags {
         let image = match Image::open(oci, t, OpenOptions::default()) {
             Ok(i) => i,
@@ -114,48 +117,72 @@ pub fn check(oci: &OciDir, tag: Option<&str>) -> Result<CheckReport, ReaderError
             .filter(|d| d.media_type != MEDIA_TYPE_ROOTFS)
             .map(|d| (d.digest, d.size))
             .collect();
-        let todo: Vec<BlobInfo> = image
+        let todo: Vec<ChunkInfo> = image
             .table()
-            .blobs()
+            .chunks()
             .iter()
             .filter(|b| !verified.contains_key(&b.digest))
             .copied()
             .collect();
         let results = parallel(&todo, |b| {
-            let stored = oci.blob_size(&b.digest);
-            let data = image
+            image
                 .blob_data(b)
-                .map(|d| (d.len() as u64, stored.unwrap_or(0)))
-                .map_err(|e| e.to_string());
-            let verity = match (&data, b.verity) {
-                (Ok(_), Some(_)) => data_blob_verity(oci, b).err().map(|e| e.to_string()),
-                _ => None,
-            };
-            (data, verity)
+                .map(|d| d.len() as u64)
+                .map_err(|e| e.to_string())
         });
-        for (b, (r, verity)) in todo.iter().zip(results) {
-            report.warnings.extend(verity);
-            let r = r.map(|(len, stored)| {
-                report.blobs += 1;
-                report.blob_bytes += stored;
-                len
-            });
+        for (b, r) in todo.iter().zip(results) {
             verified.insert(b.digest, r);
         }
-        for b in image.table().blobs() {
-            let stored = oci.blob_size(&b.digest);
-            match listed.get(&b.digest) {
+        // Each blob file whole: its size against the manifest, a pack's sha256 (its chunks
+        // were checked one by one above), the fs-verity digest the image records.
+        let files: Vec<DataFile> = image
+            .table()
+            .data_files()
+            .into_iter()
+            .filter(|f| files_seen.insert(f.digest))
+            .collect();
+        let compressed_alone: HashSet<Digest> = image
+            .table()
+            .chunks()
+            .iter()
+            .filter(|c| c.pack.is_none() && c.compressed)
+            .map(|c| c.digest)
+            .collect();
+        let results = parallel(&files, |f| {
+            let whole = match (f.pack, f.verity) {
+                (_, Some(_)) => data_blob_verity(oci, f).map(|_| ()),
+                (true, None) => oci
+                    .read_blob(&f.digest, MAX_PACK_BYTES)
+                    .map(|_| ())
+                    .map_err(Into::into),
+                (false, None) => Ok(()),
+            };
+            whole.map_err(|e| (matches!(e, ReaderError::Oci(OciError::Verity { .. })), e))
+        });
+        for (f, r) in files.iter().zip(results) {
+            match r {
+                Ok(()) => {}
+                // A verity digest that does not match a sound blob only stops enable-fs-verity.
+                Err((true, e)) => report.warnings.push(e.to_string()),
+                Err((false, e)) if f.pack => report.problems.push(format!("tag {t}: {e}")),
+                // A chunk stored alone was checked above, and its problem reported there.
+                Err((false, _)) => {}
+            }
+            let stored = oci.blob_size(&f.digest);
+            report.blobs += 1;
+            report.blob_bytes += stored.unwrap_or(0);
+            match listed.get(&f.digest) {
                 None => report.problems.push(format!(
                     "tag {t}: blob {} is used by files but not listed in the manifest",
-                    b.digest
+                    f.digest
                 )),
                 // Upstream PuzzleFS 0.2 lists compressed chunks with their decompressed size.
                 Some(&size)
-                    if b.compressed
-                        && matches!(verified.get(&b.digest), Some(Ok(n)) if *n == size) => {}
+                    if compressed_alone.contains(&f.digest)
+                        && matches!(verified.get(&f.digest), Some(Ok(n)) if *n == size) => {}
                 Some(&size) if stored.is_some_and(|s| s != size) => report.problems.push(format!(
                     "tag {t}: blob {} is {} bytes, the manifest says {size}",
-                    b.digest,
+                    f.digest,
                     stored.unwrap_or(0)
                 )),
                 _ => {}
@@ -218,14 +245,14 @@ fn check_files(
         };
         let mut ok = true;
         for e in table.extents(item.node) {
-            let blob = &table.blobs()[e.blob as usize];
+            let blob = &table.chunks()[e.chunk as usize];
             match verified.get(&blob.digest) {
-                Some(Ok(size)) if e.blob_offset + e.len <= *size => {}
+                Some(Ok(size)) if e.chunk_offset + e.len <= *size => {}
                 Some(Ok(size)) => {
                     report.problems.push(format!(
                         "tag {tag}: /{} needs bytes up to {} of blob {}, which has {size}",
                         String::from_utf8_lossy(&item.path),
-                        e.blob_offset + e.len,
+                        e.chunk_offset + e.len,
                         blob.digest
                     ));
                     ok = false;

@@ -33,11 +33,13 @@ pub struct ImageStats {
     pub others: u64,
     /// Bytes in regular files (saturating).
     pub file_bytes: u64,
-    /// Distinct data blobs.
+    /// Data blobs the manifest lists (packs, and chunks stored on their own).
+    pub blobs: u64,
+    /// Distinct chunks the files use.
     pub chunks: u64,
-    /// Bytes of those blobs as stored (saturating).
+    /// Bytes of those chunks as stored (saturating).
     pub chunk_bytes: u64,
-    /// Blobs also used by another tag in this layout.
+    /// Chunks also used by another tag in this layout.
     pub shared_chunks: u64,
     /// Bytes of those (saturating).
     pub shared_bytes: u64,
@@ -50,7 +52,7 @@ pub struct ImageStats {
 pub struct InspectReport {
     /// Images examined.
     pub images: Vec<ImageStats>,
-    /// Distinct data blobs over all tags of the layout.
+    /// Distinct chunks over all tags of the layout.
     pub unique_chunks: u64,
     /// Their stored bytes: what the layout needs for all its tags' data (saturating).
     pub unique_chunk_bytes: u64,
@@ -75,9 +77,10 @@ impl InspectReport {
             );
             let _ = writeln!(
                 s,
-                "  {} chunks, {} stored; metadata {} in {} layer(s)",
+                "  {} chunks, {} stored in {} blobs; metadata {} in {} layer(s)",
                 i.chunks,
                 total(i.chunk_bytes),
+                i.blobs,
                 human_bytes(i.metadata_bytes),
                 i.layers
             );
@@ -123,25 +126,33 @@ pub fn inspect(oci: &OciDir, tag: Option<&str>) -> Result<InspectReport, ReaderE
     if let Some(t) = tag {
         oci.resolve(t)?;
     }
-    // Blob sets of every tag, from manifests (cheap), to count sharing.
+    // Chunk sets of every tag, to count sharing: chunk digest -> stored size.
     let mut sets: HashMap<String, HashMap<Digest, u64>> = HashMap::new();
+    let mut opened = HashMap::new();
     for t in &all_tags {
-        let manifest = oci.read_manifest(&oci.resolve(t)?)?;
-        let blobs = manifest
-            .layers
+        let image = Image::open(oci, t, OpenOptions::default())?;
+        let chunks = image
+            .table()
+            .chunks()
             .iter()
-            .filter(|d| d.media_type != MEDIA_TYPE_ROOTFS)
             // Stored size, not the descriptor's: upstream writes uncompressed sizes there.
-            .map(|d| (d.digest, oci.blob_size(&d.digest).unwrap_or(d.size)))
+            .map(|c| {
+                let stored = c.pack.map(|p| p.stored_len);
+                (
+                    c.digest,
+                    stored.or_else(|| oci.blob_size(&c.digest)).unwrap_or(0),
+                )
+            })
             .collect();
-        sets.insert(t.clone(), blobs);
+        sets.insert(t.clone(), chunks);
+        opened.insert(t.clone(), image);
     }
     let mut images = Vec::new();
     for t in all_tags
         .iter()
         .filter(|t| tag.is_none_or(|x| x == t.as_str()))
     {
-        let image = Image::open(oci, t, OpenOptions::default())?;
+        let image = &opened[t];
         let table = image.table();
         let (mut files, mut directories, mut others, mut file_bytes) = (0, 0, 0, 0);
         for id in 0..table.len() as u32 {
@@ -174,6 +185,12 @@ pub fn inspect(oci: &OciDir, tag: Option<&str>) -> Result<InspectReport, ReaderE
             directories,
             others,
             file_bytes,
+            blobs: image
+                .manifest()
+                .layers
+                .iter()
+                .filter(|d| d.media_type != MEDIA_TYPE_ROOTFS)
+                .count() as u64,
             chunks: mine.len() as u64,
             chunk_bytes: sum(mine.values().copied()),
             shared_chunks: shared.len() as u64,

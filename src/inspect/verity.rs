@@ -9,7 +9,7 @@ use crate::chunk::fs_verity_digest;
 use crate::format::Digest;
 use crate::oci::{OciDir, OciError, VerityProblem, MAX_MANIFEST_BYTES, MEDIA_TYPE_ROOTFS};
 use crate::reader::{
-    BlobInfo, Image, OpenOptions, ReaderError, MAX_BLOB_BYTES, MAX_METADATA_BYTES,
+    DataFile, Image, OpenOptions, ReaderError, MAX_BLOB_BYTES, MAX_METADATA_BYTES, MAX_PACK_BYTES,
 };
 
 /// What `enable-fs-verity` did.
@@ -74,12 +74,12 @@ fn plan(
     }
     let image = Image::open_descriptor(oci, &desc, OpenOptions::default())?;
     let mut plan = Vec::new();
-    let blobs = image.table().blobs();
-    for (blob, result) in blobs
+    let files = image.table().data_files();
+    for (file, result) in files
         .iter()
-        .zip(parallel(blobs, |b| data_blob_verity(oci, b)))
+        .zip(parallel(&files, |f| data_blob_verity(oci, f)))
     {
-        plan.push((blob.digest, result?));
+        plan.push((file.digest, result?));
     }
     for layer in &image.manifest().layers {
         if layer.media_type == MEDIA_TYPE_ROOTFS {
@@ -103,11 +103,16 @@ fn plan(
 
 /// The fs-verity digest a data blob records, checked against its stored bytes (whose sha256
 /// is checked too).
-pub(super) fn data_blob_verity(oci: &OciDir, blob: &BlobInfo) -> Result<[u8; 32], ReaderError> {
+pub(super) fn data_blob_verity(oci: &OciDir, blob: &DataFile) -> Result<[u8; 32], ReaderError> {
     let recorded = blob
         .verity
         .ok_or_else(|| ReaderError::NoVerityDigest(format!("blob {}", blob.digest)))?;
-    let actual = fs_verity_digest(&oci.read_blob(&blob.digest, MAX_BLOB_BYTES)?);
+    let limit = if blob.pack {
+        MAX_PACK_BYTES
+    } else {
+        MAX_BLOB_BYTES
+    };
+    let actual = fs_verity_digest(&oci.read_blob(&blob.digest, limit)?);
     if actual != recorded {
         return Err(mismatch(blob.digest, &recorded, &actual).into());
     }

@@ -216,6 +216,54 @@ impl OciDir {
         Ok(buf)
     }
 
+    /// Whether a blob's contents hash to its name, read as a stream (blobs of any size).
+    pub fn verify_blob(&self, digest: &Digest) -> Result<bool, OciError> {
+        let mut file = self.open_blob(digest)?;
+        let mut hash = crate::format::Sha256Writer::default();
+        std::io::copy(&mut file, &mut hash).map_err(|e| OciError::io(self.blob_path(digest), e))?;
+        Ok(hash.finish() == *digest)
+    }
+
+    /// Reads `len` bytes at `offset` of a blob (a chunk of a pack), without checking the whole
+    /// blob's digest: the caller checks the range's own. With `verity` the file must have
+    /// fs-verity on with that measurement, checked before anything is read.
+    pub fn read_blob_range(
+        &self,
+        digest: &Digest,
+        offset: u64,
+        len: u64,
+        verity: Option<&[u8; 32]>,
+    ) -> Result<Vec<u8>, OciError> {
+        use std::os::unix::fs::FileExt;
+        let file = self.open_blob(digest)?;
+        if let Some(expected) = verity {
+            check_measurement(&file, digest, expected)?;
+        }
+        let end = offset.saturating_add(len);
+        let len = usize::try_from(len).map_err(|_| OciError::Truncated {
+            digest: *digest,
+            size: 0,
+            end,
+        })?;
+        let mut buf = vec![0u8; len];
+        let mut done = 0usize;
+        while done < len {
+            match file.read_at(&mut buf[done..], offset + done as u64) {
+                Ok(0) => {
+                    return Err(OciError::Truncated {
+                        digest: *digest,
+                        size: offset + done as u64,
+                        end,
+                    })
+                }
+                Ok(n) => done += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(OciError::io(self.blob_path(digest), e)),
+            }
+        }
+        Ok(buf)
+    }
+
     /// Turns fs-verity on for a blob (if it is not on already) and checks that the kernel's
     /// measurement is `expected`. Returns whether this call turned it on.
     pub fn enable_blob_verity(

@@ -42,6 +42,18 @@ pub enum OciError {
         /// The digest of what is stored.
         actual: Digest,
     },
+    /// A blob ends before a byte range an image needs from it.
+    #[error(
+        "blob {digest} is truncated: it ends at byte {size}, but an image needs bytes up to {end}"
+    )]
+    Truncated {
+        /// The blob.
+        digest: Digest,
+        /// Where it ends.
+        size: u64,
+        /// The end of the range needed.
+        end: u64,
+    },
     /// A blob is larger than its descriptor says or than a limit allows.
     #[error("blob {digest} is {size} bytes, more than the {limit} allowed")]
     TooLarge {

@@ -38,6 +38,9 @@ pub enum ReaderError {
         /// What is wrong with it.
         source: ChunkError,
     },
+    /// A chunk read from a pack does not hash to the digest the image records for it.
+    #[error("{0}")]
+    ChunkCorrupt(Box<CorruptChunk>),
     /// A file extent points past the end of its blob.
     #[error("blob {digest} is {size} bytes but a file needs bytes up to {end}")]
     ShortBlob {
@@ -69,10 +72,26 @@ impl ReaderError {
         matches!(
             self,
             ReaderError::Chunk { .. }
+                | ReaderError::ChunkCorrupt(_)
                 | ReaderError::ShortBlob { .. }
                 | ReaderError::Oci(OciError::DigestMismatch { .. })
                 | ReaderError::Oci(OciError::TooLarge { .. })
+                | ReaderError::Oci(OciError::Truncated { .. })
                 | ReaderError::Oci(OciError::BlobMissing(_))
         )
     }
+}
+
+/// A chunk of a pack whose stored bytes do not hash to its recorded digest.
+#[derive(Debug, thiserror::Error)]
+#[error("pack {pack} is corrupt: its chunk at byte {offset} hashes to {actual}, not {expected}")]
+pub struct CorruptChunk {
+    /// The pack blob.
+    pub pack: Digest,
+    /// Where the chunk's stored bytes start in it.
+    pub offset: u64,
+    /// The chunk's recorded digest.
+    pub expected: Digest,
+    /// The digest of what is stored.
+    pub actual: Digest,
 }

@@ -5,25 +5,52 @@ use std::sync::Arc;
 use super::heap_cache::ChunkData;
 use super::read_ahead::ReadAhead;
 use super::table::{Extent, InodeTable, NodeId};
-use super::{HeapChunkCache, ReaderError, DEFAULT_CACHE_BYTES};
-use crate::chunk::decompress_seekable;
+use super::{CorruptChunk, HeapChunkCache, ReaderError, DEFAULT_CACHE_BYTES};
+use crate::chunk::{decompress_frames, decompress_seekable};
 use crate::format::{decode_rootfs, Chunking, DecodeLimits, Digest, MANIFEST_VERSION};
 use crate::oci::{Descriptor, ImageManifest, OciDir};
 
 /// Largest data blob (stored or decompressed) a reader accepts.
 pub const MAX_BLOB_BYTES: u64 = 64 << 20;
+/// Largest pack blob tools read whole (to check its digest or fs-verity digest); readers of
+/// files read only the chunks they need.
+pub const MAX_PACK_BYTES: u64 = 1 << 30;
 /// Largest metadata blob a reader accepts.
 pub const MAX_METADATA_BYTES: u64 = 512 << 20;
 
-/// A data blob referenced by the image.
+/// A chunk the image's files use: a whole data blob, or a slice of a pack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BlobInfo {
-    /// Its digest (and file name).
+pub struct ChunkInfo {
+    /// sha256 of its stored bytes (for a whole blob, the blob's digest and file name).
     pub digest: Digest,
-    /// Stored in the zstd seekable format.
+    /// Stored compressed: a seekable blob, or whole zstd frames in a compressed pack.
     pub compressed: bool,
-    /// Its fs-verity digest, when the image records one.
+    /// fs-verity digest of the file holding it, when the image records one.
     pub verity: Option<[u8; 32]>,
+    /// Where it lies when it is inside a pack.
+    pub pack: Option<PackSlice>,
+}
+
+/// Where a chunk lies in a pack blob.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PackSlice {
+    /// The pack blob's digest (its file name).
+    pub pack: Digest,
+    /// Offset of the chunk's contents in the pack's uncompressed view.
+    pub offset: u64,
+    /// Length of its contents.
+    pub len: u64,
+    /// Offset of its stored bytes in the pack blob.
+    pub stored_offset: u64,
+    /// Length of its stored bytes.
+    pub stored_len: u64,
+}
+
+impl ChunkInfo {
+    /// Digest of the blob file holding the chunk: its pack, or itself.
+    pub fn file(&self) -> Digest {
+        self.pack.map_or(self.digest, |p| p.pack)
+    }
 }
 
 /// How to open an image.
@@ -119,7 +146,7 @@ impl Image {
         let table = InodeTable::build(&rootfs)?;
         let verity_required = options.fs_verity.is_some();
         if verity_required {
-            if let Some(b) = table.blobs().iter().find(|b| b.verity.is_none()) {
+            if let Some(b) = table.chunks().iter().find(|b| b.verity.is_none()) {
                 return Err(ReaderError::NoVerityDigest(format!("blob {}", b.digest)));
             }
         }
@@ -201,7 +228,7 @@ impl Image {
     }
 
     /// Contents of a blob: read, checked against its digest, decompressed. Cached.
-    pub fn blob_data(&self, blob: &BlobInfo) -> Result<ChunkData, ReaderError> {
+    pub fn blob_data(&self, blob: &ChunkInfo) -> Result<ChunkData, ReaderError> {
         self.cache.get_or_load(&blob.into(), || {
             load_blob(&self.oci, blob, self.verity_required)
         })
@@ -225,11 +252,11 @@ impl Image {
             if e.file_offset >= end {
                 break;
             }
-            let blobs = self.table.blobs();
-            let blob = &blobs[e.blob as usize];
+            let blobs = self.table.chunks();
+            let blob = &blobs[e.chunk as usize];
             let data = self.blob_data(blob)?;
             if let Some(ahead) = &self.read_ahead {
-                ahead.used(blobs, e.blob as usize, &self.cache);
+                ahead.used(blobs, e.chunk as usize, &self.cache);
             }
             let piece = extent_slice(e, &data, blob.digest)?;
             let from = offset.saturating_sub(e.file_offset) as usize;
@@ -256,7 +283,7 @@ impl Image {
 /// it against its digest and decompresses it.
 pub(super) fn load_blob(
     oci: &OciDir,
-    blob: &BlobInfo,
+    blob: &ChunkInfo,
     verity: bool,
 ) -> Result<Vec<u8>, ReaderError> {
     let expected = match (verity, &blob.verity) {
@@ -264,6 +291,25 @@ pub(super) fn load_blob(
         (true, Some(v)) => Some(v),
         (true, None) => return Err(ReaderError::NoVerityDigest(format!("blob {}", blob.digest))),
     };
+    if let Some(p) = &blob.pack {
+        let stored = oci.read_blob_range(&p.pack, p.stored_offset, p.stored_len, expected)?;
+        let actual = Digest::of(&stored);
+        if actual != blob.digest {
+            return Err(ReaderError::ChunkCorrupt(Box::new(CorruptChunk {
+                pack: p.pack,
+                offset: p.stored_offset,
+                expected: blob.digest,
+                actual,
+            })));
+        }
+        if !blob.compressed {
+            return Ok(stored);
+        }
+        return decompress_frames(&stored, p.len).map_err(|source| ReaderError::Chunk {
+            digest: blob.digest,
+            source,
+        });
+    }
     let raw = oci.read_blob_verity(&blob.digest, MAX_BLOB_BYTES, expected)?;
     if blob.compressed {
         decompress_seekable(&raw, MAX_BLOB_BYTES).map_err(|source| ReaderError::Chunk {
@@ -276,7 +322,7 @@ pub(super) fn load_blob(
 }
 
 fn extent_slice<'a>(e: &Extent, data: &'a [u8], digest: Digest) -> Result<&'a [u8], ReaderError> {
-    let start = e.blob_offset;
+    let start = e.chunk_offset;
     let end = start + e.len; // cannot overflow: checked when the table was built
     if end > data.len() as u64 {
         return Err(ReaderError::ShortBlob {

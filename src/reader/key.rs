@@ -1,7 +1,7 @@
 //! [`ChunkKey`]: what a chunk's verified contents are a function of, and so what caches of
 //! them are keyed by.
 
-use super::BlobInfo;
+use super::ChunkInfo;
 use crate::format::Digest;
 
 /// A blob's digest and how it is stored. The same stored bytes mean different contents when
@@ -22,8 +22,8 @@ impl ChunkKey {
     }
 }
 
-impl From<&BlobInfo> for ChunkKey {
-    fn from(blob: &BlobInfo) -> Self {
+impl From<&ChunkInfo> for ChunkKey {
+    fn from(blob: &ChunkInfo) -> Self {
         ChunkKey::new(blob.digest, blob.compressed)
     }
 }

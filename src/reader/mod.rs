@@ -10,10 +10,14 @@ mod read_ahead;
 mod table;
 mod walk;
 
-pub use error::ReaderError;
+pub use error::{CorruptChunk, ReaderError};
 pub use file_cache::{FileChunkCache, FileChunkCacheStats};
 pub use heap_cache::{ChunkData, HeapChunkCache, DEFAULT_CACHE_BYTES};
-pub use image::{BlobInfo, Image, OpenOptions, MAX_BLOB_BYTES, MAX_METADATA_BYTES};
+pub use image::{
+    ChunkInfo, Image, OpenOptions, PackSlice, MAX_BLOB_BYTES, MAX_METADATA_BYTES, MAX_PACK_BYTES,
+};
 pub use key::ChunkKey;
-pub use table::{Entry, Extent, InodeTable, Node, NodeData, NodeId, Span, NAME_MAX, ROOT};
+pub use table::{
+    DataFile, Entry, Extent, InodeTable, Node, NodeData, NodeId, Span, NAME_MAX, ROOT,
+};
 pub use walk::{Walk, WalkItem};

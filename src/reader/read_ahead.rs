@@ -5,14 +5,14 @@
 use std::sync::mpsc::{self, SyncSender};
 use std::sync::Arc;
 
-use super::image::{load_blob, BlobInfo};
+use super::image::{load_blob, ChunkInfo};
 use super::{ChunkKey, HeapChunkCache};
 use crate::oci::OciDir;
 
 /// Hands chunks to the read-ahead thread; the thread ends when this is dropped.
 #[derive(Debug)]
 pub(super) struct ReadAhead {
-    queue: SyncSender<BlobInfo>,
+    queue: SyncSender<ChunkInfo>,
     depth: usize,
 }
 
@@ -24,7 +24,7 @@ impl ReadAhead {
         depth: usize,
         verity: bool,
     ) -> std::io::Result<Self> {
-        let (queue, wanted) = mpsc::sync_channel::<BlobInfo>(depth * 2);
+        let (queue, wanted) = mpsc::sync_channel::<ChunkInfo>(depth * 2);
         std::thread::Builder::new()
             .name("pfs-read-ahead".into())
             .spawn(move || {
@@ -38,7 +38,7 @@ impl ReadAhead {
 
     /// A reader used `blobs[used]`: queue the next chunks that are not loaded yet. Never
     /// blocks: when the thread is behind, the hint is dropped.
-    pub fn used(&self, blobs: &[BlobInfo], used: usize, cache: &HeapChunkCache) {
+    pub fn used(&self, blobs: &[ChunkInfo], used: usize, cache: &HeapChunkCache) {
         let next = blobs.iter().skip(used + 1).take(self.depth);
         for blob in next.filter(|b| !cache.has(&ChunkKey::from(*b))) {
             if self.queue.try_send(*blob).is_err() {

@@ -8,9 +8,10 @@ use std::collections::{HashMap, HashSet, VecDeque};
 
 use super::defs::{DefIndex, Defs};
 
-use super::image::BlobInfo;
+use super::image::ChunkInfo;
+use super::image::{PackSlice, MAX_BLOB_BYTES};
 use super::ReaderError;
-use crate::format::{Digest, InodeKind, Rootfs, Timespec, Xattr, ROOT_INO};
+use crate::format::{Digest, FileChunk, InodeKind, Pack, Rootfs, Timespec, Xattr, ROOT_INO};
 
 /// Index of a node in the table; [`ROOT`] is the root directory.
 pub type NodeId = u32;
@@ -108,24 +109,35 @@ pub struct Entry {
     pub node: NodeId,
 }
 
-/// A contiguous range of a file stored in one blob.
+/// A contiguous range of a file stored in one chunk.
 #[derive(Debug, Clone, Copy)]
 pub struct Extent {
     /// Offset in the file.
     pub file_offset: u64,
     /// Length in bytes.
     pub len: u64,
-    /// Index into [`InodeTable::blobs`].
-    pub blob: u32,
-    /// Offset in the blob's uncompressed contents.
-    pub blob_offset: u64,
+    /// Index into [`InodeTable::chunks`].
+    pub chunk: u32,
+    /// Offset in the chunk's contents.
+    pub chunk_offset: u64,
 }
 
-/// All reachable nodes of an image plus the blobs their data lives in.
+/// A data blob file of an image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DataFile {
+    /// Its digest (and file name).
+    pub digest: Digest,
+    /// Its fs-verity digest, when the image records one.
+    pub verity: Option<[u8; 32]>,
+    /// Whether it is a pack (else it is one chunk).
+    pub pack: bool,
+}
+
+/// All reachable nodes of an image plus the chunks their data lives in.
 #[derive(Debug)]
 pub struct InodeTable {
     nodes: Vec<Node>,
-    blobs: Vec<BlobInfo>,
+    chunks: Vec<ChunkInfo>,
     entries: Vec<Entry>,
     extents: Vec<Extent>,
     /// Every entry name, back to back.
@@ -160,10 +172,12 @@ struct Builder<'a> {
     names: Vec<u8>,
     /// The node made of each definition's inode, by [`DefIndex`] ([`NO_NODE`]: none yet).
     node_of: Vec<NodeId>,
-    blobs: Vec<BlobInfo>,
-    blob_of: HashMap<Digest, u32>,
-    /// The last blob interned: consecutive chunks often share one (small files).
-    last_blob: Option<(Digest, u32)>,
+    chunks: Vec<ChunkInfo>,
+    chunk_of: HashMap<Digest, u32>,
+    /// Blobs that are packs, checked.
+    packs: HashMap<Digest, &'a Pack>,
+    /// The last chunk interned: consecutive file chunks often share one (small files).
+    last_chunk: Option<(Digest, u32)>,
     verity: &'a std::collections::BTreeMap<Digest, [u8; 32]>,
 }
 
@@ -187,21 +201,22 @@ impl InodeTable {
             entries: Vec::new(),
             extents: Vec::new(),
             names: Vec::new(),
-            blobs: Vec::new(),
-            blob_of: HashMap::new(),
-            last_blob: None,
+            chunks: Vec::new(),
+            chunk_of: HashMap::new(),
+            packs: check_packs(&rootfs.packs)?,
+            last_chunk: None,
             verity: &rootfs.verity,
         };
         b.walk()?;
         // Growth by doubling leaves up to half of each array unused; tables live long.
         b.nodes.shrink_to_fit();
-        b.blobs.shrink_to_fit();
+        b.chunks.shrink_to_fit();
         b.entries.shrink_to_fit();
         b.extents.shrink_to_fit();
         b.names.shrink_to_fit();
         Ok(InodeTable {
             nodes: b.nodes,
-            blobs: b.blobs,
+            chunks: b.chunks,
             entries: b.entries,
             extents: b.extents,
             names: b.names,
@@ -229,9 +244,24 @@ impl InodeTable {
         self.nodes.is_empty()
     }
 
-    /// Every blob referenced by a file.
-    pub fn blobs(&self) -> &[BlobInfo] {
-        &self.blobs
+    /// Every chunk a file uses, in the order files first use them.
+    pub fn chunks(&self) -> &[ChunkInfo] {
+        &self.chunks
+    }
+
+    /// Every data blob file the chunks lie in (packs, and chunks stored on their own), in
+    /// the order files first use them.
+    pub fn data_files(&self) -> Vec<DataFile> {
+        let mut seen = HashSet::new();
+        self.chunks
+            .iter()
+            .filter(|c| seen.insert(c.file()))
+            .map(|c| DataFile {
+                digest: c.file(),
+                verity: c.verity,
+                pack: c.pack.is_some(),
+            })
+            .collect()
     }
 
     /// Looks a name up in a directory.
@@ -477,12 +507,12 @@ impl<'a> Builder<'a> {
                     c.blob.offset.checked_add(c.len).ok_or_else(|| {
                         bad(format!("inode {}: chunk range overflows", inode.ino))
                     })?;
-                    let blob = self.intern_blob(c.blob.digest, c.blob.compressed)?;
+                    let (chunk, chunk_offset) = self.locate(inode.ino, c)?;
                     self.extents.push(Extent {
                         file_offset: offset,
                         len: c.len,
-                        blob,
-                        blob_offset: c.blob.offset,
+                        chunk,
+                        chunk_offset,
                     });
                     offset = offset
                         .checked_add(c.len)
@@ -536,30 +566,103 @@ impl<'a> Builder<'a> {
         Ok(id)
     }
 
-    fn intern_blob(&mut self, digest: Digest, compressed: bool) -> Result<u32, ReaderError> {
-        let known = match self.last_blob {
+    /// The chunk holding a file chunk's bytes, and where they start in it.
+    fn locate(&mut self, ino: u64, c: &FileChunk) -> Result<(u32, u64), ReaderError> {
+        let Some(pack) = self.packs.get(&c.blob.digest).copied() else {
+            let info = ChunkInfo {
+                digest: c.blob.digest,
+                compressed: c.blob.compressed,
+                verity: self.verity.get(&c.blob.digest).copied(),
+                pack: None,
+            };
+            return Ok((self.intern_chunk(info)?, c.blob.offset));
+        };
+        if pack.compressed != c.blob.compressed {
+            return Err(bad(format!(
+                "inode {ino}: pack {} is referenced both compressed and uncompressed",
+                pack.digest
+            )));
+        }
+        let at = pack.chunks.partition_point(|p| p.offset <= c.blob.offset);
+        let inside = at
+            .checked_sub(1)
+            .map(|i| &pack.chunks[i])
+            .filter(|p| c.blob.offset + c.len <= p.offset + p.len);
+        let Some(p) = inside else {
+            return Err(bad(format!(
+                "inode {ino}: bytes {}..{} of pack {} are not inside one of its chunks",
+                c.blob.offset,
+                c.blob.offset + c.len,
+                pack.digest
+            )));
+        };
+        let info = ChunkInfo {
+            digest: p.digest,
+            compressed: pack.compressed,
+            verity: self.verity.get(&pack.digest).copied(),
+            pack: Some(PackSlice {
+                pack: pack.digest,
+                offset: p.offset,
+                len: p.len,
+                stored_offset: p.stored_offset,
+                stored_len: p.stored_len,
+            }),
+        };
+        Ok((self.intern_chunk(info)?, c.blob.offset - p.offset))
+    }
+
+    fn intern_chunk(&mut self, info: ChunkInfo) -> Result<u32, ReaderError> {
+        let digest = info.digest;
+        let known = match self.last_chunk {
             Some((d, i)) if d == digest => Some(i),
-            _ => self.blob_of.get(&digest).copied(),
+            _ => self.chunk_of.get(&digest).copied(),
         };
         if let Some(i) = known {
-            self.last_blob = Some((digest, i));
-            if self.blobs[i as usize].compressed != compressed {
+            self.last_chunk = Some((digest, i));
+            if self.chunks[i as usize].compressed != info.compressed {
                 return Err(bad(format!(
-                    "blob {digest} is referenced both compressed and uncompressed"
+                    "chunk {digest} is referenced both compressed and uncompressed"
                 )));
             }
             return Ok(i);
         }
-        let i = u32::try_from(self.blobs.len()).map_err(|_| bad("too many blobs"))?;
-        self.blobs.push(BlobInfo {
-            digest,
-            compressed,
-            verity: self.verity.get(&digest).copied(),
-        });
-        self.blob_of.insert(digest, i);
-        self.last_blob = Some((digest, i));
+        let i = u32::try_from(self.chunks.len()).map_err(|_| bad("too many chunks"))?;
+        self.chunks.push(info);
+        self.chunk_of.insert(digest, i);
+        self.last_chunk = Some((digest, i));
         Ok(i)
     }
+}
+
+/// Checks every pack's chunk list (sorted, not overlapping, sizes within bounds, raw chunks
+/// stored where upstream readers look for them) and indexes the packs by digest.
+fn check_packs(packs: &[Pack]) -> Result<HashMap<Digest, &Pack>, ReaderError> {
+    let mut out = HashMap::with_capacity(packs.len());
+    for pack in packs {
+        let mut end = 0u64;
+        let mut stored_end = 0u64;
+        for c in &pack.chunks {
+            let what = || format!("pack {}: chunk {} at {}", pack.digest, c.digest, c.offset);
+            let ok_len = (1..=MAX_BLOB_BYTES).contains(&c.len)
+                && (1..=MAX_BLOB_BYTES).contains(&c.stored_len)
+                && (pack.compressed || (c.stored_len == c.len && c.stored_offset == c.offset));
+            if !ok_len {
+                return Err(bad(format!("{}: impossible sizes", what())));
+            }
+            if c.offset < end || c.stored_offset < stored_end {
+                return Err(bad(format!("{}: chunks unsorted or overlapping", what())));
+            }
+            end = c.offset.checked_add(c.len).ok_or_else(|| bad(what()))?;
+            stored_end = c
+                .stored_offset
+                .checked_add(c.stored_len)
+                .ok_or_else(|| bad(what()))?;
+        }
+        if out.insert(pack.digest, pack).is_some() {
+            return Err(bad(format!("pack {} is listed twice", pack.digest)));
+        }
+    }
+    Ok(out)
 }
 
 /// One definition's entries, names checked, duplicates refused.

@@ -44,6 +44,7 @@ fn table(layers: Vec<Vec<Inode>>) -> Result<InodeTable, ReaderError> {
         verity: Default::default(),
         manifest_version: MANIFEST_VERSION,
         chunking: None,
+        packs: Vec::new(),
     })
 }
 
@@ -270,4 +271,168 @@ fn sparse_numbers_and_unsorted_entries() {
         missing.contains("inode 9, which does not exist"),
         "{missing}"
     );
+}
+
+/// A one-file image whose file is `refs` (offset, length) of `pack`, referenced compressed
+/// or not as `compressed` says.
+fn packed_table(
+    pack: crate::format::Pack,
+    compressed: bool,
+    refs: &[(u64, u64)],
+) -> Result<InodeTable, ReaderError> {
+    let chunks = refs
+        .iter()
+        .map(|&(offset, len)| crate::format::FileChunk {
+            blob: crate::format::BlobRef {
+                digest: pack.digest,
+                offset,
+                compressed,
+            },
+            len,
+        })
+        .collect();
+    InodeTable::build(&Rootfs {
+        layers: vec![vec![
+            dir(ROOT_INO, &[("f", 2)], false),
+            with_kind(2, InodeKind::File { chunks }),
+        ]],
+        verity: Default::default(),
+        manifest_version: MANIFEST_VERSION,
+        chunking: None,
+        packs: vec![pack],
+    })
+}
+
+fn packed(
+    digest: &[u8],
+    offset: u64,
+    len: u64,
+    stored_offset: u64,
+    stored_len: u64,
+) -> crate::format::PackedChunk {
+    crate::format::PackedChunk {
+        digest: Digest::of(digest),
+        offset,
+        len,
+        stored_offset,
+        stored_len,
+    }
+}
+
+#[test]
+fn file_chunks_in_packs_resolve_to_their_chunk() {
+    let pack = crate::format::Pack {
+        digest: Digest::of(b"pack"),
+        compressed: true,
+        chunks: vec![packed(b"a", 0, 100, 0, 40), packed(b"b", 100, 50, 40, 30)],
+    };
+    let t = packed_table(pack, true, &[(10, 90), (100, 50)]).unwrap();
+    let id = t.resolve(b"/f", false).unwrap();
+    let extents = t.extents(id);
+    assert_eq!(t.node(id).size, 140);
+    let first = t.chunks()[extents[0].chunk as usize];
+    assert_eq!(
+        (first.digest, extents[0].chunk_offset),
+        (Digest::of(b"a"), 10)
+    );
+    let slice = first.pack.unwrap();
+    assert_eq!(
+        (slice.pack, slice.stored_offset, slice.stored_len),
+        (Digest::of(b"pack"), 0, 40)
+    );
+    let second = t.chunks()[extents[1].chunk as usize];
+    assert_eq!(
+        (second.digest, extents[1].chunk_offset),
+        (Digest::of(b"b"), 0)
+    );
+    assert_eq!(t.data_files().len(), 1);
+}
+
+#[test]
+fn hostile_pack_tables_are_rejected() {
+    let pack = |compressed, chunks| crate::format::Pack {
+        digest: Digest::of(b"pack"),
+        compressed,
+        chunks,
+    };
+    let two = || vec![packed(b"a", 0, 100, 0, 40), packed(b"b", 100, 50, 40, 30)];
+    let cases = [
+        // A file chunk straddling two packed chunks, before the first, past the last.
+        (
+            pack(true, two()),
+            true,
+            vec![(90, 20)],
+            "not inside one of its chunks",
+        ),
+        (
+            pack(true, vec![packed(b"a", 10, 100, 0, 40)]),
+            true,
+            vec![(0, 5)],
+            "not inside",
+        ),
+        (pack(true, two()), true, vec![(150, 1)], "not inside"),
+        // A compressed pack referenced as uncompressed.
+        (
+            pack(true, two()),
+            false,
+            vec![(0, 10)],
+            "both compressed and uncompressed",
+        ),
+        // Overlapping chunks, in contents or in stored bytes.
+        (
+            pack(
+                true,
+                vec![packed(b"a", 0, 100, 0, 40), packed(b"b", 99, 50, 40, 30)],
+            ),
+            true,
+            vec![],
+            "overlapping",
+        ),
+        (
+            pack(
+                true,
+                vec![packed(b"a", 0, 100, 0, 40), packed(b"b", 100, 50, 39, 30)],
+            ),
+            true,
+            vec![],
+            "overlapping",
+        ),
+        // Raw chunks whose stored bytes are not where upstream readers look.
+        (
+            pack(false, vec![packed(b"a", 0, 100, 1, 100)]),
+            false,
+            vec![],
+            "impossible sizes",
+        ),
+        (
+            pack(false, vec![packed(b"a", 0, 100, 0, 99)]),
+            false,
+            vec![],
+            "impossible sizes",
+        ),
+        // Empty, huge, or overflowing chunks.
+        (
+            pack(true, vec![packed(b"a", 0, 0, 0, 1)]),
+            true,
+            vec![],
+            "impossible sizes",
+        ),
+        (
+            pack(true, vec![packed(b"a", 0, 1 << 40, 0, 1)]),
+            true,
+            vec![],
+            "impossible sizes",
+        ),
+        (
+            pack(true, vec![packed(b"a", u64::MAX - 5, 10, 0, 1)]),
+            true,
+            vec![],
+            "chunk",
+        ),
+    ];
+    for (i, (p, compressed, refs, want)) in cases.into_iter().enumerate() {
+        let err = packed_table(p, compressed, &refs).expect_err(&format!("case {i} accepted"));
+        let text = err.to_string();
+        assert!(text.contains(want), "case {i}: {text}");
+    }
 }

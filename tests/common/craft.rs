@@ -146,6 +146,7 @@ impl Crafter {
             verity: Default::default(),
             manifest_version: MANIFEST_VERSION,
             chunking: None,
+            packs: Vec::new(),
         };
         let meta = encode_rootfs(&rootfs).unwrap();
         let meta_digest = Digest::of(&meta);

@@ -9,7 +9,7 @@ use super::registry_harness::{Auth, FaultProxy, Kind, Registry, ALWAYS};
 use super::{
     leftovers, manifest_blobs, n, puzzlefs_with, s, small_image, transfer, transfer_fails,
 };
-use crate::common::{bin, build_image, debian_tree, puzzlefs};
+use crate::common::{bin, debian_tree, puzzlefs};
 use puzzlefs_virtiofsd::oci::OciDir;
 
 #[test]
@@ -146,8 +146,17 @@ fn kill_when(args: &[&str], ready: impl Fn() -> bool) {
 fn killed_push_and_pull_run_again_move_only_what_is_missing() {
     let tmp = tempfile::tempdir().unwrap();
     let ours = tmp.path().join("ours");
-    let image = build_image(&debian_tree(), &ours, "v1", true);
+    // Small packs: hundreds of blobs, so the kills land mid-transfer.
+    let image = format!("{}:v1", s(&ours));
+    puzzlefs(&[
+        "build".as_ref(),
+        "-c".as_ref(),
+        "--pack-size=256K".as_ref(),
+        debian_tree().as_os_str(),
+        image.as_ref(),
+    ]);
     let total = manifest_blobs(&ours, "v1").len() as u64;
+    assert!(total > 250, "{total} blobs");
     let registry = Registry::start(Auth::None);
     let proxy = FaultProxy::start(&registry.addr());
     let dst = format!("docker://{}/k/deb:v1", proxy.addr());

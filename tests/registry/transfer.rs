@@ -49,6 +49,28 @@ fn debian_versions_move_only_their_delta() {
     proxy.reset_counts();
     let r = transfer("push", &[&v2, &format!("{repo}:v2")]);
     assert_eq!(n(&r, "blobs_sent"), delta.len() as u64);
+    // In bytes: the stored bytes of the chunks v1 lacks, plus v2's metadata, manifest and the
+    // packs' seek tables (within 10%).
+    let stored = |tag: &str| -> std::collections::HashMap<_, u64> {
+        let image = open(&ours, tag);
+        let chunks = image.table().chunks();
+        chunks
+            .iter()
+            .map(|c| (c.digest, c.pack.expect("chunks are in packs").stored_len))
+            .collect()
+    };
+    let (c1, c2) = (stored("v1"), stored("v2"));
+    let chunk_delta: u64 = c2
+        .iter()
+        .filter(|(d, _)| !c1.contains_key(*d))
+        .map(|(_, len)| len)
+        .sum();
+    let true_delta = chunk_delta + open(&ours, "v2").metadata_size();
+    let sent = n(&r, "bytes_sent");
+    assert!(
+        sent >= chunk_delta && sent as f64 <= 1.1 * true_delta as f64,
+        "sent {sent} bytes for a delta of {true_delta}"
+    );
     assert_eq!(n(&r, "blobs_skipped"), (b2.len() - delta.len()) as u64);
     assert_eq!(proxy.count(Kind::UploadPut), delta.len());
     let before = expect;
