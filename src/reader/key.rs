@@ -11,7 +11,9 @@ use crate::format::Digest;
 pub struct ChunkKey {
     /// sha256 of the stored bytes.
     pub digest: Digest,
-    /// Stored in the zstd seekable format (the contents are its decompression).
+    /// Stored compressed (the contents are its decompression). A seekable blob and bare zstd
+    /// frames (a chunk in a pack) decode alike, since zstd skips the seek table's skippable
+    /// frame, so one flag covers both.
     pub compressed: bool,
 }
 

@@ -49,6 +49,9 @@ impl Default for ClientOptions {
     }
 }
 
+/// Bytes read from a file at a time while streaming it to a registry.
+const UPLOAD_READ_BYTES: usize = 1 << 20;
+
 /// A blob to upload, which can be sent again on a retry.
 #[derive(Debug, Clone)]
 pub enum Payload {
@@ -492,7 +495,12 @@ fn attach(
         Payload::Bytes(b) => builder.body(b.clone()),
         Payload::File { path, len } => {
             let file = std::fs::File::open(path).map_err(|e| RegistryError::io(path, e))?;
-            let stream = tokio_util::io::ReaderStream::new(tokio::fs::File::from_std(file));
+            // Large reads: each one is a blocking-pool round trip (4 KiB by default made a
+            // 16 MiB pack 4 thousand of them, and pushes six times slower than skopeo).
+            let stream = tokio_util::io::ReaderStream::with_capacity(
+                tokio::fs::File::from_std(file),
+                UPLOAD_READ_BYTES,
+            );
             builder
                 .header(reqwest::header::CONTENT_LENGTH, *len)
                 .body(reqwest::Body::wrap_stream(stream))
