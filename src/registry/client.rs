@@ -161,11 +161,15 @@ impl Client {
         self.base
             .get_or_try_init(|| async {
                 let https = format!("https://{}", self.host);
-                match self.ping(&https).await {
+                // Under --tls-verify=false a plain-HTTP registry fails the HTTPS handshake at
+                // once, and every retry of it would fail the same way: no retries of a failed
+                // connection there (statuses such as 429 are still retried).
+                let connect_retries = if self.insecure { 0 } else { self.retries };
+                match self.ping(&https, connect_retries).await {
                     Ok(()) => Ok(https),
                     Err(e) if self.insecure => {
                         let http = format!("http://{}", self.host);
-                        self.ping(&http)
+                        self.ping(&http, self.retries)
                             .await
                             .map(|()| http)
                             .map_err(|e2| match e2 {
@@ -191,10 +195,10 @@ impl Client {
             .map(String::as_str)
     }
 
-    async fn ping(&self, base: &str) -> Result<(), RegistryError> {
+    async fn ping(&self, base: &str, connect_retries: u32) -> Result<(), RegistryError> {
         let url = format!("{base}/v2/");
         let resp = self
-            .with_retries("GET /v2/", || self.http.get(&url))
+            .with_retries("GET /v2/", connect_retries, || self.http.get(&url))
             .await?;
         if resp.status() == StatusCode::UNAUTHORIZED {
             let challenge = resp
@@ -335,11 +339,12 @@ impl Client {
         self.retries
     }
 
-    /// A plain request with retries on transient failures and 429/5xx (for the ping and
-    /// the token server, which take no authentication of ours).
+    /// A plain request with retries on 429/5xx and on up to `connect_retries` transient
+    /// failures (for the ping and the token server, which take no authentication of ours).
     async fn with_retries(
         &self,
         what: &str,
+        connect_retries: u32,
         build: impl Fn() -> reqwest::RequestBuilder,
     ) -> Result<Response, RegistryError> {
         let mut attempt = 0;
@@ -347,7 +352,7 @@ impl Client {
             match build().send().await {
                 Ok(r) if retryable_status(r.status()) && attempt < self.retries => {}
                 Ok(r) => return Ok(r),
-                Err(e) if transient(&e) && attempt < self.retries => {}
+                Err(e) if transient(&e) && attempt < connect_retries.min(self.retries) => {}
                 Err(e) => return Err(self.http_error(what.into(), e)),
             }
             attempt += 1;
@@ -448,7 +453,7 @@ impl Client {
             }
         }
         let resp = self
-            .with_retries("token request", || {
+            .with_retries("token request", self.retries, || {
                 let b = self.http.get(url.clone());
                 match &self.credentials {
                     Some(c) => b.basic_auth(&c.user, Some(&c.password)),
