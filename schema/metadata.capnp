@@ -100,10 +100,10 @@ struct Chunking {
     zstdLevel @6 :Int32;
 }
 
-# A chunk inside a pack. Its stored bytes are `storedLen` bytes at `storedOffset` in the pack
-# blob: raw, or in a compressed pack one or more whole zstd frames. Its contents are `len` bytes
-# at `offset` in the pack's uncompressed view (what a BlobRef's offset counts in). Added by this
-# project.
+# A chunk inside a pack: the unit a reader reads and verifies on its own. Its stored bytes are
+# `storedLen` bytes at `storedOffset` in the pack blob: raw, or in a compressed pack one or more
+# whole zstd frames. Its contents are `len` bytes at `offset` in the pack's uncompressed view
+# (what a BlobRef's offset counts in). Added by this project.
 struct PackedChunk {
     # sha256 of the chunk's stored bytes: checks a chunk read on its own (a byte range of the
     # pack) and keys caches of it.
@@ -114,16 +114,29 @@ struct PackedChunk {
     storedLen @4 :UInt64;
 }
 
+# A content-defined chunk of the data stream compressed together with its neighbours inside
+# one packed chunk (a frame group): `len` bytes at `offset` in the pack's uncompressed view,
+# whose sha256 is `digest`. Readers need nothing of it; builds use it to find chunks the
+# layout already stores. Added by this project.
+struct ChunkPart {
+    digest @0 :Data;
+    offset @1 :UInt64;
+    len @2 :UInt64;
+}
+
 # A data blob that holds many chunks back to back: raw, or in the zstd seekable format with
-# frames that never straddle two chunks. File chunks refer to it with an upstream BlobRef
-# (digest, offset in its uncompressed view), so upstream readers read it as one blob. Added by
-# this project.
+# frames that never straddle two packed chunks. File chunks refer to it with an upstream
+# BlobRef (digest, offset in its uncompressed view), so upstream readers read it as one blob.
+# Added by this project.
 struct Pack {
     # sha256 of the pack blob as stored.
     digest @0 :Data;
     compressed @1 :Bool;
     # The chunks the image uses, sorted by offset, not overlapping.
     chunks @2 :List(PackedChunk);
+    # The content-defined chunks inside those of `chunks` that group several, sorted by
+    # offset; each lies inside one of `chunks`.
+    parts @3 :List(ChunkPart);
 }
 
 struct Rootfs {

@@ -4,7 +4,9 @@
 # (whole-tree tarballs, and Docker-style delta layers holding only new or changed entries),
 # gzip and zstd, and Nydus 2.2 RAFS images (zstd) built with the previous version as chunk
 # dictionary; every store counts its data and its metadata (bootstraps for Nydus).
-# Ours also with settings for distribution (--level 19 and 256 KiB chunks: smaller, far slower).
+# Ours also with larger frame groups at a higher level (--frame-size 4M --level 9: about
+# twice the build time) and with settings for distribution (--level 19 and 256 KiB chunks:
+# smaller, far slower).
 # Versions: Debian bookworm minbase, then + python3, + git, + curl.
 #   scripts/bench-versions.sh
 set -eu
@@ -23,11 +25,13 @@ trap 'rm -rf "$work"' EXIT
 mib() { du -s --apparent-size --block-size=1 "$@" | awk '{s += $1} END {printf "%.1f", s / 1048576}'; }
 
 dist="--level 19 --chunk-size 256K --frame-size 1M"
+big="--level 9 --frame-size 4M"
 prev=""
 n=0
 for tree in "$v1" "$v2" "$v3" "$v4"; do
     n=$((n + 1))
     "$ours" build -c "$tree" "$work/ours:v$n" >/dev/null
+    "$ours" build -c $big "$tree" "$work/ours-big:v$n" >/dev/null
     "$theirs" build -c "$tree" "$work/upstream:v$n" >/dev/null
     if [ -z "$prev" ]; then
         "$ours" build -c "$tree" "$work/ours-base:v$n" >/dev/null
@@ -76,6 +80,7 @@ done
 echo "| 4 versions of bookworm (minbase, +python3, +git, +curl) | unified MiB |"
 echo "|---|---:|"
 echo "| puzzlefs (ours), -c, one OCI dir | $(mib "$work/ours") |"
+echo "| puzzlefs (ours), -c $big, one OCI dir | $(mib "$work/ours-big") |"
 echo "| puzzlefs (ours), -c --base previous | $(mib "$work/ours-base") |"
 echo "| puzzlefs (ours), -c $dist --base previous | $(mib "$work/ours-dist") |"
 echo "| upstream puzzlefs 0.2, -c, one OCI dir | $(mib "$work/upstream") |"
@@ -89,7 +94,9 @@ echo "| (uncompressed tree, v4 alone) | $(mib "$v4") |"
 if [ -n "${BENCH_RATIOS:-}" ]; then # chart lines for bench-chart.py: peer size / ours
     o=$(mib "$work/ours-base")
     d=$(mib "$work/ours-dist")
-    awk -v o="$o" -v d="$d" -v n="$(mib "$work/nydus")" -v u="$(mib "$work/upstream-base")" 'BEGIN {
+    i=$(mib "$work/ours")
+    awk -v o="$o" -v d="$d" -v i="$i" -v n="$(mib "$work/nydus")" -v u="$(mib "$work/upstream-base")" 'BEGIN {
+        printf "unified size of 4 versions, -c, default settings\tnydus --chunk-dict\t%.3f\t1.111\n", n / i
         printf "unified size of 4 versions, -c --base\tnydus --chunk-dict\t%.3f\t1.111\n", n / o
         printf "unified size of 4 versions, -c --base, level 19, 256K chunks\tnydus --chunk-dict\t%.3f\t1.111\n", n / d
         printf "unified size of 4 versions, -c --base\tupstream --base-layer\t%.3f\t\n", u / o

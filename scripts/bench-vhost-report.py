@@ -12,7 +12,7 @@ import statistics
 import sys
 from collections import defaultdict
 
-CONTENDERS = ["ours-zstd", "ours-plain", "virtiofsd", "nydusd"]
+CONTENDERS = ["ours-zstd", "ours-chunkframes", "ours-plain", "virtiofsd", "nydusd"]
 # bench-vhost.sh runs these in this order; the second read finds warm caches.
 LABELS = ["walk", "readdirplus", "read (cold)", "read (warm)", "random 4K"]
 HEADLINE_DEPTH = 16
@@ -89,11 +89,12 @@ def main():
         " chunk store the daemon held (verified chunks in an unnamed file in /var/tmp: page cache"
         " outside RSS, reclaimable)."
     )
-    print("\n| memory | " + " | ".join(CONTENDERS) + " |")
-    print("|---|" + "---:|" * len(CONTENDERS))
+    present = [c for c in CONTENDERS if any((c, d) in stats for d in depths)]
+    print("\n| memory | " + " | ".join(present) + " |")
+    print("|---|" + "---:|" * len(present))
     for depth in depths:
         cells = []
-        for c in CONTENDERS:
+        for c in present:
             if (c, depth) not in stats:
                 cells.append("-")
                 continue

@@ -4,6 +4,9 @@
 #   ours-plain  puzzlefs-virtiofsd --image (the tree's uncompressed PuzzleFS image)
 #   virtiofsd   virtiofsd 1.14 --shared-dir (the tree itself, on tmpfs; --sandbox none --seccomp none)
 #   nydusd      nydusd 2.2 virtiofs (a RAFS v6 zstd image of the tree, blob cache on tmpfs)
+#   ours-chunkframes (only if named in CONTENDERS) the zstd image with the defaults before
+#               1 MiB frame groups (--frame-size 256K --level 2)
+# CONTENDERS (default "ours-zstd ours-plain virtiofsd nydusd") picks and orders them.
 # Each run starts a fresh daemon per queue depth (1, 16, 64) and runs walk, readdirplus, read
 # (cold: first whole-tree read), read again (warm) and random 4 KiB reads, every file verified
 # against the tree. Contenders alternate; RUNS repeats; medians. Writes the JSON reports to
@@ -34,6 +37,10 @@ tree=$work/tree
 cp -a "$tree_in" "$tree"
 "$bin/puzzlefs" build -c "$tree" "$work/oci:zstd" >/dev/null
 "$bin/puzzlefs" build "$tree" "$work/oci:plain" >/dev/null
+contenders=${CONTENDERS:-ours-zstd ours-plain virtiofsd nydusd}
+case " $contenders " in *" ours-chunkframes "*)
+    "$bin/puzzlefs" build -c --frame-size 256K --level 2 "$tree" "$work/oci:chunkframes" >/dev/null ;;
+esac
 mkdir -p "$work/nydus" "$work/nydus-cache"
 "$nydus/nydus-image" create -t dir-rafs --compressor zstd -D "$work/nydus" \
     -B "$work/nydus.boot" "$tree" >/dev/null 2>&1
@@ -42,7 +49,7 @@ mkdir -p "$work/nydus" "$work/nydus-cache"
 start() { # contender socket -> sets $daemon
     rm -f "$2"
     case $1 in
-    ours-zstd | ours-plain)
+    ours-zstd | ours-plain | ours-chunkframes)
         "$bin/puzzlefs-virtiofsd" --socket-path "$2" --image "$work/oci:${1#ours-}" \
             --cache always 2>>"$work/daemon.log" &
         ;;
@@ -86,7 +93,7 @@ stop() {
 i=1
 while [ $i -le "$runs" ]; do
     for depth in 1 16 64; do
-        for c in ours-zstd ours-plain virtiofsd nydusd; do
+        for c in $contenders; do
             sock=$work/$c.sock
             start "$c" "$sock"
             pid=$(serving_pid "$daemon")

@@ -133,7 +133,10 @@ fn upstream_mount_reads_our_images() {
     let src = tmp.path().join("src");
     corner_case_tree(&src);
     let oci = tmp.path().join("oci");
-    for (tag, compress) in [("plain", false), ("zstd", true)] {
+    for (tag, compress) in [("plain", false), ("zstd", true), ("zstd2", true)] {
+        if tag == "zstd2" {
+            std::fs::write(src.join("added"), common::pseudo_random(200_000, 3)).unwrap();
+        }
         let image = build_image(&src, &oci, tag, compress);
         let mnt = tmp.path().join(format!("mnt-{tag}"));
         let m = UpstreamMount::start(&image, &mnt);
@@ -149,12 +152,14 @@ fn upstream_mount_reads_our_images() {
         let d = common::diff(&expected, &got, Compare::UPSTREAM_MOUNT);
         assert!(d.is_empty(), "{tag}: {}", d.join("\n"));
     }
-    // The compressed image stores its incompressible chunks raw, so it reuses the plain
-    // image's raw packs: upstream just read an image whose chunks lie in two builds' packs.
-    let (plain, zstd) = (blob_set(&oci, "plain"), blob_set(&oci, "zstd"));
+    // The second compressed image reuses the first one's packs (frame groups included) and
+    // adds its own: upstream just read an image whose chunks lie in two builds' packs.
+    let (zstd, zstd2) = (blob_set(&oci, "zstd"), blob_set(&oci, "zstd2"));
     assert!(
-        plain.intersection(&zstd).next().is_some(),
-        "{plain:?} {zstd:?}"
+        zstd.intersection(&zstd2).next().is_some(),
+        "{zstd:?} {zstd2:?}"
     );
-    assert!(zstd.difference(&plain).next().is_some());
+    assert!(zstd2.difference(&zstd).next().is_some());
+    // An uncompressed and a compressed build of one tree share nothing: each keeps its kind.
+    assert!(blob_set(&oci, "plain").is_disjoint(&zstd));
 }

@@ -158,10 +158,15 @@ pub(super) fn pack_table(
                 verity: Some(verity),
             },
         );
+        let parts = chunks
+            .values()
+            .flat_map(|c| facts.parts_in(c).iter().copied())
+            .collect();
         packs.push(Pack {
             digest,
             compressed: facts.compressed,
             chunks: chunks.into_values().collect(),
+            parts,
         });
     }
     Ok(packs)

@@ -1,10 +1,11 @@
 //! The packs already in a layout, found through its tagged images' metadata: where each
-//! stored chunk lies, so a build stores only chunks the layout does not hold yet.
+//! chunk lies, by the sha256 of its contents, so a build stores only chunks the layout does
+//! not hold yet.
 
 use std::collections::HashMap;
 
 use super::BuildError;
-use crate::format::{decode_rootfs, DecodeLimits, Digest, PackedChunk};
+use crate::format::{decode_rootfs, ChunkPart, DecodeLimits, Digest, PackedChunk};
 use crate::oci::{OciDir, MEDIA_TYPE_ROOTFS};
 use crate::reader::MAX_METADATA_BYTES;
 
@@ -16,6 +17,8 @@ pub(super) struct PackFacts {
     pub verity: Option<[u8; 32]>,
     /// Every chunk known to lie in it, sorted by offset.
     pub chunks: Vec<PackedChunk>,
+    /// Every part known inside its frame groups, sorted by offset.
+    pub parts: Vec<ChunkPart>,
 }
 
 impl PackFacts {
@@ -26,15 +29,41 @@ impl PackFacts {
             .map(|i| &self.chunks[i])
             .filter(|c| offset.saturating_add(len) <= c.offset + c.len)
     }
+
+    /// The parts inside packed chunk `c`.
+    pub fn parts_in(&self, c: &PackedChunk) -> &[ChunkPart] {
+        let start = self.parts.partition_point(|p| p.offset < c.offset);
+        let end = self.parts.partition_point(|p| p.offset < c.offset + c.len);
+        let parts = &self.parts[start..end.max(start)];
+        match parts.last() {
+            Some(p) if p.offset.saturating_add(p.len) > c.offset + c.len => &[],
+            _ => parts,
+        }
+    }
+}
+
+/// Where a chunk's contents lie: `len` bytes at `offset` of a pack, inside packed chunk
+/// `within` (the chunk itself, unless it is a part of a frame group).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Found {
+    pub within: PackedChunk,
+    pub offset: u64,
+    pub len: u64,
 }
 
 /// Packs of a layout and the chunks in them.
 #[derive(Debug, Default)]
 pub(super) struct Catalog {
     pub packs: HashMap<Digest, PackFacts>,
-    /// Chunk digest -> the pack holding it. With several, the smallest pack digest, so the
-    /// choice does not depend on the order tags are listed in.
-    pub chunks: HashMap<Digest, (Digest, PackedChunk)>,
+    /// sha256 of a chunk's contents -> the pack holding it, for uncompressed builds (raw
+    /// packs) and for compressed builds (compressed packs, and the raw packs of compressed
+    /// builds, which hold what zstd could not shrink): an uncompressed build stays
+    /// uncompressed, and a compressed build does not take chunks an uncompressed one stored.
+    /// With several, the smallest pack digest, so the choice does not depend on the order
+    /// tags are listed in. Raw packed chunks are their own contents; compressed ones are known
+    /// through their parts (a compressed packed chunk without parts, as the first packed
+    /// images had, is not found).
+    pub chunks: [HashMap<Digest, (Digest, Found)>; 2],
 }
 
 impl Catalog {
@@ -65,6 +94,10 @@ impl Catalog {
             let Ok(rootfs) = decode_rootfs(&bytes, &DecodeLimits::default()) else {
                 continue;
             };
+            let compressed_build = rootfs
+                .chunking
+                .as_ref()
+                .is_some_and(|c| c.compression != "none");
             for pack in rootfs.packs {
                 let Some(stored_len) = oci.blob_size(&pack.digest) else {
                     continue;
@@ -76,13 +109,17 @@ impl Catalog {
                     stored_len,
                     verity,
                     pack.chunks,
+                    pack.parts,
+                    compressed_build,
                 );
             }
         }
         Ok(catalog)
     }
 
-    /// Records a pack and the chunks known to lie in it.
+    /// Records a pack, the chunks and parts known to lie in it, and whether an image built
+    /// compressed lists it.
+    #[allow(clippy::too_many_arguments)]
     pub fn add(
         &mut self,
         digest: Digest,
@@ -90,26 +127,74 @@ impl Catalog {
         stored_len: u64,
         verity: Option<[u8; 32]>,
         chunks: Vec<PackedChunk>,
+        parts: Vec<ChunkPart>,
+        compressed_build: bool,
     ) {
-        for c in &chunks {
-            self.chunks
-                .entry(c.digest)
-                .and_modify(|(p, at)| {
-                    if digest < *p {
-                        (*p, *at) = (digest, *c);
-                    }
-                })
-                .or_insert((digest, *c));
-        }
         let facts = self.packs.entry(digest).or_insert(PackFacts {
             compressed,
             stored_len,
             verity,
             chunks: Vec::new(),
+            parts: Vec::new(),
         });
+        if facts.compressed != compressed {
+            return;
+        }
         facts.verity = facts.verity.or(verity);
         facts.chunks.extend(chunks);
         facts.chunks.sort_by_key(|c| c.offset);
         facts.chunks.dedup_by_key(|c| c.offset);
+        facts.parts.extend(parts);
+        facts.parts.sort_by_key(|p| p.offset);
+        facts.parts.dedup_by_key(|p| p.offset);
+        // Which builds may take its chunks: 0 uncompressed, 1 compressed.
+        let kinds: &[usize] = match (compressed, compressed_build) {
+            (true, _) => &[1],
+            (false, false) => &[0],
+            (false, true) => &[0, 1],
+        };
+        let mut found = Vec::new();
+        for c in &facts.chunks {
+            if !compressed {
+                found.push((
+                    c.digest,
+                    Found {
+                        within: *c,
+                        offset: c.offset,
+                        len: c.len,
+                    },
+                ));
+            }
+            for p in facts.parts_in(c) {
+                found.push((
+                    p.digest,
+                    Found {
+                        within: *c,
+                        offset: p.offset,
+                        len: p.len,
+                    },
+                ));
+            }
+        }
+        for (contents, at) in found {
+            for &kind in kinds {
+                Self::offer(&mut self.chunks[kind], contents, digest, at);
+            }
+        }
+    }
+
+    fn offer(
+        map: &mut HashMap<Digest, (Digest, Found)>,
+        contents: Digest,
+        digest: Digest,
+        at: Found,
+    ) {
+        map.entry(contents)
+            .and_modify(|(p, old)| {
+                if digest < *p {
+                    (*p, *old) = (digest, at);
+                }
+            })
+            .or_insert((digest, at));
     }
 }

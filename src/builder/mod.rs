@@ -3,6 +3,7 @@
 mod assemble;
 mod catalog;
 mod error;
+mod group;
 mod pack;
 mod pipeline;
 mod scan;
@@ -31,6 +32,10 @@ pub const DEFAULT_PACK_SIZE: u64 = 16 << 20;
 use scan::ScanKind;
 use stream::{FileStream, StreamFile};
 
+/// Default zstd level: with 1 MiB frame groups, 4% smaller images than level 2 for 10% more
+/// build CPU (docs/format.md, "Frame groups").
+pub const DEFAULT_LEVEL: i32 = 3;
+
 /// zstd settings for compressed images.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ZstdOptions {
@@ -44,7 +49,7 @@ impl Default for ZstdOptions {
     fn default() -> Self {
         ZstdOptions {
             frame_size: DEFAULT_FRAME_SIZE,
-            level: 2,
+            level: DEFAULT_LEVEL,
         }
     }
 }
@@ -205,7 +210,14 @@ pub fn build(
         }
         None => None,
     };
-    let mut packer = Packer::new(oci, &staging, opts.pack_size, catalog);
+    let mut packer = Packer::new(
+        oci,
+        &staging,
+        opts.pack_size,
+        opts.zstd,
+        opts.threads,
+        catalog,
+    );
     let packed = packer.packs();
     let mut done = 0u64;
     let mut stream = |files: Box<dyn Iterator<Item = StreamFile> + Send>| {

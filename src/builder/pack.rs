@@ -1,34 +1,36 @@
 //! Placing chunks, in stream order: reused where the layout already holds them, else appended
-//! to an open pack (raw chunks and compressed chunks in separate packs) that is sealed and
-//! staged once it reaches its target size; or, with no packs, each stored as its own blob.
+//! to an open pack (raw chunks and compressed frame groups in separate packs) that is sealed
+//! and staged once it reaches its target size; or, with no packs, each stored as its own blob.
 
 use std::collections::HashMap;
 
 use super::assemble::BlobFacts;
 use super::catalog::Catalog;
-use super::BuildError;
-use crate::chunk::{append_seek_table, fs_verity_digest, FrameSizes};
-use crate::format::{Digest, PackedChunk};
+use super::group::{Compressed, Grouper};
+use super::{BuildError, ZstdOptions};
+use crate::chunk::{append_seek_table, decompress_frames, fs_verity_digest, FrameSizes};
+use crate::format::{ChunkPart, Digest, PackedChunk};
 use crate::oci::{OciDir, OciError, Staging};
 
-/// A chunk as the workers prepared it: stored bytes and their digest.
+/// A chunk as the workers prepared it: the bytes to store and their digest. For packs these
+/// are the raw bytes (frame groups compress them later); a chunk stored as its own blob is
+/// raw or a seekable blob.
 pub(super) struct Prepared {
     pub digest: Digest,
     pub compressed: bool,
     pub raw_len: u64,
-    /// What is stored: raw bytes, zstd frames (in a pack) or a seekable blob (on its own).
     pub stored: Vec<u8>,
-    /// The zstd frames of `stored`, for a compressed chunk going into a pack.
-    pub frames: Vec<FrameSizes>,
     /// fs-verity digest of `stored`, for a chunk stored as its own blob.
     pub verity: Option<[u8; 32]>,
 }
 
-/// The blob a chunk lies in: known, or a pack of this build not sealed yet.
+/// The blob a chunk lies in: known, a pack of this build not sealed yet, or a frame group not
+/// compressed yet (its offset counts from the group's start).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum BlobId {
     Known(Digest),
     Open(usize),
+    Group(usize),
 }
 
 /// Where a chunk of the stream went.
@@ -57,6 +59,7 @@ struct OpenPack {
     logical: u64,
     frames: Vec<FrameSizes>,
     chunks: Vec<PackedChunk>,
+    parts: Vec<ChunkPart>,
 }
 
 /// What placing the stream wrote.
@@ -71,6 +74,12 @@ pub(super) struct Packer<'s, 'o> {
     staging: &'s Staging<'o>,
     /// Target stored size of a pack; 0: every chunk its own blob.
     target: u64,
+    /// A compressed build.
+    compressing: bool,
+    /// Compresses the new chunks of a compressed, packed build.
+    grouper: Option<Grouper>,
+    /// Where each compressed group went: pack id, offset there, compressed.
+    groups: HashMap<usize, (usize, u64, bool)>,
     catalog: Catalog,
     /// Packs open now, raw and compressed.
     open: [Option<OpenPack>; 2],
@@ -79,8 +88,8 @@ pub(super) struct Packer<'s, 'o> {
     sealed: HashMap<usize, Digest>,
     /// Chunks of this build not in the catalog, by digest.
     placed: HashMap<Digest, Placed>,
-    /// Catalog chunks checked against their stored bytes.
-    checked: HashMap<Digest, bool>,
+    /// Catalog packed chunks (pack, offset) checked against their stored bytes and parts.
+    checked: HashMap<(Digest, u64), bool>,
     /// Catalog packs checked against their digest.
     sound_packs: HashMap<Digest, bool>,
     order: Vec<Placed>,
@@ -90,11 +99,25 @@ pub(super) struct Packer<'s, 'o> {
 }
 
 impl<'s, 'o> Packer<'s, 'o> {
-    pub fn new(oci: &'o OciDir, staging: &'s Staging<'o>, target: u64, catalog: Catalog) -> Self {
+    /// Packs of about `target` stored bytes (0: no packs); compressed packs when `zstd` is
+    /// set, their frame groups compressed on `threads` threads.
+    pub fn new(
+        oci: &'o OciDir,
+        staging: &'s Staging<'o>,
+        target: u64,
+        zstd: Option<ZstdOptions>,
+        threads: usize,
+        catalog: Catalog,
+    ) -> Self {
         Packer {
             oci,
             staging,
             target,
+            compressing: zstd.is_some(),
+            grouper: zstd
+                .filter(|_| target > 0)
+                .map(|z| Grouper::new(z, threads)),
+            groups: HashMap::new(),
             catalog,
             open: [None, None],
             next_id: 0,
@@ -108,7 +131,7 @@ impl<'s, 'o> Packer<'s, 'o> {
         }
     }
 
-    /// Whether chunks go into packs (and so need frames without a seek table).
+    /// Whether chunks go into packs (and so come raw from the workers, to be grouped here).
     pub fn packs(&self) -> bool {
         self.target > 0
     }
@@ -118,6 +141,7 @@ impl<'s, 'o> Packer<'s, 'o> {
         let placed = match self.find(&c)? {
             Some(p) => p,
             None if self.target == 0 => self.store_alone(c)?,
+            None if self.grouper.is_some() => self.group(c)?,
             None => self.append(c)?,
         };
         self.order.push(placed);
@@ -130,23 +154,29 @@ impl<'s, 'o> Packer<'s, 'o> {
         if let Some(p) = self.placed.get(&c.digest) {
             return Ok(Some(*p));
         }
-        if let Some(&(pack, at)) = self.catalog.chunks.get(&c.digest) {
-            let fits = self.catalog.packs.get(&pack).is_some_and(|f| {
-                f.compressed == c.compressed
-                    && at.len == c.raw_len
-                    && at.stored_len == c.stored.len() as u64
-            });
-            if fits && self.catalog_chunk_holds(pack, &at)? {
+        // The catalog knows chunks by the sha256 of their contents, which is the digest of a
+        // raw chunk (as the workers prepare every chunk for packs).
+        let by_contents = self.target > 0 || !c.compressed;
+        let kind = usize::from(self.compressing);
+        let known = self.catalog.chunks[kind]
+            .get(&c.digest)
+            .filter(|_| by_contents);
+        if let Some(&(pack, found)) = known {
+            let compressed = self.catalog.packs.get(&pack).map(|f| f.compressed);
+            if found.len == c.raw_len && self.catalog_chunk_holds(pack, &found.within)? {
                 return Ok(Some(Placed {
                     blob: BlobId::Known(pack),
-                    offset: at.offset,
-                    compressed: c.compressed,
+                    offset: found.offset,
+                    compressed: compressed.unwrap_or(false),
                     raw_len: c.raw_len,
                 }));
             }
         }
-        // A raw chunk is the same bytes whether it sits in a pack or alone (upstream's layout).
-        if !c.compressed && self.oci.blob_size(&c.digest) == Some(c.raw_len) {
+        // A raw chunk is the same bytes whether it sits in a pack or alone (upstream's layout);
+        // a compressed build into packs compresses it instead.
+        let grouping = self.grouper.is_some() || (self.compressing && self.target > 0);
+        let raw_alone = !c.compressed && !grouping;
+        if raw_alone && self.oci.blob_size(&c.digest) == Some(c.raw_len) {
             let placed = Placed {
                 blob: BlobId::Known(c.digest),
                 offset: 0,
@@ -168,10 +198,11 @@ impl<'s, 'o> Packer<'s, 'o> {
     }
 
     /// Whether a catalog pack really holds the chunk where its metadata says: the whole pack
-    /// must match its digest (checked once per pack) and the chunk's stored bytes theirs.
-    /// Another image's metadata and the layout's blobs are not trusted blindly.
+    /// must match its digest (checked once per pack), the packed chunk's stored bytes theirs,
+    /// and in a frame group every part its contents' digest. Another image's metadata and the
+    /// layout's blobs are not trusted blindly.
     fn catalog_chunk_holds(&mut self, pack: Digest, at: &PackedChunk) -> Result<bool, BuildError> {
-        if let Some(&ok) = self.checked.get(&at.digest) {
+        if let Some(&ok) = self.checked.get(&(pack, at.offset)) {
             return Ok(ok);
         }
         let sound = match self.sound_packs.get(&pack) {
@@ -191,12 +222,37 @@ impl<'s, 'o> Packer<'s, 'o> {
             .read_blob_range(&pack, at.stored_offset, at.stored_len, None);
         let ok = sound
             && match read {
-                Ok(bytes) => Digest::of(&bytes) == at.digest,
+                Ok(bytes) => Digest::of(&bytes) == at.digest && self.parts_hold(pack, at, &bytes),
                 Err(e @ OciError::Io { .. }) => return Err(e.into()),
                 Err(_) => false,
             };
-        self.checked.insert(at.digest, ok);
+        self.checked.insert((pack, at.offset), ok);
         Ok(ok)
+    }
+
+    /// Whether every part the catalog knows inside a compressed packed chunk has the digest
+    /// it claims (`stored` already matched the packed chunk's).
+    fn parts_hold(&self, pack: Digest, at: &PackedChunk, stored: &[u8]) -> bool {
+        let Some(facts) = self.catalog.packs.get(&pack) else {
+            return false;
+        };
+        let parts = facts.parts_in(at);
+        if !facts.compressed || parts.is_empty() {
+            return true;
+        }
+        let Ok(raw) = decompress_frames(stored, at.len) else {
+            return false;
+        };
+        parts.iter().all(|p| {
+            let start = usize::try_from(p.offset - at.offset).ok();
+            let end = start
+                .zip(usize::try_from(p.len).ok())
+                .and_then(|(s, l)| s.checked_add(l));
+            start
+                .zip(end)
+                .and_then(|(s, e)| raw.get(s..e))
+                .is_some_and(|b| Digest::of(b) == p.digest)
+        })
     }
 
     fn store_alone(&mut self, c: Prepared) -> Result<Placed, BuildError> {
@@ -223,41 +279,105 @@ impl<'s, 'o> Packer<'s, 'o> {
         Ok(placed)
     }
 
-    fn append(&mut self, c: Prepared) -> Result<Placed, BuildError> {
-        let slot = usize::from(c.compressed);
-        let pack = match &mut self.open[slot] {
-            Some(p) => p,
-            none => {
-                let id = self.next_id;
-                self.next_id += 1;
-                none.insert(OpenPack {
-                    id,
-                    ..OpenPack::default()
-                })
+    /// The open pack of one kind (0 raw, 1 compressed), opened if need be.
+    fn open_pack(&mut self, slot: usize) -> &mut OpenPack {
+        let next_id = &mut self.next_id;
+        self.open[slot].get_or_insert_with(|| {
+            let id = *next_id;
+            *next_id += 1;
+            OpenPack {
+                id,
+                ..OpenPack::default()
             }
-        };
+        })
+    }
+
+    /// Appends a raw chunk to the open raw pack.
+    fn append(&mut self, c: Prepared) -> Result<Placed, BuildError> {
+        let pack = self.open_pack(0);
         let placed = Placed {
             blob: BlobId::Open(pack.id),
             offset: pack.logical,
-            compressed: c.compressed,
+            compressed: false,
             raw_len: c.raw_len,
         };
-        pack.chunks.push(PackedChunk {
-            digest: c.digest,
-            offset: pack.logical,
-            len: c.raw_len,
-            stored_offset: pack.bytes.len() as u64,
-            stored_len: c.stored.len() as u64,
-        });
-        pack.bytes.extend_from_slice(&c.stored);
-        pack.frames.extend_from_slice(&c.frames);
-        pack.logical += c.raw_len;
+        append_raw(pack, c.digest, &c.stored);
         self.written.chunks += 1;
         self.placed.insert(c.digest, placed);
-        if pack.bytes.len() as u64 >= self.target {
-            self.seal(slot)?;
+        self.seal_if_full(0).map(|()| placed)
+    }
+
+    /// Adds a chunk to the open frame group; stores the groups compressed meanwhile.
+    fn group(&mut self, c: Prepared) -> Result<Placed, BuildError> {
+        let grouper = self
+            .grouper
+            .as_mut()
+            .expect("group() is called with a grouper");
+        let ((id, offset), done) = grouper.add(c.digest, &c.stored)?;
+        let placed = Placed {
+            blob: BlobId::Group(id),
+            offset,
+            compressed: true,
+            raw_len: c.raw_len,
+        };
+        self.written.chunks += 1;
+        self.placed.insert(c.digest, placed);
+        for g in done {
+            self.store_group(g)?;
         }
         Ok(placed)
+    }
+
+    /// Appends a compressed group to the open compressed pack as one packed chunk whose parts
+    /// are its chunks; a group that did not shrink goes to the raw pack chunk by chunk.
+    fn store_group(&mut self, c: Compressed) -> Result<(), BuildError> {
+        let group = c.group;
+        let slot = usize::from(c.frames.is_some());
+        let pack = self.open_pack(slot);
+        let base = pack.logical;
+        match c.frames {
+            Some((bytes, frames)) => {
+                let mut offset = base;
+                for &(digest, len) in &group.parts {
+                    pack.parts.push(ChunkPart {
+                        digest,
+                        offset,
+                        len,
+                    });
+                    offset += len;
+                }
+                pack.chunks.push(PackedChunk {
+                    digest: Digest::of(&bytes),
+                    offset: base,
+                    len: group.raw.len() as u64,
+                    stored_offset: pack.bytes.len() as u64,
+                    stored_len: bytes.len() as u64,
+                });
+                pack.bytes.extend_from_slice(&bytes);
+                pack.frames.extend_from_slice(&frames);
+                pack.logical += group.raw.len() as u64;
+            }
+            None => {
+                let mut at = 0usize;
+                for &(digest, len) in &group.parts {
+                    append_raw(pack, digest, &group.raw[at..at + len as usize]);
+                    at += len as usize;
+                }
+            }
+        }
+        let id = pack.id;
+        self.groups.insert(group.id, (id, base, slot == 1));
+        self.seal_if_full(slot)
+    }
+
+    fn seal_if_full(&mut self, slot: usize) -> Result<(), BuildError> {
+        let full = self.open[slot]
+            .as_ref()
+            .is_some_and(|p| p.bytes.len() as u64 >= self.target);
+        if full {
+            self.seal(slot)?;
+        }
+        Ok(())
     }
 
     fn seal(&mut self, slot: usize) -> Result<(), BuildError> {
@@ -270,7 +390,13 @@ impl<'s, 'o> Packer<'s, 'o> {
         }
         let digest = Digest::of(&pack.bytes);
         let verity = fs_verity_digest(&pack.bytes);
-        if self.staging.put(&digest, &pack.bytes)? {
+        // The same chunks packed again can make the very pack found damaged: replace it.
+        let put = if self.sound_packs.get(&digest) == Some(&false) {
+            Staging::put_replacing
+        } else {
+            Staging::put
+        };
+        if put(self.staging, &digest, &pack.bytes)? {
             self.written.bytes += pack.bytes.len() as u64;
         }
         self.sealed.insert(pack.id, digest);
@@ -280,6 +406,8 @@ impl<'s, 'o> Packer<'s, 'o> {
             pack.bytes.len() as u64,
             Some(verity),
             pack.chunks,
+            pack.parts,
+            self.compressing,
         );
         Ok(())
     }
@@ -288,20 +416,32 @@ impl<'s, 'o> Packer<'s, 'o> {
     /// (the layout's and this build's); facts about chunks stored as their own blobs; and what
     /// was written.
     pub fn finish(mut self) -> Result<Finished, BuildError> {
+        if let Some(mut grouper) = self.grouper.take() {
+            for g in grouper.finish()? {
+                self.store_group(g)?;
+            }
+        }
         self.seal(0)?;
         self.seal(1)?;
-        let sealed = &self.sealed;
+        let (sealed, groups) = (&self.sealed, &self.groups);
         let order = self
             .order
             .iter()
-            .map(|p| ChunkPlace {
-                blob: match p.blob {
-                    BlobId::Known(d) => d,
-                    BlobId::Open(id) => sealed[&id],
-                },
-                offset: p.offset,
-                compressed: p.compressed,
-                raw_len: p.raw_len,
+            .map(|p| {
+                let (blob, offset, compressed) = match p.blob {
+                    BlobId::Known(d) => (d, p.offset, p.compressed),
+                    BlobId::Open(id) => (sealed[&id], p.offset, p.compressed),
+                    BlobId::Group(g) => {
+                        let (id, base, compressed) = groups[&g];
+                        (sealed[&id], base + p.offset, compressed)
+                    }
+                };
+                ChunkPlace {
+                    blob,
+                    offset,
+                    compressed,
+                    raw_len: p.raw_len,
+                }
             })
             .collect();
         Ok(Finished {
@@ -311,6 +451,19 @@ impl<'s, 'o> Packer<'s, 'o> {
             written: self.written,
         })
     }
+}
+
+/// Appends raw bytes to a raw pack as one packed chunk (stored where its contents are).
+fn append_raw(pack: &mut OpenPack, digest: Digest, bytes: &[u8]) {
+    pack.chunks.push(PackedChunk {
+        digest,
+        offset: pack.logical,
+        len: bytes.len() as u64,
+        stored_offset: pack.bytes.len() as u64,
+        stored_len: bytes.len() as u64,
+    });
+    pack.bytes.extend_from_slice(bytes);
+    pack.logical += bytes.len() as u64;
 }
 
 /// What a finished [`Packer`] placed and wrote.

@@ -13,23 +13,22 @@ use super::{BuildError, ZstdOptions};
 use crate::chunk::{append_seek_table, compress_frames, fs_verity_digest, ChunkParams, Chunker};
 use crate::format::Digest;
 
-/// Compresses (when asked and when it pays) and hashes a chunk, in the form it is stored in:
-/// zstd frames inside a pack, or a seekable blob of its own.
+/// Hashes a chunk in the form it is stored in: for packs its raw bytes (frame groups compress
+/// them once placed); else a seekable blob of its own when compression is asked for and pays,
+/// or the raw bytes.
 fn prepare(data: Vec<u8>, zstd: Option<ZstdOptions>, packed: bool) -> Result<Prepared, BuildError> {
     let raw_len = data.len() as u64;
-    let (stored, frames, compressed) = match zstd {
+    let (stored, compressed) = match zstd.filter(|_| !packed) {
         Some(z) => {
             let (mut c, frames) = compress_frames(&data, z.frame_size, z.level)?;
-            if !packed {
-                append_seek_table(&mut c, &frames);
-            }
+            append_seek_table(&mut c, &frames);
             if c.len() < data.len() {
-                (c, frames, true)
+                (c, true)
             } else {
-                (data, Vec::new(), false)
+                (data, false)
             }
         }
-        None => (data, Vec::new(), false),
+        None => (data, false),
     };
     Ok(Prepared {
         digest: Digest::of(&stored),
@@ -37,7 +36,6 @@ fn prepare(data: Vec<u8>, zstd: Option<ZstdOptions>, packed: bool) -> Result<Pre
         raw_len,
         verity: (!packed).then(|| fs_verity_digest(&stored)),
         stored,
-        frames,
     })
 }
 

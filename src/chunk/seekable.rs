@@ -6,9 +6,9 @@ use std::cell::RefCell;
 
 use super::ChunkError;
 
-/// Uncompressed bytes per frame we write; readers accept any frame size.
-/// One frame per chunk: see README "Frame size" for the measurement behind it.
-pub const DEFAULT_FRAME_SIZE: u32 = 256 << 10;
+/// Uncompressed bytes per frame we write; readers accept any frame size. In packs, chunks are
+/// grouped to fill a frame (docs/format.md, "Frame groups", has the measurement behind it).
+pub const DEFAULT_FRAME_SIZE: u32 = 1 << 20;
 
 const SKIPPABLE_MAGIC: u32 = 0x184D_2A5E;
 const SEEKABLE_MAGIC: u32 = 0x8F92_EAB1;

@@ -5,7 +5,7 @@ use capnp::serialize;
 
 use super::metadata_capnp::{inode, rootfs};
 use super::{
-    BlobRef, Chunking, Digest, DirEntry, FileChunk, FormatError, Inode, InodeKind, Pack,
+    BlobRef, ChunkPart, Chunking, Digest, DirEntry, FileChunk, FormatError, Inode, InodeKind, Pack,
     PackedChunk, Rootfs, Timespec, Xattr,
 };
 
@@ -113,10 +113,21 @@ pub fn decode_rootfs(bytes: &[u8], limits: &DecodeLimits) -> Result<Rootfs, Form
                     })
                 })
                 .collect::<Result<Vec<_>, FormatError>>()?;
+            let mut parts = Vec::new();
+            if p.has_parts() {
+                for c in p.get_parts()?.iter() {
+                    parts.push(ChunkPart {
+                        digest: Digest::from_slice(c.get_digest()?)?,
+                        offset: c.get_offset(),
+                        len: c.get_len(),
+                    });
+                }
+            }
             packs.push(Pack {
                 digest: Digest::from_slice(p.get_digest()?)?,
                 compressed: p.get_compressed(),
                 chunks,
+                parts,
             });
         }
     }

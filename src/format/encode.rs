@@ -55,7 +55,9 @@ pub fn encode_rootfs(rootfs: &Rootfs) -> Result<Vec<u8>, FormatError> {
             let mut p = packs.reborrow().get(i as u32);
             p.set_digest(&pack.digest.0[..]);
             p.set_compressed(pack.compressed);
-            let mut chunks = p.init_chunks(len32(pack.chunks.len(), "packed chunks")?);
+            let mut chunks = p
+                .reborrow()
+                .init_chunks(len32(pack.chunks.len(), "packed chunks")?);
             for (j, c) in pack.chunks.iter().enumerate() {
                 let mut b = chunks.reborrow().get(j as u32);
                 b.set_digest(&c.digest.0[..]);
@@ -63,6 +65,15 @@ pub fn encode_rootfs(rootfs: &Rootfs) -> Result<Vec<u8>, FormatError> {
                 b.set_len(c.len);
                 b.set_stored_offset(c.stored_offset);
                 b.set_stored_len(c.stored_len);
+            }
+            if !pack.parts.is_empty() {
+                let mut parts = p.init_parts(len32(pack.parts.len(), "chunk parts")?);
+                for (j, c) in pack.parts.iter().enumerate() {
+                    let mut b = parts.reborrow().get(j as u32);
+                    b.set_digest(&c.digest.0[..]);
+                    b.set_offset(c.offset);
+                    b.set_len(c.len);
+                }
             }
         }
     }
@@ -147,8 +158,8 @@ fn encode_inode(ino: &Inode, mut b: inode::Builder<'_>) -> Result<(), FormatErro
 mod tests {
     use super::*;
     use crate::format::{
-        decode_rootfs, BlobRef, Chunking, DecodeLimits, Digest, DirEntry, FileChunk, Pack,
-        PackedChunk, Timespec, Xattr, MANIFEST_VERSION,
+        decode_rootfs, BlobRef, ChunkPart, Chunking, DecodeLimits, Digest, DirEntry, FileChunk,
+        Pack, PackedChunk, Timespec, Xattr, MANIFEST_VERSION,
     };
 
     fn sample() -> Rootfs {
@@ -238,6 +249,18 @@ mod tests {
                     stored_offset: 0,
                     stored_len: 60,
                 }],
+                parts: vec![
+                    ChunkPart {
+                        digest: Digest::of(b"part 1"),
+                        offset: 0,
+                        len: 30,
+                    },
+                    ChunkPart {
+                        digest: Digest::of(b"part 2"),
+                        offset: 30,
+                        len: 70,
+                    },
+                ],
             }],
         }
     }

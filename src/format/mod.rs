@@ -18,6 +18,6 @@ pub use encode::encode_rootfs;
 pub use error::FormatError;
 pub use human::{human_bytes, parse_bytes};
 pub use types::{
-    BlobRef, Chunking, DirEntry, FileChunk, Inode, InodeKind, Pack, PackedChunk, Rootfs, Timespec,
-    Xattr, MANIFEST_VERSION, ROOT_INO,
+    BlobRef, ChunkPart, Chunking, DirEntry, FileChunk, Inode, InodeKind, Pack, PackedChunk, Rootfs,
+    Timespec, Xattr, MANIFEST_VERSION, ROOT_INO,
 };

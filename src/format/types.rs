@@ -35,6 +35,20 @@ pub struct Pack {
     pub compressed: bool,
     /// The chunks the image uses, sorted by offset.
     pub chunks: Vec<PackedChunk>,
+    /// The content-defined chunks inside those of `chunks` that group several, sorted by
+    /// offset.
+    pub parts: Vec<ChunkPart>,
+}
+
+/// A content-defined chunk compressed together with its neighbours inside one packed chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkPart {
+    /// sha256 of its contents.
+    pub digest: Digest,
+    /// Offset of its contents in the pack's uncompressed view.
+    pub offset: u64,
+    /// Length of its contents.
+    pub len: u64,
 }
 
 /// Where a chunk lies in its pack.

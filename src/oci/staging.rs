@@ -42,6 +42,12 @@ impl<'a> Staging<'a> {
         if self.oci.blob_size(digest) == Some(data.len() as u64) {
             return Ok(false);
         }
+        self.put_replacing(digest, data)
+    }
+
+    /// Stages a blob even if the layout has a file of that name (found damaged): committing
+    /// replaces it. Returns whether it was new to this staging area.
+    pub fn put_replacing(&self, digest: &Digest, data: &[u8]) -> Result<bool, OciError> {
         if !self
             .staged
             .lock()

@@ -325,6 +325,7 @@ fn file_chunks_in_packs_resolve_to_their_chunk() {
         digest: Digest::of(b"pack"),
         compressed: true,
         chunks: vec![packed(b"a", 0, 100, 0, 40), packed(b"b", 100, 50, 40, 30)],
+        parts: Vec::new(),
     };
     let t = packed_table(pack, true, &[(10, 90), (100, 50)]).unwrap();
     let id = t.resolve(b"/f", false).unwrap();
@@ -354,6 +355,7 @@ fn hostile_pack_tables_are_rejected() {
         digest: Digest::of(b"pack"),
         compressed,
         chunks,
+        parts: Vec::new(),
     };
     let two = || vec![packed(b"a", 0, 100, 0, 40), packed(b"b", 100, 50, 40, 30)];
     let cases = [

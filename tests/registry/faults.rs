@@ -146,12 +146,13 @@ fn kill_when(args: &[&str], ready: impl Fn() -> bool) {
 fn killed_push_and_pull_run_again_move_only_what_is_missing() {
     let tmp = tempfile::tempdir().unwrap();
     let ours = tmp.path().join("ours");
-    // Small packs: hundreds of blobs, so the kills land mid-transfer.
+    // Small packs of small frame groups: hundreds of blobs, so the kills land mid-transfer.
     let image = format!("{}:v1", s(&ours));
     puzzlefs(&[
         "build".as_ref(),
         "-c".as_ref(),
-        "--pack-size=256K".as_ref(),
+        "--pack-size=128K".as_ref(),
+        "--frame-size=128K".as_ref(),
         debian_tree().as_os_str(),
         image.as_ref(),
     ]);
