@@ -517,3 +517,81 @@ fn frame_groups_compress_chunks_together_and_later_builds_reuse_chunks_inside_th
         assert_eq!(out.stdout, fs::read(src.join(file)).unwrap(), "{file}");
     }
 }
+
+#[test]
+fn a_forged_chunk_digest_in_a_frame_group_is_caught_by_check_and_not_reused() {
+    use puzzlefs_virtiofsd::format::{decode_rootfs, encode_rootfs, DecodeLimits, Digest};
+    use puzzlefs_virtiofsd::oci::{OciDir, MEDIA_TYPE_ROOTFS};
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    for i in 0..6 {
+        let p = src.join(format!("docs/{i}.txt"));
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, text(30_000, i as u64)).unwrap();
+    }
+    let oci = tmp.path().join("oci");
+    let target = |tag: &str| format!("{}:{tag}", oci.display());
+    let build = |tag: &str| -> serde_json::Value {
+        let t = target(tag);
+        let args = [
+            OsStr::new("build"),
+            OsStr::new("-c"),
+            OsStr::new("--json"),
+            s(&src),
+        ];
+        let mut args = args.to_vec();
+        args.push(OsStr::new(&t));
+        serde_json::from_slice(&puzzlefs(&args).stdout).unwrap()
+    };
+    let v1 = build("v1");
+
+    // The same image, but its metadata names one chunk inside a group by a wrong digest.
+    let dir = OciDir::open(&oci).unwrap();
+    let mut manifest = dir.read_manifest(&dir.resolve("v1").unwrap()).unwrap();
+    let meta = manifest
+        .layers
+        .iter_mut()
+        .find(|l| l.media_type == MEDIA_TYPE_ROOTFS)
+        .unwrap();
+    let mut rootfs = decode_rootfs(
+        &dir.read_blob(&meta.digest, 1 << 30).unwrap(),
+        &DecodeLimits::default(),
+    )
+    .unwrap();
+    let pack = rootfs
+        .packs
+        .iter_mut()
+        .find(|p| !p.parts.is_empty())
+        .unwrap();
+    pack.parts[0].digest = Digest::of(b"not these bytes");
+    let forged = encode_rootfs(&rootfs).unwrap();
+    let digest = Digest::of(&forged);
+    dir.write_blob(&digest, &forged).unwrap();
+    (meta.digest, meta.size, meta.annotations) = (digest, forged.len() as u64, None);
+    dir.commit_manifest(&manifest, "forged").unwrap();
+    dir.remove_tag("v1").unwrap();
+
+    let err = puzzlefs_fails(&[OsStr::new("check"), OsStr::new(&target("forged"))]);
+    assert!(err.contains("1 problem"), "{err}");
+    let out = std::process::Command::new(common::bin("puzzlefs"))
+        .args([OsStr::new("check"), OsStr::new(&target("forged"))])
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(report.contains("does not match its digest"), "{report}");
+
+    // A build of the same tree takes nothing from the forged group: it stores it again.
+    let v2 = build("v2");
+    assert!(n_of(&v2, "new_chunks") > 0, "{v1} {v2}");
+    puzzlefs(&[OsStr::new("check"), OsStr::new(&target("v2"))]);
+    let out = puzzlefs(&[
+        OsStr::new("cat"),
+        OsStr::new(&target("v2")),
+        OsStr::new("docs/0.txt"),
+    ]);
+    assert_eq!(out.stdout, fs::read(src.join("docs/0.txt")).unwrap());
+}
+
+fn n_of(r: &serde_json::Value, k: &str) -> u64 {
+    r[k].as_u64().unwrap()
+}

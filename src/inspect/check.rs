@@ -8,7 +8,7 @@ use std::sync::Mutex;
 
 use super::verity::data_blob_verity;
 use crate::chunk::fs_verity_digest;
-use crate::format::{Digest, Sha256Writer};
+use crate::format::{decode_rootfs, DecodeLimits, Digest, Sha256Writer};
 use crate::oci::{OciDir, OciError, MEDIA_TYPE_ROOTFS};
 use crate::reader::{
     ChunkInfo, DataFile, Image, NodeData, OpenOptions, ReaderError, Walk, MAX_METADATA_BYTES,
@@ -196,6 +196,7 @@ pub fn check(oci: &OciDir, tag: Option<&str>) -> Result<CheckReport, ReaderError
             }
         }
         check_metadata_verity(oci, &image, t, &mut report);
+        check_parts(oci, &image, t, &mut report);
         check_files(&image, t, &verified, &mut report);
     }
     let mut bad: BTreeMap<String, ()> = BTreeMap::new();
@@ -221,6 +222,56 @@ fn check_metadata_verity(oci: &OciDir, image: &Image, tag: &str, report: &mut Ch
                 layer.digest
             )),
             Err(e) => report.problems.push(format!("tag {tag}: {e}")),
+        }
+    }
+}
+
+/// The chunks an image records inside its frame groups (`Pack.parts`) must hold the contents
+/// their digests name: later builds reuse chunks by them.
+fn check_parts(oci: &OciDir, image: &Image, tag: &str, report: &mut CheckReport) {
+    let by_place: HashMap<(Digest, u64), ChunkInfo> = image
+        .table()
+        .chunks()
+        .iter()
+        .filter_map(|c| c.pack.map(|p| ((p.pack, p.offset), *c)))
+        .collect();
+    let metadata = image
+        .manifest()
+        .layers
+        .iter()
+        .filter(|l| l.media_type == MEDIA_TYPE_ROOTFS);
+    for layer in metadata {
+        // The image opened, so its metadata reads and decodes.
+        let Ok(bytes) = oci.read_blob(&layer.digest, MAX_METADATA_BYTES) else {
+            continue;
+        };
+        let Ok(rootfs) = decode_rootfs(&bytes, &DecodeLimits::default()) else {
+            continue;
+        };
+        for pack in rootfs.packs.iter().filter(|p| !p.parts.is_empty()) {
+            for part in &pack.parts {
+                let at = pack.chunks.partition_point(|c| c.offset <= part.offset);
+                let within = at.checked_sub(1).map(|i| &pack.chunks[i]).filter(|c| {
+                    part.offset
+                        .checked_add(part.len)
+                        .is_some_and(|end| end <= c.offset + c.len)
+                });
+                let holds = within
+                    .and_then(|c| by_place.get(&(pack.digest, c.offset)).map(|i| (c, i)))
+                    .and_then(|(c, info)| image.blob_data(info).ok().map(|d| (c, d)))
+                    .is_some_and(|(c, data)| {
+                        let start = (part.offset - c.offset) as usize;
+                        data.get(start..start + part.len as usize)
+                            .is_some_and(|b| Digest::of(b) == part.digest)
+                    });
+                if !holds {
+                    report.problems.push(format!(
+                        "tag {tag}: pack {}: the chunk recorded at {} ({} bytes) does not match \
+                         its digest {}",
+                        pack.digest, part.offset, part.len, part.digest
+                    ));
+                }
+            }
         }
     }
 }
