@@ -102,8 +102,42 @@ enum End<'c> {
     },
 }
 
-/// Copies the image at `src` to `dst` (`push`, `pull` and `copy` are this).
+/// Copies the image at `src` to `dst` (`push`, `pull` and `copy` are this). A destination
+/// layout this call created is removed again if the copy fails before storing anything in
+/// it; one that holds blobs is kept, so running the copy again moves only what is missing.
 pub async fn copy(
+    src: &Location,
+    dst: &Location,
+    opts: &TransferOptions,
+    progress: &dyn Progress,
+) -> Result<Report, RegistryError> {
+    let created = match dst {
+        Location::Layout { dir, .. } if !dir.exists() => Some(dir.clone()),
+        _ => None,
+    };
+    let result = copy_to(src, dst, opts, progress).await;
+    if let (Err(_), Some(dir)) = (&result, created) {
+        remove_if_unused(&dir);
+    }
+    result
+}
+
+/// Removes a layout that holds no blob and no tag (best effort: a failure here leaves an
+/// empty layout, which any later copy or build reuses).
+fn remove_if_unused(dir: &std::path::Path) {
+    let no_blobs = std::fs::read_dir(dir.join("blobs/sha256"))
+        .map(|mut d| d.next().is_none())
+        .unwrap_or(false);
+    let no_tags = OciDir::open(dir)
+        .and_then(|oci| oci.read_index())
+        .map(|i| i.manifests.is_empty())
+        .unwrap_or(false);
+    if no_blobs && no_tags {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+async fn copy_to(
     src: &Location,
     dst: &Location,
     opts: &TransferOptions,

@@ -76,13 +76,15 @@ fn statuses_give_one_clear_line_and_no_tag() {
         assert!(registry.repo_tags(&repo).is_empty(), "{status}");
     }
     proxy.clear_rules();
-    // A tag the registry does not have, straight from the real registry.
+    // A tag the registry does not have, straight from the real registry: the layout the pull
+    // would have created is not left behind.
     let missing = format!("docker://{}/s/none:t", registry.addr());
     transfer_fails(
         "pull",
         &[&missing, &format!("{}:t", s(&tmp.path().join("p")))],
         "MANIFEST_UNKNOWN",
     );
+    assert!(!tmp.path().join("p").exists());
     // A plain-HTTP registry without --tls-verify=false is explained.
     let plain = format!("{}:t", s(&tmp.path().join("plain")));
     let out = puzzlefs_with(&["pull", &missing, &plain], &[]);
@@ -91,6 +93,7 @@ fn statuses_give_one_clear_line_and_no_tag() {
         !out.status.success() && err.contains("--tls-verify=false"),
         "{err}"
     );
+    assert!(!tmp.path().join("plain").exists());
 }
 
 #[test]
