@@ -354,14 +354,7 @@ fn packs_hold_only_new_chunks_and_the_layout_is_not_trusted_blindly() {
     corner_case_tree(&src);
     let oci = tmp.path().join("oci");
     let t = |tag: &str| format!("{}:{tag}", oci.display());
-    let build = |tag: &str| -> serde_json::Value {
-        let target = t(tag);
-        let args = ["build", "-c", "--json", "--pack-size", "256K"];
-        let mut args: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
-        args.extend([s(&src), OsStr::new(&target)]);
-        serde_json::from_slice(&puzzlefs(&args).stdout).unwrap()
-    };
-    let n = |r: &serde_json::Value, k: &str| r[k].as_u64().unwrap();
+    let build = |tag: &str| build_compressed(&src, &t(tag), &["--pack-size", "256K"]);
     let v1 = build("v1");
     let packs1 = data_blobs(&oci, "v1");
     assert!(packs1.len() >= 3, "{packs1:?}");
@@ -438,38 +431,44 @@ fn text(lines: usize, seed: u64) -> Vec<u8> {
     out
 }
 
+/// `docs/NAME.txt` files of [`text`] under `src`: `(name, lines, seed)` each.
+fn text_files(src: &Path, files: impl IntoIterator<Item = (String, usize, u64)>) {
+    fs::create_dir_all(src.join("docs")).unwrap();
+    for (name, lines, seed) in files {
+        fs::write(src.join(format!("docs/{name}.txt")), text(lines, seed)).unwrap();
+    }
+}
+
+/// The report of `puzzlefs build -c --json FLAGS SRC TARGET`.
+fn build_compressed(src: &Path, target: &str, flags: &[&str]) -> serde_json::Value {
+    let mut args: Vec<&OsStr> = ["build", "-c", "--json"].map(OsStr::new).to_vec();
+    args.extend(flags.iter().map(OsStr::new));
+    args.extend([s(src), OsStr::new(target)]);
+    serde_json::from_slice(&puzzlefs(&args).stdout).unwrap()
+}
+
 #[test]
 fn frame_groups_compress_chunks_together_and_later_builds_reuse_chunks_inside_them() {
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src");
-    for i in 0..12 {
-        let p = src.join(format!("docs/{i:02}.txt"));
-        fs::create_dir_all(p.parent().unwrap()).unwrap();
-        fs::write(p, text(20_000 + 1000 * i, i as u64)).unwrap();
-    }
+    text_files(
+        &src,
+        (0..12).map(|i| (format!("{i:02}"), 20_000 + 1000 * i, i as u64)),
+    );
     let oci = tmp.path().join("oci");
-    let build = |tag: &str, frame: &str| -> serde_json::Value {
-        // Chunks are found by their contents in any pack of a layout: keep "alone" apart.
-        let dir = if tag == "alone" {
+    // Chunks are found by their contents in any pack of a layout: keep "alone" apart.
+    let dir = |tag: &str| {
+        if tag == "alone" {
             tmp.path().join("alone")
         } else {
             oci.clone()
-        };
-        let target = format!("{}:{tag}", dir.display());
-        let args = ["build", "-c", "--json", "--frame-size", frame];
-        let mut args: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
-        args.extend([s(&src), OsStr::new(&target)]);
-        serde_json::from_slice(&puzzlefs(&args).stdout).unwrap()
+        }
     };
-    let n = |r: &serde_json::Value, k: &str| r[k].as_u64().unwrap();
-    let stored = |tag: &str| {
-        let dir = if tag == "alone" {
-            tmp.path().join("alone")
-        } else {
-            oci.clone()
-        };
-        data_blobs(&dir, tag).values().sum::<u64>()
+    let build = |tag: &str, frame: &str| {
+        let target = format!("{}:{tag}", dir(tag).display());
+        build_compressed(&src, &target, &["--frame-size", frame])
     };
+    let stored = |tag: &str| data_blobs(&dir(tag), tag).values().sum::<u64>();
 
     // Chunks compressed together are smaller than chunks compressed alone (16 KiB frames
     // hold one chunk or less here).
@@ -524,25 +523,10 @@ fn a_forged_chunk_digest_in_a_frame_group_is_caught_by_check_and_not_reused() {
     use puzzlefs_virtiofsd::oci::{OciDir, MEDIA_TYPE_ROOTFS};
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src");
-    for i in 0..6 {
-        let p = src.join(format!("docs/{i}.txt"));
-        fs::create_dir_all(p.parent().unwrap()).unwrap();
-        fs::write(p, text(30_000, i as u64)).unwrap();
-    }
+    text_files(&src, (0..6).map(|i| (i.to_string(), 30_000, i as u64)));
     let oci = tmp.path().join("oci");
     let target = |tag: &str| format!("{}:{tag}", oci.display());
-    let build = |tag: &str| -> serde_json::Value {
-        let t = target(tag);
-        let args = [
-            OsStr::new("build"),
-            OsStr::new("-c"),
-            OsStr::new("--json"),
-            s(&src),
-        ];
-        let mut args = args.to_vec();
-        args.push(OsStr::new(&t));
-        serde_json::from_slice(&puzzlefs(&args).stdout).unwrap()
-    };
+    let build = |tag: &str| build_compressed(&src, &target(tag), &[]);
     let v1 = build("v1");
 
     // The same image, but its metadata names one chunk inside a group by a wrong digest.
@@ -582,7 +566,7 @@ fn a_forged_chunk_digest_in_a_frame_group_is_caught_by_check_and_not_reused() {
 
     // A build of the same tree takes nothing from the forged group: it stores it again.
     let v2 = build("v2");
-    assert!(n_of(&v2, "new_chunks") > 0, "{v1} {v2}");
+    assert!(n(&v2, "new_chunks") > 0, "{v1} {v2}");
     puzzlefs(&[OsStr::new("check"), OsStr::new(&target("v2"))]);
     let out = puzzlefs(&[
         OsStr::new("cat"),
@@ -592,6 +576,7 @@ fn a_forged_chunk_digest_in_a_frame_group_is_caught_by_check_and_not_reused() {
     assert_eq!(out.stdout, fs::read(src.join("docs/0.txt")).unwrap());
 }
 
-fn n_of(r: &serde_json::Value, k: &str) -> u64 {
+/// A number in a `--json` report.
+fn n(r: &serde_json::Value, k: &str) -> u64 {
     r[k].as_u64().unwrap()
 }

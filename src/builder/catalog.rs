@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use super::BuildError;
-use crate::format::{decode_rootfs, ChunkPart, DecodeLimits, Digest, PackedChunk};
+use crate::format::{decode_rootfs, ChunkPart, DecodeLimits, Digest, Pack, PackedChunk};
 use crate::oci::{OciDir, MEDIA_TYPE_ROOTFS};
 use crate::reader::MAX_METADATA_BYTES;
 
@@ -32,13 +32,7 @@ impl PackFacts {
 
     /// The parts inside packed chunk `c`.
     pub fn parts_in(&self, c: &PackedChunk) -> &[ChunkPart] {
-        let start = self.parts.partition_point(|p| p.offset < c.offset);
-        let end = self.parts.partition_point(|p| p.offset < c.offset + c.len);
-        let parts = &self.parts[start..end.max(start)];
-        match parts.last() {
-            Some(p) if p.offset.saturating_add(p.len) > c.offset + c.len => &[],
-            _ => parts,
-        }
+        ChunkPart::within(&self.parts, c)
     }
 }
 
@@ -103,33 +97,27 @@ impl Catalog {
                     continue;
                 };
                 let verity = rootfs.verity.get(&pack.digest).copied();
-                catalog.add(
-                    pack.digest,
-                    pack.compressed,
-                    stored_len,
-                    verity,
-                    pack.chunks,
-                    pack.parts,
-                    compressed_build,
-                );
+                catalog.add(pack, stored_len, verity, compressed_build);
             }
         }
         Ok(catalog)
     }
 
-    /// Records a pack, the chunks and parts known to lie in it, and whether an image built
-    /// compressed lists it.
-    #[allow(clippy::too_many_arguments)]
+    /// Records a pack with the chunks and parts an image lists in it, its stored size and
+    /// fs-verity digest, and whether that image was built compressed.
     pub fn add(
         &mut self,
-        digest: Digest,
-        compressed: bool,
+        pack: Pack,
         stored_len: u64,
         verity: Option<[u8; 32]>,
-        chunks: Vec<PackedChunk>,
-        parts: Vec<ChunkPart>,
         compressed_build: bool,
     ) {
+        let Pack {
+            digest,
+            compressed,
+            chunks,
+            parts,
+        } = pack;
         let facts = self.packs.entry(digest).or_insert(PackFacts {
             compressed,
             stored_len,

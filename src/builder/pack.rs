@@ -9,7 +9,7 @@ use super::catalog::Catalog;
 use super::group::{Compressed, Grouper};
 use super::{BuildError, ZstdOptions};
 use crate::chunk::{append_seek_table, decompress_frames, fs_verity_digest, FrameSizes};
-use crate::format::{ChunkPart, Digest, PackedChunk};
+use crate::format::{ChunkPart, Digest, Pack, PackedChunk};
 use crate::oci::{OciDir, OciError, Staging};
 
 /// A chunk as the workers prepared it: the bytes to store and their digest. For packs these
@@ -131,6 +131,11 @@ impl<'s, 'o> Packer<'s, 'o> {
         }
     }
 
+    /// Whether new chunks are compressed in frame groups: a compressed build into packs.
+    fn groups_chunks(&self) -> bool {
+        self.compressing && self.target > 0
+    }
+
     /// Whether chunks go into packs (and so come raw from the workers, to be grouped here).
     pub fn packs(&self) -> bool {
         self.target > 0
@@ -174,8 +179,7 @@ impl<'s, 'o> Packer<'s, 'o> {
         }
         // A raw chunk is the same bytes whether it sits in a pack or alone (upstream's layout);
         // a compressed build into packs compresses it instead.
-        let grouping = self.grouper.is_some() || (self.compressing && self.target > 0);
-        let raw_alone = !c.compressed && !grouping;
+        let raw_alone = !c.compressed && !self.groups_chunks();
         if raw_alone && self.oci.blob_size(&c.digest) == Some(c.raw_len) {
             let placed = Placed {
                 blob: BlobId::Known(c.digest),
@@ -243,16 +247,7 @@ impl<'s, 'o> Packer<'s, 'o> {
         let Ok(raw) = decompress_frames(stored, at.len) else {
             return false;
         };
-        parts.iter().all(|p| {
-            let start = usize::try_from(p.offset - at.offset).ok();
-            let end = start
-                .zip(usize::try_from(p.len).ok())
-                .and_then(|(s, l)| s.checked_add(l));
-            start
-                .zip(end)
-                .and_then(|(s, e)| raw.get(s..e))
-                .is_some_and(|b| Digest::of(b) == p.digest)
-        })
+        parts.iter().all(|p| p.holds(at, &raw))
     }
 
     fn store_alone(&mut self, c: Prepared) -> Result<Placed, BuildError> {
@@ -400,15 +395,15 @@ impl<'s, 'o> Packer<'s, 'o> {
             self.written.bytes += pack.bytes.len() as u64;
         }
         self.sealed.insert(pack.id, digest);
-        self.catalog.add(
+        let stored_len = pack.bytes.len() as u64;
+        let listed = Pack {
             digest,
             compressed,
-            pack.bytes.len() as u64,
-            Some(verity),
-            pack.chunks,
-            pack.parts,
-            self.compressing,
-        );
+            chunks: pack.chunks,
+            parts: pack.parts,
+        };
+        self.catalog
+            .add(listed, stored_len, Some(verity), self.compressing);
         Ok(())
     }
 

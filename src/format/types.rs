@@ -51,6 +51,36 @@ pub struct ChunkPart {
     pub len: u64,
 }
 
+impl ChunkPart {
+    /// The parts of `parts` (sorted by offset) inside packed chunk `c`; none if the last of
+    /// those starting inside it ends past it.
+    pub fn within<'p>(parts: &'p [ChunkPart], c: &PackedChunk) -> &'p [ChunkPart] {
+        let end = c.offset.saturating_add(c.len);
+        let first = parts.partition_point(|p| p.offset < c.offset);
+        let last = parts.partition_point(|p| p.offset < end);
+        let inside = &parts[first..last.max(first)];
+        match inside.last() {
+            Some(p) if p.offset.saturating_add(p.len) > end => &[],
+            _ => inside,
+        }
+    }
+
+    /// Whether `contents`, the uncompressed bytes of packed chunk `c`, hold this part.
+    pub fn holds(&self, c: &PackedChunk, contents: &[u8]) -> bool {
+        let start = self
+            .offset
+            .checked_sub(c.offset)
+            .and_then(|s| usize::try_from(s).ok());
+        let end = start
+            .zip(usize::try_from(self.len).ok())
+            .and_then(|(s, l)| s.checked_add(l));
+        start
+            .zip(end)
+            .and_then(|(s, e)| contents.get(s..e))
+            .is_some_and(|b| Digest::of(b) == self.digest)
+    }
+}
+
 /// Where a chunk lies in its pack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PackedChunk {

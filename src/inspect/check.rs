@@ -8,7 +8,7 @@ use std::sync::Mutex;
 
 use super::verity::data_blob_verity;
 use crate::chunk::fs_verity_digest;
-use crate::format::{decode_rootfs, DecodeLimits, Digest, Sha256Writer};
+use crate::format::{decode_rootfs, ChunkPart, DecodeLimits, Digest, Sha256Writer};
 use crate::oci::{OciDir, OciError, MEDIA_TYPE_ROOTFS};
 use crate::reader::{
     ChunkInfo, DataFile, Image, NodeData, OpenOptions, ReaderError, Walk, MAX_METADATA_BYTES,
@@ -249,28 +249,33 @@ fn check_parts(oci: &OciDir, image: &Image, tag: &str, report: &mut CheckReport)
             continue;
         };
         for pack in rootfs.packs.iter().filter(|p| !p.parts.is_empty()) {
-            for part in &pack.parts {
-                let at = pack.chunks.partition_point(|c| c.offset <= part.offset);
-                let within = at.checked_sub(1).map(|i| &pack.chunks[i]).filter(|c| {
-                    part.offset
-                        .checked_add(part.len)
-                        .is_some_and(|end| end <= c.offset + c.len)
-                });
-                let holds = within
-                    .and_then(|c| by_place.get(&(pack.digest, c.offset)).map(|i| (c, i)))
-                    .and_then(|(c, info)| image.blob_data(info).ok().map(|d| (c, d)))
-                    .is_some_and(|(c, data)| {
-                        let start = (part.offset - c.offset) as usize;
-                        data.get(start..start + part.len as usize)
-                            .is_some_and(|b| Digest::of(b) == part.digest)
-                    });
-                if !holds {
-                    report.problems.push(format!(
-                        "tag {tag}: pack {}: the chunk recorded at {} ({} bytes) does not match \
-                         its digest {}",
-                        pack.digest, part.offset, part.len, part.digest
-                    ));
+            let mut placed = 0;
+            for c in &pack.chunks {
+                let parts = ChunkPart::within(&pack.parts, c);
+                if parts.is_empty() {
+                    continue;
                 }
+                placed += parts.len();
+                // One load of the packed chunk for all its parts.
+                let contents = by_place
+                    .get(&(pack.digest, c.offset))
+                    .and_then(|info| image.blob_data(info).ok());
+                for part in parts {
+                    if !contents.as_ref().is_some_and(|d| part.holds(c, d)) {
+                        report.problems.push(format!(
+                            "tag {tag}: pack {}: the chunk recorded at {} ({} bytes) does not \
+                             match its digest {}",
+                            pack.digest, part.offset, part.len, part.digest
+                        ));
+                    }
+                }
+            }
+            if placed < pack.parts.len() {
+                report.problems.push(format!(
+                    "tag {tag}: pack {}: {} recorded chunks lie in none of its packed chunks",
+                    pack.digest,
+                    pack.parts.len() - placed
+                ));
             }
         }
     }
