@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use fuse_backend_rs::api::filesystem::FileSystem;
 use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
 use vhost_user_backend::{VhostUserBackend, VringT};
-use virtio_queue::QueueOwnedT;
+use virtio_queue::{QueueOwnedT, QueueT};
 use vm_memory::{GuestAddressSpace, GuestMemoryAtomic};
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::event::{
@@ -17,6 +17,7 @@ use vmm_sys_util::event::{
 };
 
 use super::pool::WorkerPool;
+use super::prime::{self, Primed};
 use super::request::{self, Chain, FuseServer, GuestMem, RingId, Vring};
 use super::triage::{self, Triage};
 
@@ -46,6 +47,14 @@ pub(crate) struct FsBackend<F: FileSystem + Triage + Send + Sync + 'static> {
     geometry: Geometry,
     event_idx: AtomicBool,
     mem: Mutex<Option<GuestMemoryAtomic<GuestMem>>>,
+    /// Which queues were drained on this connection (see `prime`).
+    primed: Arc<Primed>,
+}
+
+/// The event a queue thread gets from the [`super::prime::Poker`] (past the queue events and
+/// the exit event, which is `num_queues`).
+pub(crate) const fn poke_event(num_queues: usize) -> u64 {
+    num_queues as u64 + 1
 }
 
 impl<F: FileSystem + Triage + Send + Sync + 'static> FsBackend<F> {
@@ -68,7 +77,18 @@ impl<F: FileSystem + Triage + Send + Sync + 'static> FsBackend<F> {
             geometry,
             event_idx: AtomicBool::new(false),
             mem: Mutex::new(None),
+            primed: Arc::new(Primed::new(1 + geometry.request_queues)),
         })
+    }
+
+    /// The queues drained on this connection so far.
+    pub(crate) fn primed(&self) -> Arc<Primed> {
+        self.primed.clone()
+    }
+
+    /// Whether this connection resumes a FUSE session (INIT was answered before it).
+    pub(crate) fn resumes(&self) -> bool {
+        self.server.initialized()
     }
 
     /// Finishes the requests already handed to workers and stops them.
@@ -95,6 +115,7 @@ impl<F: FileSystem + Triage + Send + Sync + 'static> FsBackend<F> {
     /// to [`BATCH`], one guest notification per batch; the others go to the workers.
     fn drain(&self, queue: usize, vring: &Vring) -> io::Result<()> {
         let mem = self.memory()?;
+        self.primed.set(queue);
         let mut done = Vec::with_capacity(BATCH);
         loop {
             let (ring, chains): (RingId, Vec<Chain>) = {
@@ -209,6 +230,15 @@ impl<F: FileSystem + Triage + Send + Sync + 'static> VhostUserBackend for FsBack
             (0, [vring]) => {
                 if let Err(e) = self.drain(thread_id, vring) {
                     log::error!("queue {thread_id}: {e}");
+                }
+            }
+            (event, [vring]) if u64::from(event) == poke_event(self.num_queues()) => {
+                // The kick handler then checks that the front end enabled the ring.
+                let state = vring.get_ref();
+                if state.get_queue().ready() {
+                    if let Some(kick) = state.get_kick() {
+                        prime::kick(kick);
+                    }
                 }
             }
             _ => log::warn!("queue thread {thread_id}: unknown event {device_event}"),

@@ -1,7 +1,10 @@
 //! One FUSE request: decode it from a descriptor chain in guest memory, answer it through the
 //! fuse-backend-rs server, and return the chain to the guest's used ring exactly once.
 
-use std::io::Write;
+use std::io::{Read, Write};
+use std::mem::size_of;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -9,10 +12,13 @@ use std::sync::Arc;
 use fuse_backend_rs::abi::fuse_abi::{InHeader, Opcode, OutHeader};
 use fuse_backend_rs::api::filesystem::FileSystem;
 use fuse_backend_rs::api::server::Server;
-use fuse_backend_rs::transport::{Reader, VirtioFsWriter, Writer};
+use fuse_backend_rs::transport::{FuseBuf, FuseDevWriter, Reader, VirtioFsWriter, Writer};
 use vhost_user_backend::{VringRwLock, VringT};
 use virtio_queue::{DescriptorChain, QueueT};
 use vm_memory::{ByteValued, Bytes, GuestMemoryAtomic, GuestMemoryMmap};
+
+use super::restart::{Note, NoteSender};
+use super::DaemonError;
 
 /// Guest memory as the daemon maps it (no dirty-page logging).
 pub(crate) type GuestMem = GuestMemoryMmap<()>;
@@ -29,7 +35,12 @@ pub(crate) struct FuseServer<F: FileSystem + Send + Sync> {
     /// Set once INIT succeeded. Before that every other request gets EIO, as libfuse does:
     /// the file system must not be reached by a guest that skipped the handshake.
     initialized: AtomicBool,
+    /// Where each INIT request that succeeded is reported, for a later generation to replay.
+    notes: Option<Arc<NoteSender>>,
 }
+
+/// Longest INIT request kept (today's is 64 bytes).
+const MAX_INIT_LEN: usize = 1024;
 
 impl<F: FileSystem + Send + Sync> FuseServer<F> {
     pub(crate) fn new(fs: F) -> Self {
@@ -38,7 +49,62 @@ impl<F: FileSystem + Send + Sync> FuseServer<F> {
             server: Server::new(fs.clone()),
             fs,
             initialized: AtomicBool::new(false),
+            notes: None,
         }
+    }
+
+    /// Reports each INIT request that succeeds to `notes`.
+    pub(crate) fn with_notes(mut self, notes: Arc<NoteSender>) -> Self {
+        self.notes = Some(notes);
+        self
+    }
+
+    /// Puts this server in the state `request`, an INIT request an earlier process answered,
+    /// left it in (protocol version, options, the file system's own init), as a guest that
+    /// does not send INIT again expects. The reply is checked and dropped.
+    pub(crate) fn replay_init(&self, request: &[u8]) -> Result<(), DaemonError> {
+        let bad = |why: String| DaemonError::VhostUser(format!("replaying INIT: {why}"));
+        let header: InHeader =
+            InHeader::from_slice(request.get(..size_of::<InHeader>()).unwrap_or(&[]))
+                .copied()
+                .ok_or_else(|| bad("shorter than a FUSE header".into()))?;
+        if header.opcode != Opcode::Init as u32 || header.len as usize != request.len() {
+            return Err(bad(format!(
+                "opcode {} of {} bytes",
+                header.opcode, header.len
+            )));
+        }
+        let mut input = request.to_vec();
+        let reader = Reader::<()>::from_fuse_buffer(FuseBuf::new(&mut input))
+            .map_err(|e| bad(e.to_string()))?;
+        // The reply stays in `room`: a split writer buffers what it is given, and a success
+        // is never committed (an error reply is: to `sink`, a socket, since the seccomp
+        // filter allows write but not the writev an unbuffered writer makes).
+        let (sink, _drain) = UnixStream::pair().map_err(|e| bad(e.to_string()))?;
+        let mut room = vec![0u8; 4096];
+        let capacity = room.len();
+        let mut writer = FuseDevWriter::<()>::new(sink.as_raw_fd(), &mut room)
+            .map_err(|e| bad(e.to_string()))?;
+        // The rest of the split (no room) is not needed.
+        writer.split_at(capacity).map_err(|e| bad(e.to_string()))?;
+        self.server
+            .handle_message(reader, Writer::from(writer), None, None)
+            .map_err(|e| bad(e.to_string()))?;
+        let out = room
+            .get(..size_of::<OutHeader>())
+            .and_then(OutHeader::from_slice)
+            .copied()
+            .ok_or_else(|| bad("no reply".into()))?;
+        if out.error != 0 {
+            return Err(bad(format!("answered errno {}", -out.error)));
+        }
+        self.initialized.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Whether INIT was answered (or replayed).
+    pub(crate) fn initialized(&self) -> bool {
+        self.initialized.load(Ordering::Acquire)
     }
 
     /// The file system served.
@@ -183,14 +249,17 @@ fn handle<F: FileSystem + Send + Sync>(fuse: &FuseServer<F>, mem: &GuestMem, cha
         );
         return spare().map_or(0, |w| reply_error(w, &header, errno));
     }
-    let init = header.opcode == Opcode::Init as u32;
+    let init = (header.opcode == Opcode::Init as u32).then(|| init_request(&reader, &header));
     match fuse
         .server
         .handle_message(reader, Writer::from(writer), None, None)
     {
         Ok(n) => {
-            if init {
+            if let Some(request) = init {
                 fuse.initialized.store(true, Ordering::Release);
+                if let (Some(notes), Some(request)) = (&fuse.notes, request) {
+                    notes.send(&Note::Init(request));
+                }
             }
             u32::try_from(n).unwrap_or(0)
         }
@@ -199,6 +268,17 @@ fn handle<F: FileSystem + Send + Sync>(fuse: &FuseServer<F>, mem: &GuestMem, cha
             spare().map_or(0, |w| reply_error(w, &header, error_code(&e)))
         }
     }
+}
+
+/// The whole INIT request (header and body) as the guest sent it, to report.
+fn init_request(reader: &Reader<'_, ()>, header: &InHeader) -> Option<Vec<u8>> {
+    let len = header.len as usize;
+    if len > MAX_INIT_LEN {
+        return None;
+    }
+    let mut bytes = vec![0u8; len];
+    reader.clone().read_exact(&mut bytes).ok()?;
+    Some(bytes)
 }
 
 /// The FUSE header, when the chain's first descriptor holds all of it (as every driver

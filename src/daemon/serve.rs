@@ -8,12 +8,14 @@ use std::sync::Arc;
 
 use fuse_backend_rs::api::filesystem::FileSystem;
 use vhost::vhost_user::{Error as VuError, Listener};
-use vhost_user_backend::{Error as DaemonErr, VhostUserDaemon};
+use vhost_user_backend::{Error as DaemonErr, VhostUserBackend, VhostUserDaemon};
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 
-use super::backend::{FsBackend, Geometry};
+use super::backend::{poke_event, FsBackend, Geometry};
 use super::config::{default_thread_pool_size, SocketSpec};
+use super::prime::Poker;
 use super::request::FuseServer;
+use super::restart::{Note, NoteSender};
 use super::triage::Triage;
 use super::DaemonError;
 
@@ -28,6 +30,17 @@ pub struct ServeOptions {
     pub queue_size: u16,
     /// Serve the next front end after a disconnect instead of returning.
     pub reconnect: bool,
+}
+
+/// What a generation started by a respawner carries on.
+#[derive(Debug, Clone)]
+pub(crate) struct Resumed {
+    /// 1 for the first.
+    pub generation: u32,
+    /// The guest's INIT request an earlier generation answered, to replay.
+    pub init: Option<Vec<u8>>,
+    /// Where readiness and INIT requests are reported.
+    pub notes: Arc<NoteSender>,
 }
 
 impl Default for ServeOptions {
@@ -63,11 +76,17 @@ pub fn listen(spec: &SocketSpec) -> Result<Listener, DaemonError> {
 }
 
 fn check_listening_socket(fd: RawFd) -> io::Result<()> {
-    if sockopt(fd, libc::SO_DOMAIN)? != libc::AF_UNIX {
-        return Err(io::Error::other("not a unix domain socket"));
-    }
+    check_socket(fd)?;
     if sockopt(fd, libc::SO_ACCEPTCONN)? == 0 {
         return Err(io::Error::other("not a listening socket"));
+    }
+    Ok(())
+}
+
+/// Checks that `fd` is a unix domain socket.
+pub(crate) fn check_socket(fd: RawFd) -> io::Result<()> {
+    if sockopt(fd, libc::SO_DOMAIN)? != libc::AF_UNIX {
+        return Err(io::Error::other("not a unix domain socket"));
     }
     Ok(())
 }
@@ -123,8 +142,23 @@ fn vu_io(e: VuError) -> io::Error {
 /// pool; the previous connection's workers finish their requests before the next accept.
 pub fn serve<F>(
     fs: F,
+    listener: Listener,
+    opts: &ServeOptions,
+    on_ready: impl FnOnce(),
+) -> Result<(), DaemonError>
+where
+    F: FileSystem + Triage + Send + Sync + 'static,
+{
+    serve_resumed(fs, listener, opts, None, on_ready)
+}
+
+/// [`serve`] in a generation a respawner started (`resume`): the guest's INIT is replayed
+/// first, readiness and INIT requests are reported, and only generation 1 runs `on_ready`.
+pub(crate) fn serve_resumed<F>(
+    fs: F,
     mut listener: Listener,
     opts: &ServeOptions,
+    resume: Option<Resumed>,
     on_ready: impl FnOnce(),
 ) -> Result<(), DaemonError>
 where
@@ -146,7 +180,25 @@ where
         request_queues: opts.request_queues,
         queue_size: opts.queue_size,
     };
-    let server = Arc::new(FuseServer::new(fs));
+    let mut server = FuseServer::new(fs);
+    if let Some(resume) = &resume {
+        server = server.with_notes(resume.notes.clone());
+        if let Some(init) = &resume.init {
+            server.replay_init(init)?;
+        }
+        log::info!(
+            "serving process generation {}{}",
+            resume.generation,
+            if resume.init.is_some() {
+                ", resuming the guest's FUSE session"
+            } else {
+                ""
+            }
+        );
+    }
+    let server = Arc::new(server);
+    // A later generation resumes quietly: the line was printed for the first.
+    let announce = resume.as_ref().is_none_or(|r| r.generation == 1);
     let mut on_ready = Some(on_ready);
     let mut connection = 0u64;
     loop {
@@ -159,7 +211,13 @@ where
         let daemon = VhostUserDaemon::new("vhost-user-fs".into(), backend.clone(), mem)
             .map_err(|e| DaemonError::VhostUser(e.to_string()))?;
         if let Some(ready) = on_ready.take() {
-            ready();
+            // The supervisor hears first: whoever saw the line may kill a ready process.
+            if let Some(resume) = &resume {
+                resume.notes.send(&Note::Ready);
+            }
+            if announce {
+                ready();
+            }
         }
         match serve_connection(daemon, &backend, &mut listener, connection) {
             Ok(()) if !opts.reconnect => return Ok(()),
@@ -196,7 +254,30 @@ where
         .start(listener)
         .map_err(|e| Failure::Accept(DaemonError::VhostUser(e.to_string())))?;
     log::info!("front end connected (connection {connection})");
+    let poker = if backend.resumes() {
+        let handlers = daemon.get_epoll_handlers();
+        let started = Poker::start(
+            handlers.len(),
+            poke_event(backend.num_queues()),
+            backend.primed(),
+            |thread, fd, events, data| {
+                handlers[thread]
+                    .register_listener(fd.as_raw_fd(), events, data)
+                    .map_err(io::Error::other)
+            },
+        );
+        match started {
+            Ok(p) => Some(p),
+            Err(e) => {
+                log::warn!("cannot prime the rings of the resumed session: {e}");
+                None
+            }
+        }
+    } else {
+        None
+    };
     let result = daemon.wait();
+    drop(poker);
 
     for handler in daemon.get_epoll_handlers() {
         handler.send_exit_event();

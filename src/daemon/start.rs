@@ -2,6 +2,7 @@
 //! or directory fails before the socket exists), create the socket, enter the sandbox, load
 //! the seccomp filter. A mount table driven through the API starts in `start_table`.
 
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
@@ -11,10 +12,12 @@ use vhost::vhost_user::Listener;
 
 use super::config::{Config, ImageSource, Sandbox, SocketSpec, Source};
 use super::passthrough::{check_shared_dir, import, new_passthrough, SharedDir};
+use super::restart::{NoteSender, Respawner, Resume, RESUME_ENV};
 use super::sandbox::{self, Isolated, Needs, Supervisor};
-use super::serve::{listen, serve, ServeOptions};
+use super::serve::{check_socket, listen, serve_resumed, Resumed, ServeOptions};
 use super::start_table::{self, ApiHost, Plane};
 use super::DaemonError;
+use crate::format::Digest;
 use crate::fs::{FsConfig, ImageFs, PuzzleFs, ReadOnly};
 use crate::mounts::MountTable;
 use crate::oci::OciDir;
@@ -36,7 +39,14 @@ pub fn start(config: &Config) -> Result<Started, DaemonError> {
     if let Source::Table(table) = &config.source {
         return start_table::start(config, table);
     }
-    log_ignored(config);
+    let resume = Resume::from_env()?;
+    let config = &match &resume {
+        Some(resume) => resumed(config, resume)?,
+        None => config.clone(),
+    };
+    if resume.is_none() {
+        log_ignored(config);
+    }
     if config.xattr && config.sandbox == Sandbox::Chroot {
         if let Source::SharedDir(_) = config.source {
             // fuse-backend-rs reads xattrs through /proc/self/fd/N paths; a chroot has none.
@@ -48,7 +58,8 @@ pub fn start(config: &Config) -> Result<Started, DaemonError> {
     let opened = match &config.source {
         Source::SharedDir(dir) => check_shared_dir(dir).map(|()| Opened::SharedDir(dir.clone())),
         Source::Image(source) => {
-            let image = open_image(source)?;
+            let manifest = resume.as_ref().map(Resume::manifest).transpose()?;
+            let image = open_image_at(source, manifest)?;
             Ok(Opened::Image(Box::new(image), open_file_cache(config)?))
         }
         Source::Table(_) => unreachable!("started above"),
@@ -56,10 +67,24 @@ pub fn start(config: &Config) -> Result<Started, DaemonError> {
     let sandboxed = config.sandbox != Sandbox::None;
     let (opts, listener, socket_files) = vhost_user_socket(config)?;
     sandbox::block_stop_signals()?;
+    if let (None, Opened::Image(image, _)) = (&resume, &opened) {
+        if respawns(config) {
+            let respawner = Respawner::new(listener, image.manifest_digest());
+            return Ok(Started::Supervisor(Supervising {
+                parent: Parent::Respawner(respawner),
+                socket_files,
+                api: None,
+            }));
+        }
+    }
+    let notes = match &resume {
+        Some(r) => Some(Arc::new(inherited_notes(r.notes)?)),
+        None => None,
+    };
     let jail = match sandbox::isolate(config.sandbox)? {
         Isolated::Supervisor(supervisor) => {
             return Ok(Started::Supervisor(Supervising {
-                supervisor,
+                parent: Parent::Sandbox(supervisor),
                 socket_files,
                 api: None,
             }));
@@ -120,13 +145,54 @@ pub fn start(config: &Config) -> Result<Started, DaemonError> {
         measure_verity,
     };
     sandbox::load_seccomp(config.seccomp, needs)?;
+    let resume = match (resume, notes) {
+        (Some(r), Some(notes)) => Some(Resumed {
+            generation: r.generation,
+            init: r.init()?,
+            notes,
+        }),
+        _ => None,
+    };
     Ok(Started::Daemon(Box::new(Daemon {
         fs,
         listener,
         opts,
         socket_files,
         plane: None,
+        resume,
     })))
+}
+
+/// Whether this daemon runs behind a [`Respawner`]: an image, in the namespace sandbox (whose
+/// supervisor the VMM holds), with a front end that reconnects.
+fn respawns(config: &Config) -> bool {
+    config.reconnect
+        && config.sandbox == Sandbox::Namespace
+        && matches!(config.source, Source::Image(_))
+}
+
+/// `config` as a generation started by a [`Respawner`] serves it: on the inherited listener.
+fn resumed(config: &Config, resume: &Resume) -> Result<Config, DaemonError> {
+    if !respawns(config) {
+        return Err(DaemonError::Usage(format!(
+            "{RESUME_ENV} is only for images served with --sandbox namespace --reconnect"
+        )));
+    }
+    Ok(Config {
+        socket: SocketSpec::Fd(resume.listener),
+        ..config.clone()
+    })
+}
+
+/// Takes over the note channel's end a generation inherited.
+fn inherited_notes(fd: RawFd) -> Result<NoteSender, DaemonError> {
+    check_socket(fd).map_err(|e| DaemonError::socket(format!("{RESUME_ENV} notes {fd}"), e))?;
+    // SAFETY: `fd` is an open socket (checked above) that the respawner left open for this
+    // process alone; the NoteSender becomes its only owner and closes it once.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    rustix::io::fcntl_setfd(&fd, rustix::io::FdFlags::CLOEXEC)
+        .map_err(|e| DaemonError::socket("notes", e.into()))?;
+    Ok(NoteSender::new(fd))
 }
 
 /// How the device will be served (made before the seccomp filter: the default pool size
@@ -168,7 +234,18 @@ pub(super) fn open_file_cache(config: &Config) -> Result<FileChunkCache, DaemonE
 
 /// Opens (and, with `--digest`, pins) the image to serve.
 pub fn open_image(source: &ImageSource) -> Result<Image, DaemonError> {
-    let oci = OciDir::open(&source.oci_dir).map_err(|e| DaemonError::Image(e.to_string()))?;
+    open_image_at(source, None)
+}
+
+/// [`open_image`]; with `manifest`, that manifest instead of the one the tag names now.
+fn open_image_at(source: &ImageSource, manifest: Option<Digest>) -> Result<Image, DaemonError> {
+    let image = |e: &dyn std::fmt::Display| DaemonError::Image(e.to_string());
+    let oci = OciDir::open(&source.oci_dir).map_err(|e| image(&e))?;
+    let desc = match manifest {
+        Some(digest) => oci.manifest_by_digest(&digest),
+        None => oci.resolve(&source.tag),
+    }
+    .map_err(|e| image(&e))?;
     let options = OpenOptions {
         pin: source.digest,
         fs_verity: source.fs_verity,
@@ -177,7 +254,7 @@ pub fn open_image(source: &ImageSource) -> Result<Image, DaemonError> {
         lean: true,
         ..OpenOptions::default()
     };
-    Image::open(&oci, &source.tag, options).map_err(|e| DaemonError::Image(e.to_string()))
+    Image::open_descriptor(&oci, &desc, options).map_err(|e| image(&e))
 }
 
 enum Opened {
@@ -193,18 +270,21 @@ pub(super) enum Served {
 
 /// The parent of a sandboxed daemon.
 pub struct Supervising {
-    pub(super) supervisor: Supervisor,
+    pub(super) parent: Parent,
     pub(super) socket_files: Vec<PathBuf>,
     /// For a mount table: the API it serves for the daemon.
     pub(super) api: Option<ApiHost>,
 }
 
-impl Supervising {
-    /// The daemon's process id.
-    pub fn daemon_pid(&self) -> u32 {
-        self.supervisor.child_pid()
-    }
+/// Which kind of parent.
+pub(super) enum Parent {
+    /// Of one daemon in the namespace sandbox.
+    Sandbox(Supervisor),
+    /// Of generation after generation (crash recovery).
+    Respawner(Respawner),
+}
 
+impl Supervising {
     /// Serves the API of a mount table, if the daemon has one, and waits for the daemon,
     /// forwarding SIGTERM and SIGINT to it; then removes the socket files and returns how
     /// the daemon ended.
@@ -212,7 +292,10 @@ impl Supervising {
         if let Some(api) = self.api {
             api.start()?;
         }
-        let status = self.supervisor.wait()?;
+        let status = match self.parent {
+            Parent::Sandbox(supervisor) => supervisor.wait()?,
+            Parent::Respawner(respawner) => respawner.wait()?,
+        };
         for path in &self.socket_files {
             let _ = std::fs::remove_file(path);
         }
@@ -228,6 +311,8 @@ pub struct Daemon {
     pub(super) socket_files: Vec<PathBuf>,
     /// For a mount table: where its requests come from.
     pub(super) plane: Option<Plane>,
+    /// In a generation a respawner started: what it carries on.
+    pub(super) resume: Option<Resumed>,
 }
 
 impl Daemon {
@@ -250,15 +335,20 @@ impl Daemon {
             opts,
             socket_files,
             plane,
+            resume,
         } = self;
         if let Some(plane) = plane {
             start_table::run_plane(plane)?;
         }
         let served = match fs {
-            Served::SharedDir(SharedDir::ReadWrite(fs)) => serve(*fs, listener, &opts, on_ready),
-            Served::SharedDir(SharedDir::ReadOnly(fs)) => serve(*fs, listener, &opts, on_ready),
-            Served::Image(fs) => serve(*fs, listener, &opts, on_ready),
-            Served::Table(table) => serve(table, listener, &opts, on_ready),
+            Served::SharedDir(SharedDir::ReadWrite(fs)) => {
+                serve_resumed(*fs, listener, &opts, resume, on_ready)
+            }
+            Served::SharedDir(SharedDir::ReadOnly(fs)) => {
+                serve_resumed(*fs, listener, &opts, resume, on_ready)
+            }
+            Served::Image(fs) => serve_resumed(*fs, listener, &opts, resume, on_ready),
+            Served::Table(table) => serve_resumed(table, listener, &opts, resume, on_ready),
         };
         for path in &socket_files {
             let _ = std::fs::remove_file(path);

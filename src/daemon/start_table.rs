@@ -10,8 +10,8 @@ use std::sync::{Arc, OnceLock};
 use super::config::{Config, Sandbox, TableSource};
 use super::control::{answer_requests, ApiControl, Client, Executor, Serving, SourcePolicy};
 use super::sandbox::{self, Isolated, Needs};
-use super::start::Served;
 use super::start::{log_ignored, open_file_cache, vhost_user_socket};
+use super::start::{Parent, Served};
 use super::{Daemon, DaemonError, Started, Supervising};
 use crate::api::Control;
 use crate::mounts::{MountDefaults, MountTable, Mounter};
@@ -112,7 +112,7 @@ pub(crate) fn start(config: &Config, table: &TableSource) -> Result<Started, Dae
     let jail = match sandbox::isolate_keeping_threads(config.sandbox)? {
         Isolated::Supervisor(supervisor) => {
             return Ok(Started::Supervisor(Supervising {
-                supervisor,
+                parent: Parent::Sandbox(supervisor),
                 socket_files,
                 api: Some(ApiHost {
                     listener: api,
@@ -162,6 +162,7 @@ pub(crate) fn start(config: &Config, table: &TableSource) -> Result<Started, Dae
         opts,
         socket_files: if sandboxed { Vec::new() } else { socket_files },
         plane: Some(plane),
+        resume: None,
     })))
 }
 

@@ -17,7 +17,7 @@ use super::spec::{ImageRef, ImageSpec, MountSpec, PassthroughSpec};
 use super::{ImageMetrics, MountError};
 use crate::format::Digest;
 use crate::fs::{CachePolicy, FsConfig, ImageFs, PuzzleFs, ReadOnly};
-use crate::oci::{Descriptor, OciDir, MEDIA_TYPE_MANIFEST};
+use crate::oci::OciDir;
 use crate::reader::{FileChunkCache, HeapChunkCache, Image, OpenOptions, ReaderError};
 use rustix::fs::{openat, statx, AtFlags, Mode, OFlags, StatxFlags, CWD};
 
@@ -106,17 +106,9 @@ impl Mounter {
         let oci = OciDir::open_held(held).map_err(|e| named(e.to_string()))?;
         let desc = match &spec.image {
             ImageRef::Tag(tag) => oci.resolve(tag).map_err(|e| named(e.to_string()))?,
-            ImageRef::Digest(digest) => Descriptor {
-                media_type: MEDIA_TYPE_MANIFEST.into(),
-                digest: *digest,
-                size: oci
-                    .blob_size(digest)
-                    .ok_or_else(|| fail(format!("no manifest {digest} in {}", dir.display())))?,
-                annotations: None,
-                data: None,
-                platform: None,
-                extra: Default::default(),
-            },
+            ImageRef::Digest(digest) => oci
+                .manifest_by_digest(digest)
+                .map_err(|_| fail(format!("no manifest {digest} in {}", dir.display())))?,
         };
         if let Some(pin) = spec.digest.filter(|pin| *pin != desc.digest) {
             return Err(fail(

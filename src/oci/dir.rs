@@ -308,6 +308,23 @@ impl OciDir {
         Ok(index)
     }
 
+    /// A descriptor of the image manifest stored as blob `digest`, whether or not a tag names
+    /// it (its contents are checked when it is read).
+    pub fn manifest_by_digest(&self, digest: &Digest) -> Result<Descriptor, OciError> {
+        let size = self
+            .blob_size(digest)
+            .ok_or(OciError::BlobMissing(*digest))?;
+        Ok(Descriptor {
+            media_type: MEDIA_TYPE_MANIFEST.into(),
+            digest: *digest,
+            size,
+            annotations: None,
+            data: None,
+            platform: None,
+            extra: Default::default(),
+        })
+    }
+
     /// The manifest descriptor tagged `tag`.
     pub fn resolve(&self, tag: &str) -> Result<Descriptor, OciError> {
         let index = self.read_index()?;

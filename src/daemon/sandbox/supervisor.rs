@@ -57,11 +57,6 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    /// The daemon's process id (as seen from here).
-    pub fn child_pid(&self) -> u32 {
-        self.child.as_raw_nonzero().get() as u32
-    }
-
     /// Waits for the daemon to end, forwarding SIGTERM and SIGINT to it, and returns how it
     /// ended. The stop signals must be blocked in this thread ([`block_stop_signals`]).
     pub fn wait(self) -> Result<ExitStatus, SandboxError> {

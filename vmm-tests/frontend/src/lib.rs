@@ -59,6 +59,9 @@ pub struct RunOptions {
     pub reconnects: usize,
     /// Completions between two reconnects; those the workloads leave over come at the end.
     pub reconnect_every: usize,
+    /// Make each reconnect a crash: SIGKILL the deepest process under this pid (the serving
+    /// process behind its supervisor), wait for the hang-up, then reconnect.
+    pub kill_under: Option<u32>,
 }
 
 impl RunOptions {
@@ -87,6 +90,7 @@ impl RunOptions {
             timeout: Duration::from_secs(60),
             reconnects: 0,
             reconnect_every: 100,
+            kill_under: None,
         }
     }
 }
@@ -187,7 +191,9 @@ fn run_inner(
         Some(s.init(o.read_size)?)
     };
     if init.is_some() && o.reconnects > 0 {
-        s.reconnects = Some(Reconnects::new(&o.socket, o.reconnects, o.reconnect_every));
+        let mut r = Reconnects::new(&o.socket, o.reconnects, o.reconnect_every);
+        r.kill_under = o.kill_under;
+        s.reconnects = Some(r);
     }
     let read_size = init.map_or(o.read_size, |i| session::read_size(&i, o.read_size));
     let mut ctx = Ctx {
@@ -213,6 +219,7 @@ fn run_inner(
         zero_used_len_replies: 0,
         reconnects: 0,
         reconnects_during_workloads: 0,
+        restart_blackouts_ms: Vec::new(),
     };
     if o.hostile && init.is_some() {
         workload::run(&mut s, &mut ctx, Workload::Walk, o.depth)?;
@@ -259,6 +266,12 @@ fn run_inner(
     report.kicks = s.dev.queues.iter().map(|q| q.kicks).sum();
     report.zero_used_len_replies = s.zero_used_len;
     report.reconnects = s.reconnects.as_ref().map_or(0, |r| r.done);
+    report.restart_blackouts_ms = s.reconnects.as_ref().map_or(Vec::new(), |r| {
+        r.blackouts
+            .iter()
+            .map(|d| d.as_secs_f64() * 1000.0)
+            .collect()
+    });
     report.messages = std::mem::take(&mut s.dev.messages);
     if !ctx.differences.is_empty() {
         return Err(FrontendError::Mismatch {

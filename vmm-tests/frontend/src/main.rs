@@ -70,6 +70,11 @@ struct Args {
     /// each checked with a GETATTR).
     #[arg(long, default_value_t = 100)]
     reconnect_every: usize,
+    /// Make each reconnect a crash: SIGKILL the deepest process under PID (the serving
+    /// process behind its supervisor), wait for the hang-up, then reconnect; reports the
+    /// blackout of each restart.
+    #[arg(long, value_name = "PID")]
+    kill_under: Option<u32>,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -97,6 +102,7 @@ fn main() -> ExitCode {
     o.timeout = Duration::from_secs(a.timeout);
     o.reconnects = a.reconnects;
     o.reconnect_every = a.reconnect_every;
+    o.kill_under = a.kill_under;
     let result = match &a.read_paths_from {
         None => run(&o),
         Some(file) => {

@@ -28,6 +28,13 @@ pub struct Reconnects {
     since: usize,
     /// Reconnects done.
     pub done: usize,
+    /// Instead of closing the socket, SIGKILL the deepest process under this one (the
+    /// serving process behind a supervisor) and reconnect once the back end hung up.
+    pub kill_under: Option<u32>,
+    /// For each kill, the time from the SIGKILL to the first completion after it (two kills
+    /// with no completion between them count once, from the first).
+    pub blackouts: Vec<Duration>,
+    killed_at: Option<Instant>,
 }
 
 impl Reconnects {
@@ -39,12 +46,18 @@ impl Reconnects {
             every: every.max(1),
             since: 0,
             done: 0,
+            kill_under: None,
+            blackouts: Vec::new(),
+            killed_at: None,
         }
     }
 
     /// Counts one completion.
     pub fn completed(&mut self) {
         self.since += 1;
+        if let Some(at) = self.killed_at.take() {
+            self.blackouts.push(at.elapsed());
+        }
     }
 
     /// Whether a reconnect is due: the session stops submitting until nothing is in flight.
@@ -57,8 +70,14 @@ impl Reconnects {
         self.since = self.every;
     }
 
-    /// Reconnects `dev` and counts it.
+    /// Reconnects `dev` (after killing the serving process, with `kill_under`) and counts it.
     pub fn reconnect(&mut self, dev: &mut Device) -> Result<()> {
+        if let Some(top) = self.kill_under {
+            let at = kill_deepest(top)?;
+            // Two kills with no answer between them make one blackout, from the first.
+            self.killed_at.get_or_insert(at);
+            dev.wait_for_hangup(RETRY_FOR)?;
+        }
         dev.reconnect(&self.socket)?;
         self.left -= 1;
         self.done += 1;
@@ -98,5 +117,49 @@ impl Device {
         self.replace_frontend(frontend);
         self.messages.push("(reconnected)".into());
         self.cloud_hypervisor_setup()
+    }
+}
+
+/// SIGKILLs the deepest process under `top` (following each process's first child) and
+/// returns when.
+fn kill_deepest(top: u32) -> Result<Instant> {
+    let mut pid = top;
+    while let Some(child) = first_child(pid) {
+        pid = child;
+    }
+    if pid == top {
+        return Err(FrontendError::Usage(format!(
+            "--kill-under {top}: it has no child to kill"
+        )));
+    }
+    let at = Instant::now();
+    // SAFETY: kill with a pid read from /proc just now and a constant signal; at worst the
+    // process is already gone (ESRCH), which the hang-up wait then sees anyway.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+    Ok(at)
+}
+
+fn first_child(pid: u32) -> Option<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+impl Device {
+    /// Waits until the back end's end of the control socket is closed.
+    pub fn wait_for_hangup(&self, limit: Duration) -> Result<()> {
+        let deadline = Instant::now() + limit;
+        while self.backend_connected() {
+            if Instant::now() >= deadline {
+                return Err(FrontendError::Usage(
+                    "the killed back end still holds the socket".into(),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Ok(())
     }
 }

@@ -54,6 +54,8 @@ pub struct RunReport {
     pub reconnects: usize,
     /// Of those, the ones made while the workloads ran (the others came after them).
     pub reconnects_during_workloads: usize,
+    /// With `--kill-under`: per kill, milliseconds from the SIGKILL to the next completion.
+    pub restart_blackouts_ms: Vec<f64>,
 }
 
 fn percentile(sorted: &[u64], p: f64) -> f64 {
@@ -142,6 +144,19 @@ impl RunReport {
                 s,
                 "{} reconnects ({} during the workloads), none with a second INIT",
                 self.reconnects, self.reconnects_during_workloads
+            );
+        }
+        if !self.restart_blackouts_ms.is_empty() {
+            let mut ms = self.restart_blackouts_ms.clone();
+            ms.sort_by(f64::total_cmp);
+            let at = |p: f64| ms[((ms.len() - 1) as f64 * p).round() as usize];
+            let _ = writeln!(
+                s,
+                "{} serving processes killed; blackout (kill to next answer) p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+                ms.len(),
+                at(0.5),
+                at(0.99),
+                at(1.0)
             );
         }
         if !self.workloads.is_empty() {
