@@ -77,8 +77,12 @@ pub fn start(config: &Config) -> Result<Started, DaemonError> {
             }));
         }
     }
-    let notes = match &resume {
-        Some(r) => Some(Arc::new(inherited_notes(r.notes)?)),
+    let resume = match resume {
+        Some(r) => Some(Resumed {
+            generation: r.generation,
+            init: r.init()?,
+            notes: Arc::new(inherited_notes(r.notes)?),
+        }),
         None => None,
     };
     let jail = match sandbox::isolate(config.sandbox)? {
@@ -145,14 +149,6 @@ pub fn start(config: &Config) -> Result<Started, DaemonError> {
         measure_verity,
     };
     sandbox::load_seccomp(config.seccomp, needs)?;
-    let resume = match (resume, notes) {
-        (Some(r), Some(notes)) => Some(Resumed {
-            generation: r.generation,
-            init: r.init()?,
-            notes,
-        }),
-        _ => None,
-    };
     Ok(Started::Daemon(Box::new(Daemon {
         fs,
         listener,

@@ -14,6 +14,7 @@ use vhost::vhost_user::Listener;
 
 use super::notes::{note_channel, Note, NoteReceiver};
 use super::resume::{Resume, RESUME_ENV};
+use crate::daemon::sandbox::stop_signals;
 use crate::daemon::DaemonError;
 use crate::format::Digest;
 
@@ -167,22 +168,16 @@ impl Respawner {
 /// Waits up to `timeout` for SIGTERM, SIGINT or SIGCHLD (blocked in this thread); `None` when
 /// none came.
 fn next_signal(timeout: Duration) -> io::Result<Option<i32>> {
-    // SAFETY: sigemptyset/sigaddset initialise and fill a set we own; sigtimedwait reads it
-    // and the timespec, and asks for no siginfo (null).
-    unsafe {
-        let mut set = std::mem::zeroed::<libc::sigset_t>();
-        libc::sigemptyset(&mut set);
-        for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGCHLD] {
-            libc::sigaddset(&mut set, sig);
-        }
-        let ts = libc::timespec {
-            tv_sec: timeout.as_secs() as libc::time_t,
-            tv_nsec: timeout.subsec_nanos() as libc::c_long,
-        };
-        let sig = libc::sigtimedwait(&set, std::ptr::null_mut(), &ts);
-        if sig >= 0 {
-            return Ok(Some(sig));
-        }
+    let set = stop_signals();
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: `set` is an initialised signal set and `ts` a valid timespec, both read only;
+    // no siginfo is asked for (null).
+    let sig = unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &ts) };
+    if sig >= 0 {
+        return Ok(Some(sig));
     }
     let e = io::Error::last_os_error();
     match e.raw_os_error() {

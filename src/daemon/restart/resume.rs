@@ -54,28 +54,18 @@ impl Resume {
     pub(crate) fn init(&self) -> Result<Option<Vec<u8>>, DaemonError> {
         self.init
             .as_deref()
-            .map(|hex| decode_hex(hex).ok_or_else(|| bad("init is not hex")))
+            .map(|text| hex::decode(text).map_err(|_| bad("init is not hex")))
             .transpose()
     }
 
     /// Encodes an INIT request for [`Resume::init`].
     pub(crate) fn hex(bytes: &[u8]) -> String {
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
+        hex::encode(bytes)
     }
 }
 
 fn bad(why: &str) -> DaemonError {
     DaemonError::Usage(format!("{RESUME_ENV}: {why}"))
-}
-
-fn decode_hex(hex: &str) -> Option<Vec<u8>> {
-    if !hex.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 #[cfg(test)]

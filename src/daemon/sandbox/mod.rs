@@ -27,6 +27,7 @@ use rustix::thread::CapabilitySet;
 
 pub use error::SandboxError;
 pub use seccomp::TRAPPED_EXIT_STATUS;
+pub(crate) use supervisor::stop_signals;
 pub use supervisor::{block_stop_signals, unblock_stop_signals, Supervisor};
 pub(crate) use syscalls::Needs;
 

@@ -10,7 +10,7 @@ use rustix::process::{kill_process, waitpid, Pid, Signal, WaitOptions};
 use super::SandboxError;
 
 /// The signals a VMM or Kata uses to stop the daemon, plus SIGCHLD for the supervisor.
-fn stop_signals() -> libc::sigset_t {
+pub(crate) fn stop_signals() -> libc::sigset_t {
     // SAFETY: sigemptyset initialises the set it is given; sigaddset only adds valid signal
     // numbers to that initialised set.
     unsafe {
