@@ -16,6 +16,7 @@ use vmm_sys_util::event::{
     new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
 };
 
+use super::inflight::{self, InflightSlot, Tracked};
 use super::pool::WorkerPool;
 use super::prime::{self, Primed};
 use super::request::{self, Chain, FuseServer, GuestMem, RingId, Vring};
@@ -49,6 +50,8 @@ pub(crate) struct FsBackend<F: FileSystem + Triage + Send + Sync + 'static> {
     mem: Mutex<Option<GuestMemoryAtomic<GuestMem>>>,
     /// Which queues were drained on this connection (see `prime`).
     primed: Arc<Primed>,
+    /// With INFLIGHT_SHMFD offered: where the front end's inflight region lands.
+    inflight: Option<Arc<InflightSlot>>,
 }
 
 /// The event a queue thread gets from the [`super::prime::Poker`] (past the queue events and
@@ -60,16 +63,18 @@ pub(crate) const fn poke_event(num_queues: usize) -> u64 {
 impl<F: FileSystem + Triage + Send + Sync + 'static> FsBackend<F> {
     #[cfg(test)]
     pub(crate) fn new(fs: F, geometry: Geometry, workers: usize) -> io::Result<Self> {
-        Self::with_server(Arc::new(FuseServer::new(fs)), geometry, workers)
+        Self::with_server(Arc::new(FuseServer::new(fs)), geometry, workers, None)
     }
 
     /// A back end for one front-end connection, serving `server`: the FUSE session (file
     /// system and INIT state), which outlives the connection when the daemon reconnects.
-    /// The workers, guest memory and ring state are this connection's own.
+    /// The workers, guest memory and ring state are this connection's own. With `inflight`,
+    /// INFLIGHT_SHMFD is offered and requests are tracked in the region set there.
     pub(crate) fn with_server(
         server: Arc<FuseServer<F>>,
         geometry: Geometry,
         workers: usize,
+        inflight: Option<Arc<InflightSlot>>,
     ) -> io::Result<Self> {
         Ok(FsBackend {
             server,
@@ -78,6 +83,7 @@ impl<F: FileSystem + Triage + Send + Sync + 'static> FsBackend<F> {
             event_idx: AtomicBool::new(false),
             mem: Mutex::new(None),
             primed: Arc::new(Primed::new(1 + geometry.request_queues)),
+            inflight,
         })
     }
 
@@ -113,9 +119,18 @@ impl<F: FileSystem + Triage + Send + Sync + 'static> FsBackend<F> {
     ///
     /// Quick requests (see [`Triage`]) are served right here and completed in batches of up
     /// to [`BATCH`], one guest notification per batch; the others go to the workers.
+    ///
+    /// With an inflight region, every chain is marked there as it is taken, and the first
+    /// drain of a queue first takes up what an earlier process left in flight.
     fn drain(&self, queue: usize, vring: &Vring) -> io::Result<()> {
         let mem = self.memory()?;
         self.primed.set(queue);
+        let tracked = self
+            .inflight
+            .as_ref()
+            .and_then(|slot| slot.get())
+            .and_then(|region| Tracked::new(region, queue));
+        let log = tracked.as_ref().and_then(Tracked::log);
         let mut done = Vec::with_capacity(BATCH);
         loop {
             let (ring, chains): (RingId, Vec<Chain>) = {
@@ -123,26 +138,36 @@ impl<F: FileSystem + Triage + Send + Sync + 'static> FsBackend<F> {
                 state.disable_notification().map_err(io::Error::other)?;
                 let q = state.get_queue_mut();
                 let ring = request::ring_id(q);
-                let chains = q.iter(mem.clone()).map_err(io::Error::other)?.collect();
+                let mut chains = match log {
+                    Some(log) => inflight::take_up(q, &mem, log),
+                    None => Vec::new(),
+                };
+                chains.extend(q.iter(mem.clone()).map_err(io::Error::other)?);
+                if let Some(log) = log {
+                    for chain in &chains {
+                        log.begin(chain.head_index());
+                    }
+                }
                 (ring, chains)
             };
             for chain in chains {
                 if self.serves_here(queue, &mem, &chain) {
                     done.push(request::serve_here(&self.server, &mem, chain));
                     if done.len() == BATCH {
-                        request::complete_all(vring, ring, &done);
+                        request::complete_all(vring, ring, tracked.as_ref(), &done);
                         done.clear();
                     }
                 } else {
                     let server = self.server.clone();
                     let vring = vring.clone();
                     let mem = mem.clone();
+                    let tracked = tracked.clone();
                     self.pool.submit(Box::new(move || {
-                        request::serve(&server, vring, ring, mem, chain);
+                        request::serve(&server, vring, ring, tracked, mem, chain);
                     }));
                 }
             }
-            request::complete_all(vring, ring, &done);
+            request::complete_all(vring, ring, tracked.as_ref(), &done);
             done.clear();
             if !vring.enable_notification().map_err(io::Error::other)? {
                 return Ok(());
@@ -181,10 +206,15 @@ impl<F: FileSystem + Triage + Send + Sync + 'static> VhostUserBackend for FsBack
 
     fn protocol_features(&self) -> VhostUserProtocolFeatures {
         // Only what is implemented: no CONFIG (QEMU 7.1-8.0 crash on it, and virtio-fs config
-        // comes from the VMM), no BACKEND_REQ (no DAX window), no LOG_SHMFD, no INFLIGHT_SHMFD.
-        VhostUserProtocolFeatures::MQ
+        // comes from the VMM), no BACKEND_REQ (no DAX window), no LOG_SHMFD; INFLIGHT_SHMFD
+        // only where the serving process can be replaced (its messages go through the relay).
+        let base = VhostUserProtocolFeatures::MQ
             | VhostUserProtocolFeatures::REPLY_ACK
-            | VhostUserProtocolFeatures::CONFIGURE_MEM_SLOTS
+            | VhostUserProtocolFeatures::CONFIGURE_MEM_SLOTS;
+        match self.inflight {
+            Some(_) => base | VhostUserProtocolFeatures::INFLIGHT_SHMFD,
+            None => base,
+        }
     }
 
     fn set_event_idx(&self, enabled: bool) {
@@ -281,5 +311,10 @@ mod tests {
         assert_eq!(b.max_queue_size(), 1024);
         assert_eq!(b.queues_per_thread(), vec![1, 2, 4, 8, 16]);
         assert_ne!(b.features() & VIRTIO_F_VERSION_1, 0);
+        let server = Arc::new(FuseServer::new(NoFs));
+        let tracking = FsBackend::with_server(server, geometry, 0, Some(Arc::default())).unwrap();
+        assert!(tracking
+            .protocol_features()
+            .contains(VhostUserProtocolFeatures::INFLIGHT_SHMFD));
     }
 }

@@ -17,6 +17,7 @@ use vhost_user_backend::{VringRwLock, VringT};
 use virtio_queue::{DescriptorChain, QueueT};
 use vm_memory::{ByteValued, Bytes, GuestMemoryAtomic, GuestMemoryMmap};
 
+use super::inflight::Tracked;
 use super::restart::{Note, NoteSender};
 use super::DaemonError;
 
@@ -118,13 +119,19 @@ impl<F: FileSystem + Send + Sync> FuseServer<F> {
 struct Completion {
     vring: Vring,
     ring: RingId,
+    tracked: Option<Tracked>,
     head: u16,
     len: u32,
 }
 
 impl Drop for Completion {
     fn drop(&mut self) {
-        complete(&self.vring, self.ring, self.head, self.len);
+        complete_all(
+            &self.vring,
+            self.ring,
+            self.tracked.as_ref(),
+            &[(self.head, self.len)],
+        );
     }
 }
 
@@ -138,11 +145,6 @@ pub(crate) fn ring_id(q: &impl QueueT) -> RingId {
     (q.desc_table(), q.avail_ring(), q.used_ring())
 }
 
-/// Adds `head` to the used ring and signals the guest when it asked to be told.
-pub(crate) fn complete(vring: &Vring, ring: RingId, head: u16, len: u32) {
-    complete_all(vring, ring, &[(head, len)]);
-}
-
 /// Adds every `(head, len)` to the used ring, then signals the guest once if it asked to be
 /// told (one call-eventfd write for the whole batch).
 ///
@@ -150,12 +152,26 @@ pub(crate) fn complete(vring: &Vring, ring: RingId, head: u16, len: u32) {
 /// EVENT_IDX, the notification decision depends on how many entries were added since the last
 /// decision, so both must see the same ring state. Completions from several threads therefore
 /// serialize here (for a few hundred nanoseconds), in whatever order they finish.
-pub(crate) fn complete_all(vring: &Vring, ring: RingId, done: &[(u16, u32)]) {
+///
+/// With an inflight region (`tracked`), each answer is recorded there around its used ring
+/// entry (see [`crate::daemon::inflight`]).
+pub(crate) fn complete_all(
+    vring: &Vring,
+    ring: RingId,
+    tracked: Option<&Tracked>,
+    done: &[(u16, u32)],
+) {
     if done.is_empty() {
         return;
     }
+    let log = tracked.and_then(Tracked::log);
     let mut state = vring.get_mut();
     if !state.get_queue().ready() || ring_id(state.get_queue()) != ring {
+        if let Some(log) = log {
+            for &(head, _) in done {
+                log.drop_head(head);
+            }
+        }
         // The front end stopped the ring (GET_VRING_BASE) while these requests were in
         // flight, or has set it up anew since: the driver was reset and the answers have
         // nowhere to go.
@@ -166,8 +182,18 @@ pub(crate) fn complete_all(vring: &Vring, ring: RingId, done: &[(u16, u32)]) {
         return;
     }
     for &(head, len) in done {
-        if let Err(e) = state.add_used(head, len) {
-            log::error!("cannot return descriptor {head} to the guest: {e}");
+        let mut publish = || match state.add_used(head, len) {
+            Ok(()) => Some(state.get_queue().next_used()),
+            Err(e) => {
+                log::error!("cannot return descriptor {head} to the guest: {e}");
+                None
+            }
+        };
+        match log {
+            Some(log) => log.complete(head, publish),
+            None => {
+                publish();
+            }
         }
     }
     let notify = state.needs_notification().unwrap_or_else(|e| {
@@ -186,12 +212,14 @@ pub(crate) fn serve<F: FileSystem + Send + Sync>(
     server: &FuseServer<F>,
     vring: Vring,
     ring: RingId,
+    tracked: Option<Tracked>,
     mem: Arc<GuestMem>,
     chain: Chain,
 ) {
     let mut done = Completion {
         vring,
         ring,
+        tracked,
         head: chain.head_index(),
         len: 0,
     };

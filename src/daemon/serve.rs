@@ -13,6 +13,7 @@ use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 
 use super::backend::{poke_event, FsBackend, Geometry};
 use super::config::{default_thread_pool_size, SocketSpec};
+use super::inflight::{InflightSlot, Relay};
 use super::prime::Poker;
 use super::request::FuseServer;
 use super::restart::{Note, NoteSender};
@@ -33,7 +34,7 @@ pub struct ServeOptions {
 }
 
 /// What a generation started by a respawner carries on.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct Resumed {
     /// 1 for the first.
     pub generation: u32,
@@ -41,6 +42,9 @@ pub(crate) struct Resumed {
     pub init: Option<Vec<u8>>,
     /// Where readiness and INIT requests are reported.
     pub notes: Arc<NoteSender>,
+    /// Relays each front end's control socket, to answer INFLIGHT_SHMFD's messages (the
+    /// region the VMM keeps is how a later generation answers what this one took).
+    pub relay: Option<Relay>,
 }
 
 impl Default for ServeOptions {
@@ -121,6 +125,15 @@ fn set_cloexec(fd: RawFd) -> io::Result<()> {
     Ok(())
 }
 
+/// The next front end's connection on `listener`.
+fn accept(listener: &mut Listener) -> io::Result<std::os::unix::net::UnixStream> {
+    loop {
+        if let Some(stream) = listener.accept().map_err(vu_io)? {
+            return Ok(stream);
+        }
+    }
+}
+
 fn vu_io(e: VuError) -> io::Error {
     match e {
         VuError::SocketError(e) => e,
@@ -158,7 +171,7 @@ pub(crate) fn serve_resumed<F>(
     fs: F,
     mut listener: Listener,
     opts: &ServeOptions,
-    resume: Option<Resumed>,
+    mut resume: Option<Resumed>,
     on_ready: impl FnOnce(),
 ) -> Result<(), DaemonError>
 where
@@ -199,13 +212,20 @@ where
     let server = Arc::new(server);
     // A later generation resumes quietly: the line was printed for the first.
     let announce = resume.as_ref().is_none_or(|r| r.generation == 1);
+    let mut relay = resume.as_mut().and_then(|r| r.relay.take());
     let mut on_ready = Some(on_ready);
     let mut connection = 0u64;
     loop {
         connection += 1;
+        let slot = relay.as_ref().map(|_| Arc::new(InflightSlot::default()));
         let backend = Arc::new(
-            FsBackend::with_server(server.clone(), geometry, opts.thread_pool_size)
-                .map_err(DaemonError::Workers)?,
+            FsBackend::with_server(
+                server.clone(),
+                geometry,
+                opts.thread_pool_size,
+                slot.clone(),
+            )
+            .map_err(DaemonError::Workers)?,
         );
         let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
         let daemon = VhostUserDaemon::new("vhost-user-fs".into(), backend.clone(), mem)
@@ -219,7 +239,11 @@ where
                 ready();
             }
         }
-        match serve_connection(daemon, &backend, &mut listener, connection) {
+        let front_end = FrontEnd {
+            listener: &mut listener,
+            relay: relay.as_mut().zip(slot),
+        };
+        match serve_connection(daemon, &backend, front_end, connection) {
             Ok(()) if !opts.reconnect => return Ok(()),
             Ok(()) => log::info!("waiting for the front end to reconnect"),
             Err(Failure::Accept(e)) => return Err(e),
@@ -239,20 +263,44 @@ enum Failure {
     Session(DaemonError),
 }
 
+/// Where the next front end comes from.
+struct FrontEnd<'a> {
+    listener: &'a mut Listener,
+    /// With a relay: the VMM's connection is accepted here and relayed to vhost-user-backend,
+    /// and the inflight region it sets lands in the slot.
+    relay: Option<(&'a mut Relay, Arc<InflightSlot>)>,
+}
+
 /// Accepts one front end and serves it until it disconnects; then stops the queue threads
 /// (dropping the daemon joins them) and drains this connection's workers.
 fn serve_connection<F>(
     mut daemon: VhostUserDaemon<Arc<FsBackend<F>>>,
     backend: &FsBackend<F>,
-    listener: &mut Listener,
+    front_end: FrontEnd<'_>,
     connection: u64,
 ) -> Result<(), Failure>
 where
     F: FileSystem + Triage + Send + Sync + 'static,
 {
-    daemon
-        .start(listener)
-        .map_err(|e| Failure::Accept(DaemonError::VhostUser(e.to_string())))?;
+    let accept_failed = |e: String| Failure::Accept(DaemonError::VhostUser(e));
+    let relayed = match front_end.relay {
+        Some((relay, slot)) => {
+            let vmm = accept(front_end.listener).map_err(|e| accept_failed(e.to_string()))?;
+            let relayed = relay
+                .attach(vmm, slot)
+                .map_err(|e| accept_failed(format!("cannot relay the front end: {e}")))?;
+            daemon
+                .start(relay.listener())
+                .map_err(|e| accept_failed(e.to_string()))?;
+            Some(relayed)
+        }
+        None => {
+            daemon
+                .start(front_end.listener)
+                .map_err(|e| accept_failed(e.to_string()))?;
+            None
+        }
+    };
     log::info!("front end connected (connection {connection})");
     let poker = if backend.resumes() {
         let handlers = daemon.get_epoll_handlers();
@@ -278,6 +326,9 @@ where
     };
     let result = daemon.wait();
     drop(poker);
+    if let Some(relayed) = relayed {
+        relayed.finish();
+    }
 
     for handler in daemon.get_epoll_handlers() {
         handler.send_exit_event();

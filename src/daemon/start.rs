@@ -11,6 +11,7 @@ use std::sync::Arc;
 use vhost::vhost_user::Listener;
 
 use super::config::{Config, ImageSource, Sandbox, SocketSpec, Source};
+use super::inflight::Relay;
 use super::passthrough::{check_shared_dir, import, new_passthrough, SharedDir};
 use super::restart::{NoteSender, Respawner, Resume, RESUME_ENV};
 use super::sandbox::{self, Isolated, Needs, Supervisor};
@@ -77,11 +78,12 @@ pub fn start(config: &Config) -> Result<Started, DaemonError> {
             }));
         }
     }
-    let resume = match resume {
+    let mut resume = match resume {
         Some(r) => Some(Resumed {
             generation: r.generation,
             init: r.init()?,
             notes: Arc::new(inherited_notes(r.notes)?),
+            relay: None,
         }),
         None => None,
     };
@@ -95,6 +97,11 @@ pub fn start(config: &Config) -> Result<Started, DaemonError> {
         }
         Isolated::Daemon(jail) => jail,
     };
+    if let Some(resumed) = resume.as_mut() {
+        // In the sandbox's own network namespace: nothing else can reach its address.
+        let relay = Relay::new().map_err(|e| DaemonError::socket("inflight relay", e))?;
+        resumed.relay = Some(relay);
+    }
 
     let mut chunk_store_fd = None;
     let mut measure_verity = false;
@@ -147,6 +154,7 @@ pub fn start(config: &Config) -> Result<Started, DaemonError> {
         unlink_socket: !socket_files.is_empty(),
         chunk_store_fd,
         measure_verity,
+        inflight: resume.is_some(),
     };
     sandbox::load_seccomp(config.seccomp, needs)?;
     Ok(Started::Daemon(Box::new(Daemon {

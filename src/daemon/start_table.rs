@@ -154,6 +154,7 @@ pub(crate) fn start(config: &Config, table: &TableSource) -> Result<Started, Dae
         unlink_socket: !sandboxed,
         chunk_store_fd: Some(chunk_store_fd),
         measure_verity: true,
+        inflight: false,
     };
     sandbox::load_seccomp(config.seccomp, needs)?;
     Ok(Started::Daemon(Box::new(Daemon {

@@ -143,6 +143,7 @@ mod tests {
         unlink_socket: false,
         chunk_store_fd: None,
         measure_verity: false,
+        inflight: false,
     };
 
     /// Forks a child that loads the filter for `needs` with `action`, then runs `body` and
@@ -319,6 +320,7 @@ mod tests {
                     unlink_socket: syslog,
                     chunk_store_fd: (!passthrough).then_some(7),
                     measure_verity: !passthrough,
+                    inflight: syslog,
                 };
                 let program = compile(SeccompAction::KillProcess, needs).unwrap();
                 assert!(!program.is_empty());

@@ -30,6 +30,10 @@ pub(crate) struct Needs {
     pub chunk_store_fd: Option<i32>,
     /// `--fs-verity`: each blob's fs-verity measurement is read (ioctl) as it is opened.
     pub measure_verity: bool,
+    /// Requests are tracked in an inflight region (a generation behind a respawner): its
+    /// control-socket relay connects to a private socket per front end, and GET_INFLIGHT_FD
+    /// makes a memfd.
+    pub inflight: bool,
 }
 
 type Nr = libc::c_long;
@@ -145,6 +149,13 @@ const API: &[Nr] = &[
 const SYSLOG: &[Nr] = &[libc::SYS_connect, libc::SYS_sendto, libc::SYS_getpid];
 
 /// Removing the socket file on exit: std's remove_file.
+const INFLIGHT: &[Nr] = &[
+    libc::SYS_connect,      // the relay's private socket (socket(AF_UNIX) below)
+    libc::SYS_shutdown,     // ending a relayed connection
+    libc::SYS_memfd_create, // GET_INFLIGHT_FD: the region
+    libc::SYS_ftruncate,    // its size
+];
+
 const UNLINK: &[Nr] = &[
     #[cfg(target_arch = "x86_64")]
     libc::SYS_unlink,
@@ -182,9 +193,12 @@ pub(super) fn allow_list(needs: Needs) -> Result<Vec<(i64, Vec<SeccompRule>)>, B
     if needs.unlink_socket {
         any(UNLINK);
     }
+    if needs.inflight {
+        any(INFLIGHT);
+    }
     // prctl only to name threads (std does it for every named thread).
     list.push((libc::SYS_prctl, vec![arg0_is(libc::PR_SET_NAME as u64)?]));
-    if needs.syslog {
+    if needs.syslog || needs.inflight {
         list.push((libc::SYS_socket, vec![arg0_is(libc::AF_UNIX as u64)?]));
     }
     if writable {
@@ -242,6 +256,7 @@ mod tests {
         unlink_socket: false,
         chunk_store_fd: None,
         measure_verity: false,
+        inflight: false,
     };
 
     fn allowed(needs: Needs) -> Vec<i64> {
@@ -297,6 +312,34 @@ mod tests {
         for present in [libc::SYS_getdents64, libc::SYS_socket, libc::SYS_unlinkat] {
             assert!(every.contains(&present), "{present} missing");
         }
+
+        let tracked = Needs {
+            inflight: true,
+            syslog: true,
+            ..IMAGE_ONLY
+        };
+        let all = allowed(tracked);
+        for present in [
+            libc::SYS_connect,
+            libc::SYS_memfd_create,
+            libc::SYS_ftruncate,
+        ] {
+            assert!(
+                all.contains(&present),
+                "{present} missing for an inflight region"
+            );
+        }
+        assert!(!allowed(IMAGE_ONLY).contains(&libc::SYS_memfd_create));
+        each_once(&all);
+        assert_eq!(
+            rules(tracked, libc::SYS_socket),
+            [vec![all_equal(vec![(
+                0,
+                SeccompCmpArgLen::Dword,
+                libc::AF_UNIX as u64
+            )])]],
+            "socket(AF_UNIX) only, listed once"
+        );
     }
 
     /// The calls of the write path (one per kind of change a guest makes).

@@ -1,12 +1,17 @@
 //! The vhost-user control path as a VMM drives it: connect, negotiate, share guest RAM, set
 //! up the hiprio queue and the request queues, enable them, and stop them at the end. Two
-//! profiles replay the message order of QEMU and of cloud-hypervisor.
+//! profiles replay the message order of QEMU and of cloud-hypervisor; the latter shares an
+//! inflight-tracking area with the back end (INFLIGHT_SHMFD) when offered, kept across
+//! reconnects so that a new back end can answer what a dead one had taken.
 
+use std::fs::File;
 use std::os::unix::io::AsRawFd;
 use std::path::Path;
 
 use serde::Serialize;
-use vhost::vhost_user::message::{VhostUserHeaderFlag, VhostUserProtocolFeatures};
+use vhost::vhost_user::message::{
+    VhostUserHeaderFlag, VhostUserInflight, VhostUserProtocolFeatures,
+};
 use vhost::vhost_user::{Frontend, VhostUserFrontend, VhostUserVirtioFeatures};
 use vhost::VhostBackend;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
@@ -75,6 +80,10 @@ pub struct Device {
     pub messages: Vec<String>,
     /// QEMU's "masked" call notifiers, installed at init and replaced at start.
     masked: Vec<EventFd>,
+    /// The inflight-tracking area (cloud-hypervisor with INFLIGHT_SHMFD): asked for once with
+    /// GET_INFLIGHT_FD, handed to every connection with SET_INFLIGHT_FD. It outlives the back
+    /// ends, as the VMM holds it.
+    inflight: Option<(VhostUserInflight, File)>,
 }
 
 impl Device {
@@ -101,6 +110,7 @@ impl Device {
             offered_protocol: VhostUserProtocolFeatures::empty(),
             messages: Vec::new(),
             masked: Vec::new(),
+            inflight: None,
         };
         match cfg.profile {
             Profile::Qemu => dev.qemu_start()?,
@@ -245,9 +255,10 @@ impl Device {
     /// cloud-hypervisor: Fs::new negotiates (SET_OWNER, GET_FEATURES, protocol features,
     /// GET_QUEUE_NUM with MQ; NEED_REPLY on everything after when REPLY_ACK is acked), then
     /// activate's setup_vhost_user: SET_FEATURES, ADD_MEM_REG per region (or SET_MEM_TABLE),
-    /// per queue NUM, ADDR, BASE, CALL, KICK, then SET_VRING_ENABLE for each queue. The same
-    /// on a first connection and on every reconnect: the rings' bases are their current avail
-    /// indexes.
+    /// SET_VRING_NUM for every queue, with INFLIGHT_SHMFD GET_INFLIGHT_FD (first connection
+    /// only) and SET_INFLIGHT_FD, then per queue ADDR, BASE, CALL, KICK, then SET_VRING_ENABLE
+    /// for each queue. The same on a first connection and on every reconnect: the rings' bases
+    /// are their current avail indexes.
     pub(crate) fn cloud_hypervisor_setup(&mut self) -> Result<()> {
         self.msg("SET_OWNER", |f| f.set_owner())?;
         let features = self.msg("GET_FEATURES", |f| f.get_features())?;
@@ -261,7 +272,12 @@ impl Device {
         self.msg("SET_FEATURES", |f| f.set_features(acked))?;
         self.share_memory()?;
         for i in 0..self.queues.len() {
-            let (size, base) = (self.queues[i].size, self.queues[i].base());
+            let size = self.queues[i].size;
+            self.msg(format!("SET_VRING_NUM {i}"), |f| f.set_vring_num(i, size))?;
+        }
+        self.share_inflight()?;
+        for i in 0..self.queues.len() {
+            let base = self.queues[i].base();
             let config = self.queues[i].config(&self.ram);
             let call = self.queues[i]
                 .call
@@ -271,7 +287,6 @@ impl Device {
                 .kick
                 .try_clone()
                 .map_err(|e| FrontendError::io("dup", e))?;
-            self.msg(format!("SET_VRING_NUM {i}"), |f| f.set_vring_num(i, size))?;
             self.msg(format!("SET_VRING_ADDR {i}"), |f| {
                 f.set_vring_addr(i, &config)
             })?;
@@ -290,6 +305,42 @@ impl Device {
         Ok(())
     }
 
+    /// With INFLIGHT_SHMFD acked: asks the back end for the tracking area the first time (one
+    /// slot per descriptor of every queue), then gives the same area back to it, as
+    /// cloud-hypervisor does on each connection.
+    fn share_inflight(&mut self) -> Result<()> {
+        if !self
+            .protocol
+            .contains(VhostUserProtocolFeatures::INFLIGHT_SHMFD)
+        {
+            return Ok(());
+        }
+        if self.inflight.is_none() {
+            let asked = VhostUserInflight {
+                mmap_size: 0,
+                mmap_offset: 0,
+                num_queues: self.queues.len() as u16,
+                queue_size: self.queues[0].size,
+            };
+            let got = self.msg("GET_INFLIGHT_FD", |f| f.get_inflight_fd(&asked))?;
+            self.inflight = Some(got);
+        }
+        let Some((info, file)) = self.inflight.as_ref() else {
+            return Ok(());
+        };
+        let (info, fd) = (*info, file.as_raw_fd());
+        self.msg("SET_INFLIGHT_FD", |f| f.set_inflight_fd(&info, fd))
+    }
+
+    /// Whether the back end tracks requests in flight in an area this front end keeps
+    /// (INFLIGHT_SHMFD acked and the area obtained): what survives a back end's death.
+    pub fn inflight_shared(&self) -> bool {
+        self.inflight.is_some()
+            && self
+                .protocol
+                .contains(VhostUserProtocolFeatures::INFLIGHT_SHMFD)
+    }
+
     fn enable_all(&mut self, on: bool) -> Result<()> {
         if self.features & VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits() == 0 {
             return Ok(());
@@ -302,7 +353,8 @@ impl Device {
         Ok(())
     }
 
-    /// Swaps in a new control connection (closing the old one), as a reconnect does.
+    /// Swaps in a new control connection (closing the old one), as a reconnect does. The
+    /// inflight area stays.
     pub(crate) fn replace_frontend(&mut self, frontend: Frontend) {
         self.frontend = frontend;
     }

@@ -36,11 +36,16 @@ pub enum FrontendError {
     #[error("bad reply to {op}: {why}")]
     BadReply { op: &'static str, why: String },
     /// No completion arrived in time: the back end hung, died, or dropped a request.
-    #[error("no completion within {secs} s ({in_flight} requests in flight); back end {state}")]
+    /// `unanswered` names them (queue, descriptor, FUSE unique, opcode, age).
+    #[error(
+        "no completion within {secs} s ({in_flight} requests in flight); back end {state}; \
+         unanswered: {unanswered}"
+    )]
     Timeout {
         secs: u64,
         in_flight: usize,
         state: &'static str,
+        unanswered: String,
     },
     /// `--verify` found differences between the served tree and the source tree.
     #[error("{count} differences from the source tree, first ones:\n{first}")]

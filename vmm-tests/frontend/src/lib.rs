@@ -11,6 +11,7 @@ mod memory;
 mod path_read;
 mod reconnect;
 mod report;
+mod rng;
 mod session;
 mod verify;
 mod virtq;
@@ -62,6 +63,12 @@ pub struct RunOptions {
     /// Make each reconnect a crash: SIGKILL the deepest process under this pid (the serving
     /// process behind its supervisor), wait for the hang-up, then reconnect.
     pub kill_under: Option<u32>,
+    /// With `kill_under`: kill with requests in flight, after a number of completions drawn
+    /// from 1..=2*`reconnect_every`, and reconnect without draining; the next back end must
+    /// answer them (needs INFLIGHT_SHMFD, checked at the first kill).
+    pub kill_in_flight: bool,
+    /// Seed of the kill moments with `kill_in_flight` (None: from the clock); reported.
+    pub kill_seed: Option<u64>,
 }
 
 impl RunOptions {
@@ -91,6 +98,8 @@ impl RunOptions {
             reconnects: 0,
             reconnect_every: 100,
             kill_under: None,
+            kill_in_flight: false,
+            kill_seed: None,
         }
     }
 }
@@ -176,6 +185,16 @@ fn run_inner(
             "--reconnects follows cloud-hypervisor: add --profile cloud-hypervisor".into(),
         ));
     }
+    if o.kill_in_flight && o.kill_under.is_none() {
+        return Err(FrontendError::Usage(
+            "--kill-in-flight needs --kill-under PID".into(),
+        ));
+    }
+    if o.kill_in_flight && o.reconnects == 0 {
+        return Err(FrontendError::Usage(
+            "--kill-in-flight needs --reconnects N (the number of kills)".into(),
+        ));
+    }
     let mut s = connect(o)?;
     let waits = hostile::Waits {
         dropped: o.hostile_wait,
@@ -193,6 +212,12 @@ fn run_inner(
     if init.is_some() && o.reconnects > 0 {
         let mut r = Reconnects::new(&o.socket, o.reconnects, o.reconnect_every);
         r.kill_under = o.kill_under;
+        if let (true, Some(top)) = (o.kill_in_flight, o.kill_under) {
+            let seed = o.kill_seed.unwrap_or_else(rng::clock_seed);
+            // Printed now: a failing run has no report to carry it.
+            eprintln!("virtiofs-frontend: killing with requests in flight, seed {seed}");
+            r.kill_in_flight(top, seed);
+        }
         s.reconnects = Some(r);
     }
     let read_size = init.map_or(o.read_size, |i| session::read_size(&i, o.read_size));
@@ -220,6 +245,10 @@ fn run_inner(
         reconnects: 0,
         reconnects_during_workloads: 0,
         restart_blackouts_ms: Vec::new(),
+        kill_seed: None,
+        in_flight_at_kills: Vec::new(),
+        answered_by_killed: 0,
+        answered_across_kills: 0,
     };
     if o.hostile && init.is_some() {
         workload::run(&mut s, &mut ctx, Workload::Walk, o.depth)?;
@@ -272,6 +301,12 @@ fn run_inner(
             .map(|d| d.as_secs_f64() * 1000.0)
             .collect()
     });
+    if let Some(r) = s.reconnects.as_ref() {
+        report.kill_seed = r.seed;
+        report.in_flight_at_kills = r.in_flight_at_kills.clone();
+        report.answered_by_killed = r.answered_by_killed;
+        report.answered_across_kills = r.answered_across_kills;
+    }
     report.messages = std::mem::take(&mut s.dev.messages);
     if !ctx.differences.is_empty() {
         return Err(FrontendError::Mismatch {

@@ -39,9 +39,10 @@ struct Args {
     /// Reads done by `random`.
     #[arg(long, default_value_t = 2000)]
     random_reads: usize,
-    /// Seed of `random`'s offsets.
-    #[arg(long, default_value_t = 1)]
-    seed: u64,
+    /// Seed of `random`'s offsets (default 1) and of --kill-in-flight's kill moments
+    /// (default: from the clock, printed on standard error and reported).
+    #[arg(long)]
+    seed: Option<u64>,
     /// Back end process, for its CPU time and peak RSS.
     #[arg(long)]
     backend_pid: Option<u32>,
@@ -75,6 +76,12 @@ struct Args {
     /// blackout of each restart.
     #[arg(long, value_name = "PID")]
     kill_under: Option<u32>,
+    /// With --kill-under and --reconnects N: make the N kills with requests in flight, each
+    /// after a number of completions drawn uniformly from 1..=2*--reconnect-every, right
+    /// after a round of submissions, without draining first; the next back end must answer
+    /// every request exactly once. Needs a back end offering INFLIGHT_SHMFD.
+    #[arg(long, requires = "kill_under")]
+    kill_in_flight: bool,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -95,7 +102,8 @@ fn main() -> ExitCode {
     o.verify = a.verify;
     o.read_size = a.read_size;
     o.random_reads = a.random_reads;
-    o.seed = a.seed;
+    o.seed = a.seed.unwrap_or(1);
+    o.kill_seed = a.seed;
     o.backend_pid = a.backend_pid;
     o.hostile = a.hostile;
     o.hostile_wait = Duration::from_millis(a.hostile_wait_ms);
@@ -103,6 +111,7 @@ fn main() -> ExitCode {
     o.reconnects = a.reconnects;
     o.reconnect_every = a.reconnect_every;
     o.kill_under = a.kill_under;
+    o.kill_in_flight = a.kill_in_flight;
     let result = match &a.read_paths_from {
         None => run(&o),
         Some(file) => {

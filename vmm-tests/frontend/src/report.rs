@@ -56,6 +56,16 @@ pub struct RunReport {
     pub reconnects_during_workloads: usize,
     /// With `--kill-under`: per kill, milliseconds from the SIGKILL to the next completion.
     pub restart_blackouts_ms: Vec<f64>,
+    /// With `--kill-in-flight`: the seed of the kill moments (`--seed`, or from the clock).
+    pub kill_seed: Option<u64>,
+    /// With `--kill-in-flight`: per kill, the requests submitted and not yet reaped at the
+    /// SIGKILL.
+    pub in_flight_at_kills: Vec<usize>,
+    /// Of those, the ones the killed back end had answered before it died.
+    pub answered_by_killed: usize,
+    /// Requests answered by a later back end than the one they were submitted to (each
+    /// exactly once: a second answer is an error).
+    pub answered_across_kills: usize,
 }
 
 fn percentile(sorted: &[u64], p: f64) -> f64 {
@@ -157,6 +167,20 @@ impl RunReport {
                 at(0.5),
                 at(0.99),
                 at(1.0)
+            );
+        }
+        if !self.in_flight_at_kills.is_empty() {
+            let n = &self.in_flight_at_kills;
+            let _ = writeln!(
+                s,
+                "{} kills with requests in flight (seed {}): {} in flight in all, at most {} at once; \
+                 {} answered by the killed back end, {} by the next one",
+                n.len(),
+                self.kill_seed.map_or("-".into(), |x| x.to_string()),
+                n.iter().sum::<usize>(),
+                n.iter().max().copied().unwrap_or(0),
+                self.answered_by_killed,
+                self.answered_across_kills
             );
         }
         if !self.workloads.is_empty() {

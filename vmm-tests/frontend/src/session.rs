@@ -1,11 +1,13 @@
 //! A FUSE session over the device: request slots in guest RAM, submission spread over the
 //! request queues, completions reaped from every used ring, and a pipelined engine that keeps
-//! a fixed number of requests in flight while replies spawn follow-up requests.
+//! a fixed number of requests in flight while replies spawn follow-up requests. Reconnects
+//! come between requests, or (killing with requests in flight) between submission and reaping,
+//! the in-flight table carried over to the next back end.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use fuse_backend_rs::abi::fuse_abi::{InitOut, OutHeader};
+use fuse_backend_rs::abi::fuse_abi::{InitOut, Opcode, OutHeader};
 use vm_memory::{Bytes, GuestAddress};
 
 use crate::device::Device;
@@ -35,6 +37,9 @@ struct Slot {
 
 struct InFlight<T> {
     unique: u64,
+    opcode: u32,
+    /// Reconnects done when it was submitted.
+    epoch: usize,
     slot: usize,
     started: Instant,
     tag: T,
@@ -58,6 +63,9 @@ pub struct Session {
     pub zero_used_len: u64,
     /// Reconnects to make while requests run (`--reconnects`).
     pub reconnects: Option<Reconnects>,
+    /// Per queue, the request each descriptor head last carried and got answered (unique,
+    /// opcode): names the request when its head comes back a second time.
+    answered: Vec<HashMap<u32, (u64, u32)>>,
 }
 
 impl Session {
@@ -73,7 +81,6 @@ impl Session {
             v.push(Slot { input, output });
         }
         Ok(Session {
-            dev,
             free_slots: (0..slots).rev().collect(),
             slots: v,
             out_room,
@@ -83,6 +90,8 @@ impl Session {
             init: None,
             zero_used_len: 0,
             reconnects: None,
+            answered: (0..dev.queues.len()).map(|_| HashMap::new()).collect(),
+            dev,
         })
     }
 
@@ -125,12 +134,15 @@ impl Session {
             (0..self.dev.queues.len()).map(|_| HashMap::new()).collect();
         let mut count = 0usize;
         let mut latencies = Vec::new();
+        let kill_in_flight = self.reconnects.as_ref().is_some_and(|r| r.in_flight);
         loop {
-            if count == 0 && self.reconnect_due() {
+            if !kill_in_flight && count == 0 && self.reconnect_due() {
                 self.reconnect_now()?;
             }
-            // A due reconnect waits for the requests in flight: hold the others back.
-            let hold = self.reconnect_due();
+            // A due reconnect waits for the requests in flight: hold the others back (not
+            // when killing with requests in flight, which is the point there).
+            let hold = !kill_in_flight && self.reconnect_due();
+            let epoch = self.reconnects.as_ref().map_or(0, |r| r.done);
             let mut kicked = vec![false; self.dev.queues.len()];
             while !hold && count < depth {
                 let Some((req, tag)) = ops.pop_front() else {
@@ -153,6 +165,8 @@ impl Session {
                     u32::from(head),
                     InFlight {
                         unique,
+                        opcode: req.opcode,
+                        epoch,
                         slot,
                         started: Instant::now(),
                         tag,
@@ -172,9 +186,19 @@ impl Session {
             if count == 0 {
                 return Ok(latencies);
             }
-            let done = self.reap(&mut inflight)?;
+            // Killing in flight: the requests just kicked are in the back end's hands (or on
+            // their way); the kill, the hang-up and the reconnect happen here, so that the
+            // wait below only ever watches the new back end's socket.
+            let by_killed = kill_in_flight && self.reconnect_due();
+            let done = if by_killed {
+                self.kill_and_reconnect(&mut inflight, count)?
+            } else {
+                self.reap(&mut inflight)?
+            };
             if done.is_empty() {
-                self.wait(count)?;
+                if !by_killed {
+                    self.wait(&inflight)?;
+                }
                 continue;
             }
             for (f, reply) in done {
@@ -182,11 +206,30 @@ impl Session {
                 latencies.push(f.started.elapsed().as_nanos() as u64);
                 self.free_slots.push(f.slot);
                 if let Some(r) = self.reconnects.as_mut() {
-                    r.completed();
+                    r.completed(f.epoch, by_killed);
                 }
                 on_reply(f.tag, reply, &mut ops)?;
             }
         }
+    }
+
+    /// SIGKILLs the serving process with `count` requests in flight, waits for its hang-up,
+    /// takes the answers it wrote before dying, and reconnects; the requests still in
+    /// `inflight` are the new back end's to answer. Returns the dead one's answers.
+    fn kill_and_reconnect<T>(
+        &mut self,
+        inflight: &mut [HashMap<u32, InFlight<T>>],
+        count: usize,
+    ) -> Result<Vec<(InFlight<T>, Reply)>> {
+        let Some(r) = self.reconnects.as_mut() else {
+            return Ok(Vec::new());
+        };
+        r.kill(&self.dev, count)?;
+        let done = self.reap(inflight)?;
+        if let Some(r) = self.reconnects.as_mut() {
+            r.connect_again(&mut self.dev)?;
+        }
+        Ok(done)
     }
 
     fn submit(&mut self, queue: usize, slot: usize, req: &Request) -> Result<(u16, u64)> {
@@ -235,11 +278,23 @@ impl Session {
                         // A hand-made (hostile) chain answered late: nobody waits for it.
                         continue;
                     }
+                    let last = match self.answered[q].get(&used.id) {
+                        Some((unique, op)) => format!(
+                            "; it last carried request {unique} ({}), answered already: \
+                             a request answered twice",
+                            opcode_name(*op)
+                        ),
+                        None => String::new(),
+                    };
                     return Err(FrontendError::BadReply {
                         op: "used ring",
-                        why: format!("queue {q} returned descriptor {}, not in flight", used.id),
+                        why: format!(
+                            "queue {q} returned descriptor {}, which is not in flight{last}",
+                            used.id
+                        ),
                     });
                 };
+                self.answered[q].insert(used.id, (f.unique, f.opcode));
                 let reply = self.read_reply(&f, used.len)?;
                 done.push((f, reply));
             }
@@ -290,8 +345,10 @@ impl Session {
         })
     }
 
-    /// Sleeps until some queue's call eventfd fires (or the timeout passes: an error).
-    pub fn wait(&mut self, in_flight: usize) -> Result<()> {
+    /// Sleeps until some queue's call eventfd fires (or the timeout passes, or the back end
+    /// hangs up: an error naming the requests in `inflight`). Kills made on purpose never
+    /// come here: the run loop reconnects before it waits again.
+    fn wait<T>(&mut self, inflight: &[HashMap<u32, InFlight<T>>]) -> Result<()> {
         let mut fds: Vec<libc::pollfd> = self
             .dev
             .queues
@@ -321,12 +378,13 @@ impl Session {
         if n == 0 || (hup && !fds[..fds.len() - 1].iter().any(|p| p.revents != 0)) {
             return Err(FrontendError::Timeout {
                 secs: self.timeout.as_secs(),
-                in_flight,
+                in_flight: inflight.iter().map(HashMap::len).sum(),
                 state: if self.dev.backend_connected() {
                     "still connected"
                 } else {
                     "disconnected (died?)"
                 },
+                unanswered: unanswered(inflight),
             });
         }
         for q in &self.dev.queues {
@@ -366,6 +424,67 @@ impl Session {
         self.next_unique += 1;
         self.next_unique - 1
     }
+}
+
+/// At most this many unanswered requests are named in a timeout.
+const NAMED_UNANSWERED: usize = 32;
+
+/// The requests nobody answered, oldest first: queue, descriptor, FUSE unique, opcode.
+fn unanswered<T>(inflight: &[HashMap<u32, InFlight<T>>]) -> String {
+    let mut all: Vec<(u64, usize, u32, u32, Instant)> = inflight
+        .iter()
+        .enumerate()
+        .flat_map(|(q, t)| {
+            t.iter()
+                .map(move |(head, f)| (f.unique, q, *head, f.opcode, f.started))
+        })
+        .collect();
+    all.sort_unstable_by_key(|e| e.0);
+    let mut s: Vec<String> = all
+        .iter()
+        .take(NAMED_UNANSWERED)
+        .map(|(unique, q, head, op, started)| {
+            format!(
+                "queue {q} descriptor {head} unique {unique} {} ({:.1} s)",
+                opcode_name(*op),
+                started.elapsed().as_secs_f64()
+            )
+        })
+        .collect();
+    if all.len() > NAMED_UNANSWERED {
+        s.push(format!("and {} more", all.len() - NAMED_UNANSWERED));
+    }
+    if s.is_empty() {
+        return "none".into();
+    }
+    s.join("; ")
+}
+
+/// The opcodes this front end sends, by name.
+const OPCODES: [(Opcode, &str); 15] = [
+    (Opcode::Lookup, "LOOKUP"),
+    (Opcode::Forget, "FORGET"),
+    (Opcode::Getattr, "GETATTR"),
+    (Opcode::Readlink, "READLINK"),
+    (Opcode::Open, "OPEN"),
+    (Opcode::Read, "READ"),
+    (Opcode::Write, "WRITE"),
+    (Opcode::Release, "RELEASE"),
+    (Opcode::Init, "INIT"),
+    (Opcode::Opendir, "OPENDIR"),
+    (Opcode::Readdir, "READDIR"),
+    (Opcode::Releasedir, "RELEASEDIR"),
+    (Opcode::BatchForget, "BATCH_FORGET"),
+    (Opcode::Readdirplus, "READDIRPLUS"),
+    (Opcode::Statfs, "STATFS"),
+];
+
+/// A FUSE opcode's name, as the kernel spells it (GETATTR, READDIRPLUS...).
+fn opcode_name(op: u32) -> String {
+    OPCODES
+        .iter()
+        .find(|(o, _)| *o as u32 == op)
+        .map_or_else(|| format!("opcode {op}"), |(_, name)| (*name).to_string())
 }
 
 /// The payload of a successful reply, or the errno as an error.

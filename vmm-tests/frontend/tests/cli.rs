@@ -190,3 +190,62 @@ fn bad_invocations_fail_with_one_clear_line() {
     let out = frontend(&["--socket", "x", "--workload", "nonsense"]);
     assert!(!out.status.success());
 }
+
+#[test]
+fn kill_in_flight_needs_kill_under_and_an_inflight_capable_back_end() {
+    let out = frontend(&["--socket", "x", "--kill-in-flight"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--kill-under"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // virtiofsd does not offer INFLIGHT_SHMFD: the first kill is refused before anything is
+    // killed. A shell stands for the supervisor and reports how virtiofsd ended.
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    small_tree(&tree);
+    let socket = dir.path().join("sock");
+    let script = format!(
+        "'{}' --socket-path '{}' --shared-dir '{}' --sandbox none --seccomp none 2>/dev/null; \
+         echo \"exit $?\"",
+        virtiofsd().display(),
+        socket.display(),
+        tree.display()
+    );
+    let shell = Command::new("sh")
+        .args(["-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    while !socket.exists() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pid = shell.id().to_string();
+    let out = frontend(&[
+        "--socket",
+        socket.to_str().unwrap(),
+        "--profile",
+        "cloud-hypervisor",
+        "--workload",
+        "walk",
+        "--reconnects",
+        "1",
+        "--reconnect-every",
+        "1",
+        "--kill-under",
+        &pid,
+        "--kill-in-flight",
+        "--seed",
+        "5",
+    ]);
+    let shell = shell.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("seed 5"), "{err}");
+    assert!(err.contains("INFLIGHT_SHMFD"), "{err}");
+    let ended = String::from_utf8_lossy(&shell.stdout);
+    assert!(!ended.contains("exit 137"), "virtiofsd was killed: {ended}");
+}
