@@ -224,6 +224,47 @@ fn generations(d: &Daemon) -> usize {
         .count()
 }
 
+/// utime+stime of `pid`, seconds.
+fn cpu_s(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..]
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // SAFETY: sysconf only reads a configuration value.
+    ticks as f64 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}
+
+/// A resumed connection (INIT answered on an earlier one) that sits idle costs next to no
+/// CPU. Regression: the ring primer's poke was a level-triggered eventfd nobody drained, so
+/// the threads of the queues the front end never set up (14 of 16 here) spun for 10 s.
+#[test]
+fn an_idle_resumed_connection_costs_no_cpu() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("vfs.sock");
+    let daemon = image::serve(&socket, target(), &["--reconnect"]);
+    let mut o = options(&socket, 0, 1);
+    o.workloads = vec![Workload::Walk];
+    o.verify = None;
+    run(&o).unwrap_or_else(|e| panic!("{e}"));
+    let server = server_pid(daemon.pid());
+    let (mut ready, mut out) = UnixStream::pair().unwrap();
+    let (input, feed) = UnixStream::pair().unwrap();
+    let session = std::thread::spawn(move || {
+        virtiofs_frontend::run_reading_paths(&o, &mut std::io::BufReader::new(input), &mut out)
+    });
+    let mut line = [0u8; 15];
+    std::io::Read::read_exact(&mut ready, &mut line).unwrap();
+    assert_eq!(&line, b"{\"ready\":true}\n");
+    let before = cpu_s(server);
+    std::thread::sleep(Duration::from_secs(2));
+    let spent = cpu_s(server) - before;
+    drop(feed);
+    session.join().unwrap().unwrap_or_else(|e| panic!("{e}"));
+    assert!(spent < 0.3, "{spent:.2} s of CPU in 2 s of idling");
+    terminate(daemon);
+}
+
 /// A daemon behind a respawner on `socket`, and a run that kills its serving process 20 times,
 /// about every 24 answers.
 fn twenty_kills(socket: &Path) -> (Daemon, RunOptions) {

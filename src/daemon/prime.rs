@@ -74,7 +74,10 @@ impl Poker {
         let mut pokes = Vec::with_capacity(threads);
         for t in 0..threads {
             let fd = EventFd::new(EFD_NONBLOCK)?;
-            register(t, &fd, EventSet::IN, event)?;
+            // Edge-triggered: the queue thread does not hold the poke's fd to drain it, and a
+            // level-triggered fd left readable would wake it again at once, forever (a queue
+            // the front end never set up is never primed: 10 s of a spinning thread).
+            register(t, &fd, EventSet::IN | EventSet::EDGE_TRIGGERED, event)?;
             pokes.push(fd);
         }
         let (stop, stopped) = mpsc::channel::<()>();

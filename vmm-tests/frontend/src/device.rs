@@ -58,6 +58,9 @@ impl Profile {
 #[derive(Debug, Clone)]
 pub struct DeviceConfig {
     pub profile: Profile,
+    /// Accept INFLIGHT_SHMFD when the profile and the back end have it (cloud-hypervisor
+    /// does); off, to measure what the back end's tracking costs.
+    pub inflight: bool,
     /// Request queues (the hiprio queue comes on top).
     pub request_queues: usize,
     pub queue_size: u16,
@@ -84,6 +87,8 @@ pub struct Device {
     /// GET_INFLIGHT_FD, handed to every connection with SET_INFLIGHT_FD. It outlives the back
     /// ends, as the VMM holds it.
     inflight: Option<(VhostUserInflight, File)>,
+    /// Whether INFLIGHT_SHMFD may be acked at all.
+    accept_inflight: bool,
 }
 
 impl Device {
@@ -105,6 +110,7 @@ impl Device {
             ram,
             queues,
             profile: cfg.profile,
+            accept_inflight: cfg.inflight,
             features: 0,
             protocol: VhostUserProtocolFeatures::empty(),
             offered_protocol: VhostUserProtocolFeatures::empty(),
@@ -137,7 +143,11 @@ impl Device {
         }
         let offered = self.msg("GET_PROTOCOL_FEATURES", |f| f.get_protocol_features())?;
         self.offered_protocol = offered;
-        let acked = offered & self.profile.wanted();
+        let mut wanted = self.profile.wanted();
+        if !self.accept_inflight {
+            wanted.remove(VhostUserProtocolFeatures::INFLIGHT_SHMFD);
+        }
+        let acked = offered & wanted;
         self.msg("SET_PROTOCOL_FEATURES", |f| f.set_protocol_features(acked))?;
         self.protocol = acked;
         Ok(())

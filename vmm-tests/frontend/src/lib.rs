@@ -69,6 +69,8 @@ pub struct RunOptions {
     pub kill_in_flight: bool,
     /// Seed of the kill moments with `kill_in_flight` (None: from the clock); reported.
     pub kill_seed: Option<u64>,
+    /// Do not accept INFLIGHT_SHMFD (to measure what tracking requests costs the back end).
+    pub no_inflight: bool,
 }
 
 impl RunOptions {
@@ -100,6 +102,7 @@ impl RunOptions {
             kill_under: None,
             kill_in_flight: false,
             kill_seed: None,
+            no_inflight: false,
         }
     }
 }
@@ -169,6 +172,7 @@ fn connect(o: &RunOptions) -> Result<Session> {
     let ram = GuestRam::new(ram_size(o, slots, out_room))?;
     let cfg = DeviceConfig {
         profile: o.profile,
+        inflight: !o.no_inflight,
         request_queues: o.request_queues,
         queue_size: o.queue_size,
     };
@@ -268,11 +272,13 @@ fn run_inner(
     report.hostile = hostile;
     if !died {
         for w in &o.workloads {
-            let cpu_before = o.backend_pid.and_then(report::cpu_seconds);
+            let cpu_before = o.backend_pid.and_then(report::CpuSample::take);
             let m = workload::run(&mut s, &mut ctx, *w, o.depth)?;
             let mut r = WorkloadReport::new(*w, o.depth, m);
             if let Some(pid) = o.backend_pid {
-                r.backend_cpu_s = cpu_before.zip(report::cpu_seconds(pid)).map(|(a, b)| b - a);
+                r.backend_cpu_s = cpu_before
+                    .zip(report::CpuSample::take(pid))
+                    .map(|(before, after)| after.seconds_since(&before));
                 r.backend_peak_rss_kib = report::peak_rss_kib(pid);
                 r.backend_rss_kib = report::status_kib(pid, "VmRSS:");
                 r.backend_rss_anon_kib = report::status_kib(pid, "RssAnon:");

@@ -43,6 +43,10 @@ struct Args {
     /// (default: from the clock, printed on standard error and reported).
     #[arg(long)]
     seed: Option<u64>,
+    /// Do not accept INFLIGHT_SHMFD even where the profile would (cloud-hypervisor): the back
+    /// end then tracks no requests, for measuring what tracking costs.
+    #[arg(long)]
+    no_inflight: bool,
     /// Back end process, for its CPU time and peak RSS.
     #[arg(long)]
     backend_pid: Option<u32>,
@@ -105,6 +109,7 @@ fn main() -> ExitCode {
     o.seed = a.seed.unwrap_or(1);
     o.kill_seed = a.seed;
     o.backend_pid = a.backend_pid;
+    o.no_inflight = a.no_inflight;
     o.hostile = a.hostile;
     o.hostile_wait = Duration::from_millis(a.hostile_wait_ms);
     o.timeout = Duration::from_secs(a.timeout);

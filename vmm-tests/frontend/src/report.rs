@@ -20,7 +20,8 @@ pub struct WorkloadReport {
     pub mb_per_s: f64,
     pub p50_us: f64,
     pub p99_us: f64,
-    /// Back end utime+stime spent during this workload (with `--backend-pid`).
+    /// Back end CPU time spent during this workload (with `--backend-pid`; see
+    /// [`CpuSample::seconds_since`]).
     pub backend_cpu_s: Option<f64>,
     /// Back end VmHWM after this workload, KiB (with `--backend-pid`).
     pub backend_peak_rss_kib: Option<u64>,
@@ -95,6 +96,61 @@ impl WorkloadReport {
             backend_rss_kib: None,
             backend_rss_anon_kib: None,
         }
+    }
+}
+
+/// A sample of a process's CPU time, for [`CpuSample::seconds_since`].
+#[derive(Debug, Clone)]
+pub struct CpuSample {
+    /// utime+stime, in clock ticks turned into seconds (dead threads included).
+    ticks_s: f64,
+    /// Each live thread's time on a CPU (the first field of its schedstat), nanoseconds.
+    threads_ns: Vec<(u32, u64)>,
+}
+
+impl CpuSample {
+    /// Samples `pid` now.
+    pub fn take(pid: u32) -> Option<CpuSample> {
+        let ticks_s = cpu_seconds(pid)?;
+        let mut threads_ns = Vec::new();
+        for entry in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+            let Some(tid) = entry
+                .ok()
+                .and_then(|e| e.file_name().to_str()?.parse().ok())
+            else {
+                continue;
+            };
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/schedstat"));
+            if let Some(ns) = stat
+                .ok()
+                .and_then(|s| s.split_whitespace().next()?.parse().ok())
+            {
+                threads_ns.push((tid, ns));
+            }
+        }
+        Some(CpuSample {
+            ticks_s,
+            threads_ns,
+        })
+    }
+
+    /// CPU seconds spent since `before`: to the nanosecond from the threads' schedstat when
+    /// every thread of `before` still lives (new ones count whole), else from the clock ticks
+    /// (10 ms steps) of /proc/PID/stat, which keep dead threads' time.
+    pub fn seconds_since(&self, before: &CpuSample) -> f64 {
+        let mut ns = 0u64;
+        for (tid, was) in &before.threads_ns {
+            match self.threads_ns.iter().find(|(t, _)| t == tid) {
+                Some((_, now)) => ns += now.saturating_sub(*was),
+                None => return self.ticks_s - before.ticks_s,
+            }
+        }
+        for (tid, now) in &self.threads_ns {
+            if !before.threads_ns.iter().any(|(t, _)| t == tid) {
+                ns += now;
+            }
+        }
+        ns as f64 / 1e9
     }
 }
 
@@ -232,5 +288,29 @@ impl RunReport {
             let _ = writeln!(s, "verified: {e} entries, {f} file digests, no differences");
         }
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_samples_count_this_process_to_the_nanosecond() {
+        let pid = std::process::id();
+        let before = CpuSample::take(pid).unwrap();
+        let mut x = 0u64;
+        let start = std::time::Instant::now();
+        while start.elapsed() < std::time::Duration::from_millis(30) {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+        }
+        std::hint::black_box(x);
+        let spent = CpuSample::take(pid).unwrap().seconds_since(&before);
+        assert!((0.02..1.0).contains(&spent), "{spent}");
+        // A thread of the first sample is gone: the ticks count instead.
+        let mut gone = before.clone();
+        gone.threads_ns.push((u32::MAX, 0));
+        let coarse = CpuSample::take(pid).unwrap().seconds_since(&gone);
+        assert!((0.0..1.0).contains(&coarse), "{coarse}");
     }
 }
