@@ -11,6 +11,7 @@ mod backend;
 mod dispatch;
 mod error;
 mod inode;
+mod journal;
 mod metrics;
 mod open;
 mod path;
@@ -22,6 +23,7 @@ mod xattr_names;
 pub use backend::Backend;
 pub use error::{ErrorClass, MountError};
 pub use inode::{SlotId, MAX_INNER_INODE, MAX_MOUNTS};
+pub use journal::{Event, Journal};
 pub use metrics::{
     ChunkStoreMetrics, Histogram, ImageMetrics, MetricsSnapshot, MountCounters, MountMetrics, Op,
     OpMetrics, LATENCY_BOUNDS_SECONDS,
@@ -29,7 +31,7 @@ pub use metrics::{
 pub use open::{cache_timeout, passthrough_config, MountDefaults, Mounter};
 pub use path::Mountpoint;
 pub use spec::{ImageRef, ImageSpec, MountSpec, PassthroughSpec};
-pub use table::{MountInfo, MountLabel, MountTable, PSEUDO_TIMEOUT};
+pub use table::{MountInfo, MountLabel, MountTable, Reopened, Restored, PSEUDO_TIMEOUT};
 
 #[cfg(test)]
 mod tests;

@@ -52,6 +52,11 @@ impl Default for PseudoTree {
 }
 
 impl PseudoTree {
+    /// The number the next directory will get.
+    pub fn next_ino(&self) -> u64 {
+        self.next
+    }
+
     /// Whether `ino` is one of the table's directories.
     pub fn is_dir(&self, ino: u64) -> bool {
         self.dirs.contains_key(&ino)

@@ -13,6 +13,7 @@ use fuse_backend_rs::api::filesystem::{Context, Entry};
 
 use super::backend::Backend;
 use super::inode::{decode, encode, Decoded, SlotId, MAX_MOUNTS};
+use super::journal::{Event, Journal};
 use super::metrics::{ChunkStoreMetrics, MetricsSnapshot, MountCounters, MountMetrics, Op};
 use super::path::Mountpoint;
 use super::pseudo::{Child, PseudoTree, ROOT};
@@ -33,6 +34,26 @@ pub struct MountLabel {
     pub fs_type: String,
     /// The source, as the request gave it.
     pub source: String,
+}
+
+/// A file system opened again for [`MountTable::restore`].
+pub struct Reopened {
+    pub label: MountLabel,
+    pub fs: Box<dyn Backend>,
+    /// Descriptors it reaches its source through.
+    pub keep: Vec<OwnedFd>,
+    /// Whether its inode numbers are a pure function of its source (images: yes).
+    pub stable_inodes: bool,
+}
+
+/// What [`MountTable::restore`] could not bring back as it was.
+#[derive(Debug, Default)]
+pub struct Restored {
+    /// Mounts that could not be opened again, and why.
+    pub lost: Vec<(String, MountError)>,
+    /// Mounts back in a new generation of their slot (their old inode numbers are stale);
+    /// record these with [`Journal::renumber`] so that a later restore knows them.
+    pub renumbered: Vec<(String, SlotId)>,
 }
 
 /// A live mount, as [`MountTable::mounts`] lists it.
@@ -246,9 +267,22 @@ impl MountTable {
         let parent = tree.parent_of(&at).unwrap_or(ROOT);
         drop(tree);
         admin.generations[index] = slot.generation;
-        self.slots[index].store(Some(Arc::new(Mounted {
+        self.install(slot, at, parent, label, fs, keep);
+        Ok(slot)
+    }
+
+    fn install(
+        &self,
+        slot: SlotId,
+        mountpoint: Mountpoint,
+        parent: u64,
+        label: MountLabel,
+        fs: Box<dyn Backend>,
+        keep: Vec<OwnedFd>,
+    ) {
+        self.slots[usize::from(slot.index)].store(Some(Arc::new(Mounted {
             slot,
-            mountpoint: at,
+            mountpoint,
             parent,
             label,
             fs,
@@ -256,7 +290,78 @@ impl MountTable {
             since: SystemTime::now(),
             _keep: keep,
         })));
-        Ok(slot)
+    }
+
+    /// Rebuilds in this table, which must be new, the table `journal` recorded: the table's
+    /// directories get the numbers they had and each mount still in place goes back into its
+    /// slot, opened by `open` from its spec. A file system whose inode numbers are a pure
+    /// function of its source (an image) keeps its generation, so every inode number the guest
+    /// holds names the same file. One whose numbers are not (a pass-through directory numbers
+    /// inodes in lookup order) comes back in the slot's next generation, so the guest's old
+    /// numbers get `ESTALE`, never another file. A mount `open` cannot bring back stays a mount
+    /// point with nothing behind it (its inodes get `ESTALE`).
+    pub fn restore(
+        &self,
+        journal: &Journal,
+        mut open: impl FnMut(&[String; 3]) -> Result<Reopened, MountError>,
+    ) -> Result<Restored, MountError> {
+        let mut admin = self.admin();
+        if self.live().next().is_some() || self.tree().next_ino() != ROOT + 1 {
+            return Err(MountError::Internal("restoring into a table in use".into()));
+        }
+        let mut restored = Restored::default();
+        for (event, live) in journal.events().iter().zip(journal.live()) {
+            let mut tree = self.tree.write().unwrap_or_else(|e| e.into_inner());
+            let (mountpoint, slot, spec) = match event {
+                Event::Unmounted { mountpoint } => {
+                    tree.detach(&Mountpoint::parse(mountpoint)?)?;
+                    continue;
+                }
+                Event::Mounted {
+                    mountpoint,
+                    slot,
+                    spec,
+                } => (mountpoint, *slot, spec),
+            };
+            let at = Mountpoint::parse(mountpoint)?;
+            if slot.index == 0 || slot.generation == 0 {
+                return Err(MountError::Internal(format!("{mountpoint}: slot {slot:?}")));
+            }
+            tree.attach(&at, slot.index)?;
+            let parent = tree.parent_of(&at).unwrap_or(ROOT);
+            drop(tree);
+            admin.generations[usize::from(slot.index)] = slot.generation;
+            if !live {
+                continue;
+            }
+            let again = match open(spec) {
+                Ok(again) => again,
+                Err(e) => {
+                    restored.lost.push((mountpoint.clone(), e));
+                    continue;
+                }
+            };
+            let slot = match again.stable_inodes {
+                true => slot,
+                false => {
+                    let moved = SlotId {
+                        index: slot.index,
+                        generation: SlotId::next_generation(slot.generation),
+                    };
+                    admin.generations[usize::from(slot.index)] = moved.generation;
+                    restored.renumbered.push((mountpoint.clone(), moved));
+                    moved
+                }
+            };
+            if let Some(opts) = admin.negotiated {
+                again
+                    .fs
+                    .init(opts)
+                    .map_err(|e| MountError::Internal(format!("{mountpoint}: {e}")))?;
+            }
+            self.install(slot, at, parent, again.label, again.fs, again.keep);
+        }
+        Ok(restored)
     }
 
     /// Unmounts what is mounted at `mountpoint`. Requests already running on it finish; later

@@ -595,3 +595,116 @@ fn mounts_of_one_image_share_it_and_outlive_each_other() {
     s.table.mount("/w", never.label(), fs, Vec::new()).unwrap();
     assert_eq!(s.mounter.images_open(), 3);
 }
+
+/// `spec` opened again for a restore, as a serving process would.
+fn reopen(s: &Setup, [fs_type, source, config]: &[String; 3]) -> Result<Reopened, MountError> {
+    let spec = MountSpec::parse(fs_type, source, config)?;
+    Ok(Reopened {
+        label: spec.label(),
+        fs: s.mounter.open(&spec, spec.host_dir())?,
+        keep: Vec::new(),
+        stable_inodes: !matches!(spec, MountSpec::Passthrough(_)),
+    })
+}
+
+/// A table rebuilt from its journal (as a fresh serving process does after a crash) answers
+/// for every inode number the old one handed out: the table's directories and the images'
+/// files are the same numbers with the same bytes; a pass-through comes back in a new
+/// generation (its numbers depend on lookup order), so its old numbers are stale, never
+/// another file; what was unmounted stays stale.
+#[test]
+fn a_table_rebuilt_from_its_journal_keeps_every_image_inode() {
+    let s = setup();
+    s.table.init(FsOptions::all()).unwrap();
+    let mut journal = Journal::new();
+    let share = s.share();
+    let mount = |journal: &mut Journal, at: &str, fs_type: &str, source: &str| {
+        let slot = s.mount(at, fs_type, source).unwrap();
+        journal.mounted(at, slot, [fs_type.into(), source.into(), String::new()]);
+    };
+    mount(
+        &mut journal,
+        "/containers",
+        "passthrough_fs",
+        share.to_str().unwrap(),
+    );
+    mount(
+        &mut journal,
+        "/rafs/c1/lowerdir",
+        "rafs",
+        &s.image_source("a"),
+    );
+    mount(
+        &mut journal,
+        "/rafs/c2/lowerdir",
+        "puzzlefs",
+        &s.image_source("b"),
+    );
+    let gone = walk(&s.table, "/rafs/c1/lowerdir/etc/name").unwrap().inode;
+    s.table.umount("/rafs/c1/lowerdir").unwrap();
+    journal.unmounted("/rafs/c1/lowerdir");
+    mount(
+        &mut journal,
+        "/rafs/c3/lowerdir",
+        "rafs",
+        &s.image_source("a"),
+    );
+    let kept = [
+        "/rafs",
+        "/rafs/c1",
+        "/rafs/c3",
+        "/rafs/c2/lowerdir",
+        "/rafs/c2/lowerdir/etc/name",
+        "/rafs/c3/lowerdir/data",
+    ];
+    let before: Vec<u64> = kept
+        .iter()
+        .map(|p| walk(&s.table, p).unwrap().inode)
+        .collect();
+    let host_file = walk(&s.table, "/containers/sub/host-file").unwrap().inode;
+
+    let again = MountTable::new();
+    again.init(FsOptions::all()).unwrap();
+    let restored = again.restore(&journal, |spec| reopen(&s, spec)).unwrap();
+    assert!(restored.lost.is_empty(), "{:?}", restored.lost);
+    assert_eq!(restored.renumbered.len(), 1, "{:?}", restored.renumbered);
+    let after: Vec<u64> = kept
+        .iter()
+        .map(|p| walk(&again, p).unwrap().inode)
+        .collect();
+    assert_eq!(before, after);
+    let data = walk(&again, "/rafs/c3/lowerdir/data").unwrap();
+    assert_eq!(
+        read_all(&again, data.inode, data.attr.st_size as u64),
+        content(1)
+    );
+    // The guest's old numbers: an image file answers as before, the unmounted one and the
+    // pass-through's are stale.
+    assert!(again.getattr(&ctx(), before[4], None).is_ok());
+    assert_eq!(errno(again.getattr(&ctx(), gone, None)), libc::ESTALE);
+    assert_eq!(errno(again.getattr(&ctx(), host_file, None)), libc::ESTALE);
+    // Looked up again, the pass-through serves its files.
+    let fresh = walk(&again, "/containers/sub/host-file").unwrap();
+    assert_ne!(fresh.inode, host_file);
+    // A second restore from the renumbered journal moves the pass-through on again, past
+    // the numbers the first restore handed out.
+    for (at, slot) in &restored.renumbered {
+        journal.renumber(at, *slot);
+    }
+    let third = MountTable::new();
+    let again_again = third.restore(&journal, |spec| reopen(&s, spec)).unwrap();
+    assert_eq!(
+        again_again.renumbered[0].1.generation,
+        restored.renumbered[0].1.generation + 1
+    );
+    assert_eq!(
+        errno(third.getattr(&ctx(), fresh.inode, None)),
+        libc::ESTALE
+    );
+    assert_eq!(
+        walk(&third, "/rafs/c3/lowerdir/data").unwrap().inode,
+        data.inode
+    );
+    // Restoring into a table in use is refused.
+    assert!(again.restore(&journal, |_| unreachable!()).is_err());
+}
