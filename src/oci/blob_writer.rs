@@ -1,15 +1,15 @@
-//! A blob arriving in pieces (from a registry, another layout): written to a temporary file
+//! A blob arriving in pieces (from a registry, another layout): written to an unnamed file
 //! beside the blobs, hashed as it comes, and named only once its digest and size check out.
 
 use std::io::{Seek, Write};
 
-use super::dir::public_file;
+use super::temp_blob::TempBlob;
 use super::{OciDir, OciError};
 use crate::format::{Digest, Sha256Writer};
 
 /// A blob being received; dropping it without [`BlobWriter::commit`] leaves nothing behind.
 pub struct BlobWriter {
-    tmp: tempfile::NamedTempFile,
+    tmp: TempBlob,
     hash: Sha256Writer,
     len: u64,
     digest: Digest,
@@ -20,11 +20,7 @@ impl OciDir {
     /// Starts receiving the blob `digest`.
     pub fn blob_writer(&self, digest: &Digest) -> Result<BlobWriter, OciError> {
         let blobs = self.blobs_dir();
-        let tmp = tempfile::Builder::new()
-            .prefix(".tmp-blob-")
-            .permissions(public_file())
-            .tempfile_in(&blobs)
-            .map_err(|e| OciError::io(&blobs, e))?;
+        let tmp = TempBlob::new_in(&blobs).map_err(|e| OciError::io(&blobs, e))?;
         Ok(BlobWriter {
             tmp,
             hash: Sha256Writer::default(),
@@ -38,9 +34,9 @@ impl OciDir {
 impl BlobWriter {
     /// Appends bytes.
     pub fn write(&mut self, data: &[u8]) -> Result<(), OciError> {
-        self.tmp
-            .write_all(data)
-            .map_err(|e| OciError::io(self.tmp.path(), e))?;
+        if let Err(e) = self.tmp.file().write_all(data) {
+            return Err(OciError::io(self.tmp.path(), e));
+        }
         self.hash
             .write_all(data)
             .map_err(|e| OciError::io(self.tmp.path(), e))?;
@@ -60,11 +56,10 @@ impl BlobWriter {
 
     /// Forgets what was received, to start over.
     pub fn reset(&mut self) -> Result<(), OciError> {
-        let path = self.tmp.path().to_path_buf();
-        self.tmp
-            .as_file_mut()
-            .set_len(0)
-            .and_then(|_| self.tmp.as_file_mut().rewind())
+        let path = self.tmp.path();
+        let file = self.tmp.file();
+        file.set_len(0)
+            .and_then(|_| file.rewind())
             .map_err(|e| OciError::io(path, e))?;
         self.hash = Sha256Writer::default();
         self.len = 0;
@@ -84,7 +79,7 @@ impl BlobWriter {
         let dest = self.oci.blob_path(&self.digest);
         self.tmp
             .persist(&dest)
-            .map_err(|e| OciError::io(&dest, e.error))?;
+            .map_err(|e| OciError::io(&dest, e))?;
         Ok(self.len)
     }
 }

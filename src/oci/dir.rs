@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use super::error::VerityProblem;
 use super::kernel_verity::{self as verity, Measurement};
+use super::temp_blob::TempBlob;
 use super::types::{empty_config, validate_tag, Descriptor, ImageIndex, ImageManifest, Platform};
 use super::{OciError, ANNOTATION_REF_NAME, MEDIA_TYPE_MANIFEST};
 use crate::format::Digest;
@@ -145,16 +146,12 @@ impl OciDir {
             return Ok(false);
         }
         let blobs = self.root.join("blobs/sha256");
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".tmp-blob-")
-            .permissions(public_file())
-            .tempfile_in(&blobs)
-            .map_err(|e| OciError::io(&blobs, e))?;
-        tmp.write_all(data)
-            .map_err(|e| OciError::io(tmp.path(), e))?;
+        let mut tmp = TempBlob::new_in(&blobs).map_err(|e| OciError::io(&blobs, e))?;
+        if let Err(e) = tmp.file().write_all(data) {
+            return Err(OciError::io(tmp.path(), e));
+        }
         let dest = self.blob_path(digest);
-        tmp.persist(&dest)
-            .map_err(|e| OciError::io(&dest, e.error))?;
+        tmp.persist(&dest).map_err(|e| OciError::io(&dest, e))?;
         Ok(true)
     }
 

@@ -5,6 +5,7 @@ mod dir;
 mod error;
 mod kernel_verity;
 mod staging;
+mod temp_blob;
 mod types;
 
 pub use blob_writer::BlobWriter;
