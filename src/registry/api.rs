@@ -1,6 +1,8 @@
 //! The distribution API's blob and manifest calls for one repository.
 
-use reqwest::header::{HeaderValue, ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
+use reqwest::header::{
+    HeaderValue, ACCEPT, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION, RANGE,
+};
 use reqwest::{Method, Url};
 
 use super::client::{path_of, Client, Payload, Request};
@@ -167,9 +169,10 @@ impl<'c> Repository<'c> {
         })
     }
 
-    /// Downloads a blob of at most `size` bytes into `into`, checking its digest; a broken
-    /// transfer is retried from the start. On any failure nothing of it is kept. Returns
-    /// its size.
+    /// Downloads a blob of at most `size` bytes into `into`, checking its digest. A transfer
+    /// that breaks is retried from where it broke (`Range`), or from the start when the
+    /// registry answers a range with the whole blob. On any failure nothing of it is kept.
+    /// Returns its size.
     pub async fn fetch_blob(
         &self,
         digest: &Digest,
@@ -185,12 +188,32 @@ impl<'c> Repository<'c> {
         };
         let mut attempt = 0;
         loop {
-            let resp = self
-                .client
-                .send(&Request::new(Method::GET, url.clone(), &self.pull))
-                .await?;
-            let mut resp = self.client.expect(resp, &Method::GET, &[200]).await?;
-            into.reset()?;
+            let mut req = Request::new(Method::GET, url.clone(), &self.pull);
+            let have = into.len();
+            if have > 0 {
+                let range = HeaderValue::from_str(&format!("bytes={have}-"))
+                    .expect("a number is a header value");
+                req.headers.insert(RANGE, range);
+            }
+            let resp = self.client.send(&req).await?;
+            let ok: &[u16] = if have > 0 { &[200, 206] } else { &[200] };
+            let mut resp = self.client.expect(resp, &Method::GET, ok).await?;
+            if resp.status().as_u16() == 206 {
+                let range = resp
+                    .headers()
+                    .get(CONTENT_RANGE)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(range_start);
+                if range != Some(have) {
+                    return Err(bad(format!(
+                        "asked for bytes from {have}, got {:?}",
+                        resp.headers().get(CONTENT_RANGE)
+                    )));
+                }
+                log::info!("GET {url}: resuming at byte {have}");
+            } else {
+                into.reset()?;
+            }
             let mut broken = None;
             loop {
                 match resp.chunk().await {
@@ -305,5 +328,26 @@ fn upload_retryable(e: &RegistryError) -> bool {
             matches!(e.status(), Some(404 | 408 | 429 | 500 | 502 | 503 | 504))
         }
         _ => false,
+    }
+}
+
+/// The first byte a `Content-Range: bytes FIRST-LAST/TOTAL` names.
+fn range_start(value: &str) -> Option<u64> {
+    let rest = value.trim().strip_prefix("bytes ")?;
+    let (first, _) = rest.split_once('-')?;
+    first.trim().parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::range_start;
+
+    #[test]
+    fn content_ranges_give_their_first_byte() {
+        assert_eq!(range_start("bytes 100-199/200"), Some(100));
+        assert_eq!(range_start(" bytes 0-0/*"), Some(0));
+        for bad in ["bytes */200", "items 1-2/3", "bytes -5/9", ""] {
+            assert_eq!(range_start(bad), None, "{bad}");
+        }
     }
 }

@@ -14,7 +14,7 @@ use hyper_util::rt::TokioIo;
 /// `times` for a rule that never runs out.
 pub const ALWAYS: usize = usize::MAX;
 
-type Body = BoxBody<Bytes, hyper::Error>;
+type Body = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 
 /// What a request is, by method and path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -132,6 +132,8 @@ pub enum Outcome {
     Forwarded(u16),
     /// Upstream's answer with its body corrupted.
     Corrupted(u16),
+    /// Upstream's answer with its body cut halfway.
+    Cut(u16),
     /// An injected failure.
     Injected(u16),
     /// Connection closed without an answer.
@@ -146,6 +148,8 @@ pub struct Seen {
     pub method: String,
     /// Path and query.
     pub path: String,
+    /// The request's `Range` header, if any.
+    pub range: Option<String>,
     pub kind: Kind,
     pub outcome: Outcome,
 }
@@ -155,6 +159,7 @@ enum Action {
     Fail(Failure),
     Drop,
     Corrupt,
+    Cut,
 }
 
 #[derive(Debug)]
@@ -288,6 +293,12 @@ impl FaultProxy {
         );
     }
 
+    /// Breaks the body of successful GETs of blob `hex` (sha256) halfway, `times` times: the
+    /// first half is sent, then the connection is aborted.
+    pub fn cut_blob(&self, hex: &str, times: usize) {
+        self.add("GET", &format!("/blobs/sha256:{hex}"), times, Action::Cut);
+    }
+
     /// Removes every rule.
     pub fn clear_rules(&self) {
         self.ctx.state.lock().unwrap().rules.clear();
@@ -340,13 +351,32 @@ fn full(bytes: impl Into<Bytes>) -> Body {
         .boxed()
 }
 
-fn record(ctx: &Ctx, method: &str, path: &str, outcome: Outcome) {
+/// A body that sends its bytes, then fails (the server then aborts the connection).
+struct CutBody(Option<Bytes>);
+
+impl hyper::body::Body for CutBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, std::io::Error>>> {
+        std::task::Poll::Ready(Some(match self.0.take() {
+            Some(bytes) => Ok(hyper::body::Frame::data(bytes)),
+            None => Err(std::io::Error::other("FaultProxy: body cut")),
+        }))
+    }
+}
+
+fn record(ctx: &Ctx, method: &str, path: &str, range: Option<String>, outcome: Outcome) {
     let mut state = ctx.state.lock().unwrap();
     let kind = Kind::of(method, path);
     *state.counts.entry(kind).or_default() += 1;
     let seen = Seen {
         method: method.to_string(),
         path: path.to_string(),
+        range,
         kind,
         outcome,
     };
@@ -374,13 +404,26 @@ async fn handle(req: Request<Incoming>, ctx: Arc<Ctx>) -> Result<Response<Body>,
         .uri()
         .path_and_query()
         .map_or_else(|| req.uri().path().to_string(), |p| p.as_str().to_string());
-    match take(&ctx, &method, &path, |a| !matches!(a, Action::Corrupt)) {
+    let range = req
+        .headers()
+        .get(hyper::header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    match take(&ctx, &method, &path, |a| {
+        !matches!(a, Action::Corrupt | Action::Cut)
+    }) {
         Some(Action::Drop) => {
-            record(&ctx, &method, &path, Outcome::Dropped);
+            record(&ctx, &method, &path, range.clone(), Outcome::Dropped);
             return Err(std::io::Error::other("FaultProxy: connection dropped"));
         }
         Some(Action::Fail(failure)) => {
-            record(&ctx, &method, &path, Outcome::Injected(failure.status));
+            record(
+                &ctx,
+                &method,
+                &path,
+                range.clone(),
+                Outcome::Injected(failure.status),
+            );
             return Ok(failure_response(&failure));
         }
         _ => {}
@@ -388,7 +431,7 @@ async fn handle(req: Request<Incoming>, ctx: Arc<Ctx>) -> Result<Response<Body>,
     let response = match forward(req, &ctx).await {
         Ok(response) => response,
         Err(e) => {
-            record(&ctx, &method, &path, Outcome::UpstreamDown);
+            record(&ctx, &method, &path, range.clone(), Outcome::UpstreamDown);
             let mut failure = Failure::new(502);
             failure.message = format!("FaultProxy: upstream {}: {e}", ctx.upstream);
             return Ok(failure_response(&failure));
@@ -405,12 +448,39 @@ async fn handle(req: Request<Incoming>, ctx: Arc<Ctx>) -> Result<Response<Body>,
                 let middle = bytes.len() / 2;
                 bytes[middle] ^= 0xff;
             }
-            record(&ctx, &method, &path, Outcome::Corrupted(status.as_u16()));
+            record(
+                &ctx,
+                &method,
+                &path,
+                range.clone(),
+                Outcome::Corrupted(status.as_u16()),
+            );
             return Ok(Response::from_parts(parts, full(bytes)));
         }
+        if let Some(Action::Cut) = take(&ctx, &method, &path, |a| matches!(a, Action::Cut)) {
+            let (parts, body) = response.into_parts();
+            let collected = body.collect().await.map_err(std::io::Error::other)?;
+            let bytes = collected.to_bytes();
+            let half = bytes.slice(..bytes.len() / 2);
+            record(
+                &ctx,
+                &method,
+                &path,
+                range.clone(),
+                Outcome::Cut(status.as_u16()),
+            );
+            let body = CutBody(Some(half)).map_err(Into::into).boxed();
+            return Ok(Response::from_parts(parts, body));
+        }
     }
-    record(&ctx, &method, &path, Outcome::Forwarded(status.as_u16()));
-    Ok(response.map(|b| b.boxed()))
+    record(
+        &ctx,
+        &method,
+        &path,
+        range.clone(),
+        Outcome::Forwarded(status.as_u16()),
+    );
+    Ok(response.map(|b| b.map_err(Into::into).boxed()))
 }
 
 /// Sends `req` upstream on a new connection; its answer with `Location` pointing back at us.
