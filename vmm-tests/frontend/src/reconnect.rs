@@ -141,6 +141,11 @@ impl Reconnects {
                 dev.offered_protocol
             )));
         }
+        if let (true, Some(rng)) = (self.in_flight, self.rng.as_mut()) {
+            // A random moment after the kicks: the back end may be taking chains, serving
+            // them or putting answers on the used rings when it dies.
+            std::thread::sleep(Duration::from_micros(rng.between(0, 1500) as u64));
+        }
         let at = kill_deepest(top)?;
         // Two kills with no answer between them make one blackout, from the first.
         self.killed_at.get_or_insert(at);
