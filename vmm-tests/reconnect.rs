@@ -311,7 +311,7 @@ fn twenty_sigkills_of_the_serving_process_are_survived() {
 }
 
 /// Crash recovery with requests in flight (INFLIGHT_SHMFD): 20 SIGKILLs at random moments,
-/// each 0 to 1.5 ms after a round of submissions at depth 16, so the dead process had taken
+/// right after a round of submissions at depth 16 or up to 1.5 ms later, so the dead process had taken
 /// requests it never answered and the guest had published others it never took. The new
 /// generation takes both up from the inflight region the front end hands back: every request
 /// is answered exactly once (a second answer or a missing one fails the run, naming the

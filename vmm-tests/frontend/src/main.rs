@@ -81,9 +81,10 @@ struct Args {
     #[arg(long, value_name = "PID")]
     kill_under: Option<u32>,
     /// With --kill-under and --reconnects N: make the N kills with requests in flight, each
-    /// after a number of completions drawn uniformly from 1..=2*--reconnect-every, 0 to 1.5 ms
-    /// after a round of submissions, without draining first; the next back end must answer
-    /// every request exactly once. Needs a back end offering INFLIGHT_SHMFD.
+    /// after a number of completions drawn uniformly from 1..=2*--reconnect-every, at once or
+    /// (half of them) up to 1.5 ms after a round of submissions, without draining first; the
+    /// next back end must answer every request exactly once. Needs a back end offering
+    /// INFLIGHT_SHMFD.
     #[arg(long, requires = "kill_under")]
     kill_in_flight: bool,
     /// Print the report as JSON.

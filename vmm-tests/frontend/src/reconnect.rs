@@ -142,9 +142,12 @@ impl Reconnects {
             )));
         }
         if let (true, Some(rng)) = (self.in_flight, self.rng.as_mut()) {
-            // A random moment after the kicks: the back end may be taking chains, serving
-            // them or putting answers on the used rings when it dies.
-            std::thread::sleep(Duration::from_micros(rng.between(0, 1500) as u64));
+            // Half the kills right after the kicks (the chains just published not taken yet),
+            // half at a random moment up to 1.5 ms later, when the back end may be taking
+            // chains, serving them or putting answers on the used rings.
+            if rng.between(0, 1) == 1 {
+                std::thread::sleep(Duration::from_micros(rng.between(1, 1500) as u64));
+            }
         }
         let at = kill_deepest(top)?;
         // Two kills with no answer between them make one blackout, from the first.
