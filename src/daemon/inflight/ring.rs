@@ -90,3 +90,102 @@ fn find(q: &mut Queue, mem: &Arc<GuestMem>, next: u16, reach: u16, head: u16) ->
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::daemon::inflight::region::{create, InflightRegion};
+
+    const DESC: u64 = 0x0;
+    const AVAIL: u64 = 0x1000;
+    const USED: u64 = 0x2000;
+
+    /// A 16-entry ring in fresh memory; every head a single device-writable buffer.
+    fn ring() -> (Arc<GuestMem>, Queue) {
+        let mem = Arc::new(GuestMem::from_ranges(&[(GuestAddress(0), 0x10000)]).unwrap());
+        let mut q = Queue::new(16).unwrap();
+        q.set_size(16);
+        q.set_desc_table_address(Some(DESC as u32), Some(0));
+        q.set_avail_ring_address(Some(AVAIL as u32), Some(0));
+        q.set_used_ring_address(Some(USED as u32), Some(0));
+        q.set_ready(true);
+        for h in 0..16u64 {
+            let d = DESC + h * 16;
+            mem.write_obj(0x4000u64 + h * 0x100, GuestAddress(d))
+                .unwrap();
+            mem.write_obj(0x100u32, GuestAddress(d + 8)).unwrap();
+            mem.write_obj(2u16, GuestAddress(d + 12)).unwrap(); // VIRTQ_DESC_F_WRITE
+        }
+        (mem, q)
+    }
+
+    /// The driver publishes `heads` from avail position 0 and has seen `used` answers.
+    fn publish(mem: &GuestMem, heads: &[u16], used: u16) {
+        for (i, h) in heads.iter().enumerate() {
+            mem.write_obj(*h, GuestAddress(AVAIL + 4 + 2 * i as u64))
+                .unwrap();
+        }
+        mem.write_obj(heads.len() as u16, GuestAddress(AVAIL + 2))
+            .unwrap();
+        mem.write_obj(used, GuestAddress(USED + 2)).unwrap();
+    }
+
+    fn log_of(file: &std::fs::File) -> InflightRegion {
+        let shape = super::super::region::Shape {
+            mmap_size: file.metadata().unwrap().len(),
+            mmap_offset: 0,
+            num_queues: 1,
+            queue_size: 16,
+        };
+        InflightRegion::map(file, shape).unwrap()
+    }
+
+    #[test]
+    fn chains_taken_and_unanswered_are_served_again_and_the_ring_resumes_after_them() {
+        let (mem, mut q) = ring();
+        // Published 5..=9; the dead process took 5, 6, 7, 8 and answered 6 only.
+        publish(&mem, &[5, 6, 7, 8, 9], 1);
+        let (file, _) = create(1, 16).unwrap();
+        let dead = log_of(&file);
+        let log = dead.queue(0).unwrap();
+        for h in [5, 6, 7, 8] {
+            log.begin(h);
+        }
+        log.complete(6, || Some(1));
+        drop(dead);
+        // The VMM resumes the ring at its avail index, as cloud-hypervisor does.
+        q.set_next_avail(5);
+        let fresh = log_of(&file);
+        let log = fresh.queue(0).unwrap();
+        let heads: Vec<u16> = take_up(&mut q, &mem, log)
+            .iter()
+            .map(|c| c.head_index())
+            .collect();
+        assert_eq!(heads, [5, 7, 8]);
+        let next: Vec<u16> = q
+            .iter(mem.clone())
+            .unwrap()
+            .map(|c| c.head_index())
+            .collect();
+        assert_eq!(next, [9], "the chain published but never taken comes next");
+        assert!(take_up(&mut q, &mem, log).is_empty(), "once per process");
+    }
+
+    #[test]
+    fn a_region_that_contradicts_the_ring_is_ignored() {
+        let (mem, mut q) = ring();
+        publish(&mem, &[1, 2], 0);
+        let (file, _) = create(1, 16).unwrap();
+        let region = log_of(&file);
+        let log = region.queue(0).unwrap();
+        for h in 0..5 {
+            log.begin(h);
+        }
+        q.set_next_avail(2);
+        assert!(take_up(&mut q, &mem, log).is_empty());
+        assert_eq!(q.next_avail(), 2, "the VMM's base stands");
+        drop(region);
+        let again = log_of(&file);
+        assert!(again.queue(0).unwrap().recover(0).is_empty(), "cleared");
+    }
+}
