@@ -460,31 +460,9 @@ fn unanswered<T>(inflight: &[HashMap<u32, InFlight<T>>]) -> String {
     s.join("; ")
 }
 
-/// The opcodes this front end sends, by name.
-const OPCODES: [(Opcode, &str); 15] = [
-    (Opcode::Lookup, "LOOKUP"),
-    (Opcode::Forget, "FORGET"),
-    (Opcode::Getattr, "GETATTR"),
-    (Opcode::Readlink, "READLINK"),
-    (Opcode::Open, "OPEN"),
-    (Opcode::Read, "READ"),
-    (Opcode::Write, "WRITE"),
-    (Opcode::Release, "RELEASE"),
-    (Opcode::Init, "INIT"),
-    (Opcode::Opendir, "OPENDIR"),
-    (Opcode::Readdir, "READDIR"),
-    (Opcode::Releasedir, "RELEASEDIR"),
-    (Opcode::BatchForget, "BATCH_FORGET"),
-    (Opcode::Readdirplus, "READDIRPLUS"),
-    (Opcode::Statfs, "STATFS"),
-];
-
-/// A FUSE opcode's name, as the kernel spells it (GETATTR, READDIRPLUS...).
+/// A FUSE opcode's name, from fuse-backend-rs's `Opcode` (GETATTR, READDIRPLUS...).
 fn opcode_name(op: u32) -> String {
-    OPCODES
-        .iter()
-        .find(|(o, _)| *o as u32 == op)
-        .map_or_else(|| format!("opcode {op}"), |(_, name)| (*name).to_string())
+    format!("{:?}", Opcode::from(op)).to_uppercase()
 }
 
 /// The payload of a successful reply, or the errno as an error.
