@@ -9,7 +9,7 @@ use std::path::Path;
 use crate::common::{self, corner_case_tree, Compare};
 use crate::harness::image::{self, Image};
 use crate::harness::listing::{self, pfs_list, Snapshot};
-use crate::harness::{run_vm, tail, vm_lock, Vm, VmOutput, DAEMON_DEADLINE};
+use crate::harness::{run_vm, run_vm_boots, tail, vm_lock, Vm, VmOutput, DAEMON_DEADLINE};
 
 /// Serves `target` with `--cache cache`, lets a guest list the whole mount, compares with
 /// `tree`, and returns what the guest saw. Before the listing the guest looks up every entry
@@ -166,5 +166,37 @@ fn debian_image_is_the_guest_root_file_system() {
         "[vm] Debian image as root + programs: {:.1} s",
         out.elapsed.as_secs_f64()
     );
+    assert!(daemon.wait_exit(DAEMON_DEADLINE).success());
+}
+
+/// QEMU guest resets (`system_reset` on the monitor) re-initialise the device on the same
+/// connection: a guest whose root file system is the image is reset 3 times, and each of its
+/// 4 boots (each with its own boot id) reaches userspace and runs programs from the image.
+#[test]
+fn a_guest_whose_root_is_the_image_boots_again_after_three_resets() {
+    let _one_vm = vm_lock();
+    let tree = common::debian_tree();
+    let tmp = tempfile::tempdir().unwrap();
+    let Image { target, .. } = image::build(&tree, &tmp.path().join("oci"), "reset", true);
+    let sock = tmp.path().join("vfs.sock");
+    let mut daemon = image::serve(&sock, &target, &["--cache", "auto"]);
+    let script = r#"
+echo "boot=$(cat /proc/sys/kernel/random/boot_id)"
+echo "debian=$(cat /etc/debian_version)"
+echo "dpkg=$(dpkg -l dpkg | tail -n 1 | cut -c1-2)"
+"#;
+    let mut vm = Vm::new(&sock, "rootfs", script);
+    vm.root = true;
+    vm.resets = 3;
+    let boots = run_vm_boots(&vm);
+    let version = std::fs::read_to_string(tree.join("etc/debian_version")).unwrap();
+    let mut ids = std::collections::BTreeSet::new();
+    for out in &boots {
+        assert_eq!(out.rc, 0, "{}", tail(&out.console, 40));
+        assert_eq!(field(out, "debian"), version.trim());
+        assert_eq!(field(out, "dpkg"), "ii");
+        ids.insert(field(out, "boot"));
+    }
+    assert_eq!(ids.len(), 4, "four distinct boots: {ids:?}");
     assert!(daemon.wait_exit(DAEMON_DEADLINE).success());
 }

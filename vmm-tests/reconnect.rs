@@ -190,21 +190,30 @@ fn memory_stays_flat_over_a_hundred_reconnects() {
     terminate(daemon);
 }
 
-/// Kata's nydus mode (`virtiofs --apisock`) takes the flag too: an empty mount table's root
-/// answers after each of 5 reconnects.
-#[test]
-fn mount_table_mode_serves_across_reconnects() {
-    let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("vfs.sock");
-    let api = dir.path().join("api.sock");
+/// A mount table daemon with `--reconnect`, started as Kata's Go runtime starts nydusd (with
+/// the flag from `virtio_fs_extra_args`); its vhost-user and API sockets.
+fn table_daemon(dir: &Path) -> (Daemon, std::path::PathBuf, std::path::PathBuf) {
+    let socket = dir.join("vfs.sock");
+    let api = dir.join("api.sock");
     let daemon = Daemon::spawn(&[
         "virtiofs",
+        "--log-level",
+        "info",
         "--apisock",
         api.to_str().unwrap(),
         "--sock",
         socket.to_str().unwrap(),
         "--reconnect",
     ]);
+    (daemon, socket, api)
+}
+
+/// Kata's nydus mode (`virtiofs --apisock`) takes the flag too: an empty mount table's root
+/// answers after each of 5 reconnects.
+#[test]
+fn mount_table_mode_serves_across_reconnects() {
+    let dir = tempfile::tempdir().unwrap();
+    let (daemon, socket, _api) = table_daemon(dir.path());
     daemon.wait_for_line(harness::daemon::READY_LINE, DAEMON_DEADLINE);
     let mut o = options(&socket, 5, 1);
     o.workloads = Vec::new();
@@ -419,4 +428,174 @@ fn a_serving_process_that_fails_before_it_is_ready_is_not_replaced() {
         "{lines:#?}"
     );
     assert_eq!(generations(&daemon), 2, "{lines:#?}");
+}
+
+/// `tree` copied to `at`, with the table's own directories above it as the daemon shows them
+/// (mode 0755), for verifying what a mount table serves.
+fn mirror_at(root: &Path, at: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let target = root.join(at.trim_start_matches('/'));
+    let parent = target.parent().unwrap();
+    std::fs::create_dir_all(parent).unwrap();
+    let mut dir = Some(parent);
+    while let Some(d) = dir.filter(|d| d.starts_with(root)) {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+        dir = d.parent();
+    }
+    let copied = std::process::Command::new("cp")
+        .args(["-a", tree().to_str().unwrap(), target.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(copied.success());
+}
+
+/// Kata's nydus mode with crash recovery: the daemon launched as Kata's Go runtime launches
+/// nydusd (`virtiofs --apisock --sock`, plus `--reconnect` from `virtio_fs_extra_args`), two
+/// containers' images mounted through the API, then its serving process SIGKILLed 20 times
+/// with requests in flight. Each new process gets the table back from the supervisor (the
+/// PID Kata holds, which never exits): both images in their slots, so the guest's node ids
+/// go on naming the same files, every request answered exactly once, every byte verified.
+/// The API then still lists both, mounts and unmounts, and SIGTERM stops everything within
+/// Kata's 5 s.
+#[test]
+fn a_mount_table_comes_back_whole_after_twenty_sigkills() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut daemon, socket, api) = table_daemon(dir.path());
+    harness::api::wait_running(&api, DAEMON_DEADLINE);
+    let mirror = tempfile::tempdir().unwrap();
+    for at in ["/rafs/c1/lowerdir", "/rafs/c2/lowerdir"] {
+        let r = harness::api::mount(&api, at, "rafs", target(), "");
+        assert_eq!(r.status, 204, "{}", r.body);
+        mirror_at(mirror.path(), at);
+    }
+    let supervisor = daemon.pid();
+    let mut o = options(&socket, 20, 24);
+    o.verify = Some(mirror.path().to_path_buf());
+    o.kill_under = Some(supervisor);
+    o.kill_in_flight = true;
+    let r = run(&o).unwrap_or_else(|e| panic!("{e}\n{:#?}", daemon.stderr()));
+    assert_eq!(r.verified_files, Some(2 * files(tree())), "{r:?}");
+    assert_eq!(r.reconnects, 20);
+    assert!(r.answered_across_kills > 0, "{r:?}");
+    let mut ms = r.restart_blackouts_ms.clone();
+    ms.sort_by(f64::total_cmp);
+    let n = ms.len();
+    eprintln!(
+        "mount table, 20 kills with requests in flight: {} in flight, {} answered across a \
+         kill; blackout p50 {:.0} ms, p99 {:.0} ms",
+        r.in_flight_at_kills.iter().sum::<usize>(),
+        r.answered_across_kills,
+        ms[n / 2],
+        ms[n - 1]
+    );
+    assert!(alive(supervisor), "{:#?}", daemon.stderr());
+    assert_eq!(generations(&daemon), 21, "{:#?}", daemon.stderr());
+
+    let info = harness::api::request(&api, "GET", "/api/v1/daemon", None).unwrap();
+    let info = info.json();
+    assert_eq!(info["state"], "RUNNING", "{info}");
+    let backends = info["backend_collection"].as_object().unwrap();
+    let listed: Vec<&String> = backends.keys().collect();
+    assert_eq!(listed, ["/rafs/c1/lowerdir", "/rafs/c2/lowerdir"], "{info}");
+    let r = harness::api::mount(&api, "/rafs/c3/lowerdir", "rafs", target(), "");
+    assert_eq!(r.status, 204, "{}", r.body);
+    let r = harness::api::umount(&api, "/rafs/c1/lowerdir");
+    assert_eq!(r.status, 204, "{}", r.body);
+
+    // SAFETY: kill(2) on our own child's pid, with a plain signal number.
+    assert_eq!(unsafe { libc::kill(supervisor as i32, libc::SIGTERM) }, 0);
+    let started = std::time::Instant::now();
+    let status = daemon.wait_exit(DAEMON_DEADLINE);
+    assert!(status.success(), "{status}");
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(5), "SIGTERM took {took:?}");
+    assert!(
+        !api.exists() && !socket.exists(),
+        "socket files left behind"
+    );
+}
+
+/// The API through crashes of the serving process (no VMM attached): a client mounting and
+/// unmounting in a loop while the serving process is SIGKILLed 10 times gets 204 (the
+/// request carried out, asked again of the next process if the first died under it) or 503
+/// (nothing changed), never anything else, and the daemon's info at the end lists exactly
+/// the mounts those 204s left.
+#[test]
+fn api_requests_during_crashes_are_done_once_or_not_at_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let (daemon, _socket, api) = table_daemon(dir.path());
+    harness::api::wait_running(&api, DAEMON_DEADLINE);
+    let supervisor = daemon.pid();
+    let stop = Arc::new(AtomicBool::new(false));
+    let client = {
+        let (api, stop) = (api.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut mounted = [false; 4];
+            let mut answers = std::collections::BTreeMap::<u16, usize>::new();
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let c = i % mounted.len();
+                let at = format!("/rafs/c{c}/lowerdir");
+                let r = if mounted[c] {
+                    harness::api::umount(&api, &at)
+                } else {
+                    harness::api::mount(&api, &at, "rafs", target(), "")
+                };
+                assert!(
+                    r.status == 204 || r.status == 503,
+                    "{}: {}",
+                    r.status,
+                    r.body
+                );
+                if r.status == 204 {
+                    mounted[c] = !mounted[c];
+                }
+                *answers.entry(r.status).or_default() += 1;
+                i += 1;
+            }
+            (mounted, answers)
+        })
+    };
+    let mut killed = 0;
+    while killed < 10 {
+        // Once the API answers, the serving process is attached (and past its ready note).
+        harness::api::wait_running(&api, DAEMON_DEADLINE);
+        std::thread::sleep(Duration::from_millis(50));
+        let server = server_pid(supervisor);
+        assert_ne!(server, supervisor, "{:#?}", daemon.stderr());
+        // SAFETY: kill(2) of a process of this test's daemon, with a plain signal number.
+        assert_eq!(unsafe { libc::kill(server as i32, libc::SIGKILL) }, 0);
+        killed += 1;
+        while server_pid(supervisor) == server {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    harness::api::wait_running(&api, DAEMON_DEADLINE);
+    stop.store(true, Ordering::Relaxed);
+    let (mounted, answers) = client.join().unwrap();
+    let retried = daemon
+        .stderr()
+        .iter()
+        .filter(|l| l.contains("asking the next one"))
+        .count();
+    eprintln!(
+        "API answers through 10 kills: {answers:?}, {retried} asked again of the next process"
+    );
+    assert!(answers.get(&204).copied().unwrap_or(0) > 10, "{answers:?}");
+    let info = harness::api::request(&api, "GET", "/api/v1/daemon", None).unwrap();
+    let info = info.json();
+    let listed: Vec<String> = info["backend_collection"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    let want: Vec<String> = (0..mounted.len())
+        .filter(|&c| mounted[c])
+        .map(|c| format!("/rafs/c{c}/lowerdir"))
+        .collect();
+    assert_eq!(listed, want, "{info}");
+    assert!(alive(supervisor));
+    assert_eq!(generations(&daemon), 11, "{:#?}", daemon.stderr());
+    terminate(daemon);
 }

@@ -21,7 +21,9 @@
 //! - `--syslog`: log to syslog; `--log-level LEVEL` / `-o log_level=` / `-d`: verbosity.
 //! - `--reconnect` (ours): serve the next front end on the same socket after a disconnect,
 //!   keeping the file system and its FUSE INIT state; without it the daemon exits when the
-//!   front end hangs up, as virtiofsd does. Works in every mode, `virtiofs --apisock` too.
+//!   front end hangs up, as virtiofsd does. Works in every mode, `virtiofs --apisock` too;
+//!   with the namespace sandbox an image or a mount table also survives the death of its
+//!   serving process (see `restart`).
 //! - `--print-capabilities`: print the vhost-user capabilities JSON and exit.
 //! - `--sandbox namespace|chroot|none` (default namespace) and `--seccomp
 //!   kill|log|trap|none` (default kill): how the daemon confines itself (see `sandbox`).
@@ -140,8 +142,9 @@ struct Args {
     #[arg(long)]
     readonly: bool,
     /// When the front end disconnects, keep listening and serve the next connection with the
-    /// same file system and FUSE session (a VMM reconnecting after a guest reboot); default:
-    /// exit, as virtiofsd does.
+    /// same file system and FUSE session (a VMM reconnecting after a guest reboot); with the
+    /// namespace sandbox, an image or a mount table also survives its serving process dying;
+    /// default: exit, as virtiofsd does.
     #[arg(long)]
     reconnect: bool,
     /// Print the vhost-user backend capabilities as JSON and exit.

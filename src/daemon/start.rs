@@ -70,7 +70,7 @@ pub fn start(config: &Config) -> Result<Started, DaemonError> {
     sandbox::block_stop_signals()?;
     if let (None, Opened::Image(image, _)) = (&resume, &opened) {
         if respawns(config) {
-            let respawner = Respawner::new(listener, image.manifest_digest());
+            let respawner = Respawner::for_image(listener, image.manifest_digest());
             return Ok(Started::Supervisor(Supervising {
                 parent: Parent::Respawner(respawner),
                 socket_files,
@@ -167,19 +167,25 @@ pub fn start(config: &Config) -> Result<Started, DaemonError> {
     })))
 }
 
-/// Whether this daemon runs behind a [`Respawner`]: an image, in the namespace sandbox (whose
-/// supervisor the VMM holds), with a front end that reconnects.
-fn respawns(config: &Config) -> bool {
+/// Whether this daemon runs behind a [`Respawner`]: an image or a mount table, in the
+/// namespace sandbox (whose supervisor the VMM holds), with a front end that reconnects.
+pub(super) fn respawns(config: &Config) -> bool {
     config.reconnect
         && config.sandbox == Sandbox::Namespace
-        && matches!(config.source, Source::Image(_))
+        && matches!(config.source, Source::Image(_) | Source::Table(_))
 }
 
 /// `config` as a generation started by a [`Respawner`] serves it: on the inherited listener.
-fn resumed(config: &Config, resume: &Resume) -> Result<Config, DaemonError> {
-    if !respawns(config) {
+pub(super) fn resumed(config: &Config, resume: &Resume) -> Result<Config, DaemonError> {
+    let fits = match config.source {
+        Source::Image(_) => resume.manifest.is_some(),
+        Source::Table(_) => resume.control.is_some(),
+        Source::SharedDir(_) => false,
+    };
+    if !respawns(config) || !fits {
         return Err(DaemonError::Usage(format!(
-            "{RESUME_ENV} is only for images served with --sandbox namespace --reconnect"
+            "{RESUME_ENV} is only for images or mount tables served with --sandbox namespace \
+             --reconnect, from their respawner"
         )));
     }
     Ok(Config {
@@ -189,7 +195,7 @@ fn resumed(config: &Config, resume: &Resume) -> Result<Config, DaemonError> {
 }
 
 /// Takes over the note channel's end a generation inherited.
-fn inherited_notes(fd: RawFd) -> Result<NoteSender, DaemonError> {
+pub(super) fn inherited_notes(fd: RawFd) -> Result<NoteSender, DaemonError> {
     check_socket(fd).map_err(|e| DaemonError::socket(format!("{RESUME_ENV} notes {fd}"), e))?;
     // SAFETY: `fd` is an open socket (checked above) that the respawner left open for this
     // process alone; the NoteSender becomes its only owner and closes it once.

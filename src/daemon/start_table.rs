@@ -2,16 +2,24 @@
 //! socket and the chunk store the images share are made first; then, in the namespace
 //! sandbox, the process forks: the supervisor serves the API on the host side (it opens each
 //! mount's source there) and the confined child serves the table to the VMM, carrying out
-//! the requests it is sent. Without a sandbox one process does both.
+//! the requests it is sent. Without a sandbox one process does both. With `--reconnect` the
+//! supervisor is a [`Respawner`]: each serving process is a fresh generation that gets the
+//! whole table back from the API (journal and sources) before it serves the VMM.
 
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::sync::{Arc, OnceLock};
+use std::sync::mpsc::{self, Receiver};
+use std::sync::Arc;
 
 use super::config::{Config, Sandbox, TableSource};
-use super::control::{answer_requests, ApiControl, Client, Executor, Serving, SourcePolicy};
+use super::control::SourcePolicy;
+use super::control::{answer_requests, await_restore, ApiControl, Executor, Serving};
+use super::inflight::Relay;
+use super::restart::{Respawner, Resume, RESUME_ENV};
 use super::sandbox::{self, Isolated, Needs};
-use super::start::{log_ignored, open_file_cache, vhost_user_socket};
-use super::start::{Parent, Served};
+use super::serve::{check_socket, Resumed};
+use super::start::{inherited_notes, log_ignored, open_file_cache, respawns, resumed};
+use super::start::{vhost_user_socket, Parent, Served};
 use super::{Daemon, DaemonError, Started, Supervising};
 use crate::api::Control;
 use crate::mounts::{MountDefaults, MountTable, Mounter};
@@ -24,31 +32,29 @@ pub(crate) enum Plane {
     InProcess(UnixListener, Arc<ApiControl>),
 }
 
-/// The API a supervisor serves for its child.
+/// The API a supervisor serves for its serving processes.
 pub(crate) struct ApiHost {
     listener: UnixListener,
-    channel: UnixStream,
+    /// The control channel of each serving process, as it starts.
+    generations: Receiver<UnixStream>,
     policy: SourcePolicy,
     id: Option<String>,
 }
 
 impl ApiHost {
-    /// Starts serving the API; requests are carried out once the child says it is ready.
+    /// Starts serving the API; requests are carried out once a serving process is attached.
     pub(crate) fn start(self) -> Result<(), DaemonError> {
-        let client = Arc::new(OnceLock::new());
-        let control = Arc::new(ApiControl::new(
-            Serving::Child(client.clone()),
-            self.policy,
-            self.id,
-        ));
-        let channel = self.channel;
+        let control = Arc::new(ApiControl::new(Serving::child(), self.policy, self.id));
+        let attaching = control.clone();
+        let generations = self.generations;
         std::thread::Builder::new()
             .name("control".into())
-            .spawn(move || match Client::connect(channel) {
-                Ok(c) => {
-                    let _ = client.set(c);
+            .spawn(move || {
+                for channel in generations {
+                    if let Err(e) = attaching.attach(channel) {
+                        log::error!("control channel to the serving process: {e}");
+                    }
                 }
-                Err(e) => log::error!("control channel: {e}"),
             })
             .map_err(DaemonError::Workers)?;
         spawn_api(self.listener, control)
@@ -88,6 +94,9 @@ pub(crate) fn spawn_api(
 
 /// [`super::start`] for a table: see the module doc.
 pub(crate) fn start(config: &Config, table: &TableSource) -> Result<Started, DaemonError> {
+    if let Some(resume) = Resume::from_env()? {
+        return start_generation(&resumed(config, &resume)?, &resume);
+    }
     log_ignored(config);
     if config.sandbox == Sandbox::Chroot {
         return Err(DaemonError::Usage(
@@ -96,27 +105,45 @@ pub(crate) fn start(config: &Config, table: &TableSource) -> Result<Started, Dae
                 .into(),
         ));
     }
-    let store = open_file_cache(config)?;
     let api = crate::api::bind(&table.apisock).map_err(|e| {
         DaemonError::socket(format!("cannot listen on {}", table.apisock.display()), e)
     })?;
     let sandboxed = config.sandbox != Sandbox::None;
-    let (opts, listener, mut socket_files) = vhost_user_socket(config)?;
-    socket_files.push(table.apisock.clone());
     let policy = SourcePolicy::resolved(&table.allow_mount_from, sandboxed)
         .map_err(|e| DaemonError::Usage(format!("--allow-mount-from {e}")))?;
+    if respawns(config) {
+        let (_, listener, mut socket_files) = vhost_user_socket(config)?;
+        socket_files.push(table.apisock.clone());
+        sandbox::block_stop_signals()?;
+        let (to_api, generations) = mpsc::channel();
+        return Ok(Started::Supervisor(Supervising {
+            parent: Parent::Respawner(Respawner::for_table(listener, to_api)),
+            socket_files,
+            api: Some(ApiHost {
+                listener: api,
+                generations,
+                policy,
+                id: table.id.clone(),
+            }),
+        }));
+    }
+    let store = open_file_cache(config)?;
+    let (opts, listener, mut socket_files) = vhost_user_socket(config)?;
+    socket_files.push(table.apisock.clone());
     let (supervisor_end, child_end) =
         UnixStream::pair().map_err(|e| DaemonError::socket("control socket pair", e))?;
 
     sandbox::block_stop_signals()?;
     let jail = match sandbox::isolate_keeping_threads(config.sandbox)? {
         Isolated::Supervisor(supervisor) => {
+            let (to_api, generations) = mpsc::channel();
+            let _ = to_api.send(supervisor_end);
             return Ok(Started::Supervisor(Supervising {
                 parent: Parent::Sandbox(supervisor),
                 socket_files,
                 api: Some(ApiHost {
                     listener: api,
-                    channel: supervisor_end,
+                    generations,
                     policy,
                     id: table.id.clone(),
                 }),
@@ -126,7 +153,92 @@ pub(crate) fn start(config: &Config, table: &TableSource) -> Result<Started, Dae
     };
     drop(supervisor_end);
     jail.confine_table()?;
+    let (executor, chunk_store_fd) = executor(config, store);
+    let table_served = executor.table().clone();
+    let plane = if sandboxed {
+        drop(api);
+        Plane::Child(child_end, executor)
+    } else {
+        let control = ApiControl::new(Serving::Here(executor), policy, table.id.clone());
+        Plane::InProcess(api, Arc::new(control))
+    };
+    let needs = Needs {
+        api: !sandboxed,
+        unlink_socket: !sandboxed,
+        ..table_needs(config, chunk_store_fd)
+    };
+    sandbox::load_seccomp(config.seccomp, needs)?;
+    Ok(Started::Daemon(Box::new(Daemon {
+        fs: Served::Table(table_served),
+        listener,
+        opts,
+        socket_files: if sandboxed { Vec::new() } else { socket_files },
+        plane: Some(plane),
+        resume: None,
+    })))
+}
 
+/// A generation a [`Respawner`] started: it serves on the listener it inherited and gets its
+/// table through the control channel it inherited, before it serves the VMM.
+fn start_generation(config: &Config, resume: &Resume) -> Result<Started, DaemonError> {
+    let store = open_file_cache(config)?;
+    let (opts, listener, _) = vhost_user_socket(config)?;
+    let channel = inherited_control(resume.control)?;
+    let notes = Arc::new(inherited_notes(resume.notes)?);
+    sandbox::block_stop_signals()?;
+    let jail = match sandbox::isolate(config.sandbox)? {
+        Isolated::Supervisor(supervisor) => {
+            return Ok(Started::Supervisor(Supervising {
+                parent: Parent::Sandbox(supervisor),
+                socket_files: Vec::new(),
+                api: None,
+            }));
+        }
+        Isolated::Daemon(jail) => jail,
+    };
+    // In the sandbox's own network namespace: nothing else can reach its address.
+    let relay = Relay::new().map_err(|e| DaemonError::socket("inflight relay", e))?;
+    jail.confine_table()?;
+    let (executor, chunk_store_fd) = executor(config, store);
+    let table = executor.table().clone();
+    let needs = Needs {
+        inflight: true,
+        ..table_needs(config, chunk_store_fd)
+    };
+    sandbox::load_seccomp(config.seccomp, needs)?;
+    Ok(Started::Daemon(Box::new(Daemon {
+        fs: Served::Table(table),
+        listener,
+        opts,
+        socket_files: Vec::new(),
+        plane: Some(Plane::Child(channel, executor)),
+        resume: Some(Resumed {
+            generation: resume.generation,
+            init: resume.init()?,
+            notes,
+            relay: Some(relay),
+        }),
+    })))
+}
+
+/// What serving a table needs of the seccomp filter: everything a pass-through or an image
+/// may, for whatever is mounted later (nor the API, nor socket unlinking, nor the relay).
+fn table_needs(config: &Config, chunk_store_fd: RawFd) -> Needs {
+    Needs {
+        passthrough: true,
+        images: true,
+        api: false,
+        writable: true,
+        syslog: config.syslog,
+        unlink_socket: false,
+        chunk_store_fd: Some(chunk_store_fd),
+        measure_verity: true,
+        inflight: false,
+    }
+}
+
+/// The table's executor over the shared chunk store, and the store's descriptor.
+fn executor(config: &Config, store: crate::reader::FileChunkCache) -> (Arc<Executor>, RawFd) {
     let store = Arc::new(store);
     let chunk_store_fd = store.fd();
     let defaults = MountDefaults {
@@ -137,48 +249,40 @@ pub(crate) fn start(config: &Config, table: &TableSource) -> Result<Started, Dae
         allow_direct_io: config.allow_direct_io,
     };
     let mounts = Arc::new(MountTable::new());
-    let executor = Arc::new(Executor::new(mounts.clone(), Mounter::new(store, defaults)));
-    let plane = if sandboxed {
-        drop(api);
-        Plane::Child(child_end, executor)
-    } else {
-        let control = ApiControl::new(Serving::Here(executor), policy, table.id.clone());
-        Plane::InProcess(api, Arc::new(control))
-    };
-    let needs = Needs {
-        passthrough: true,
-        images: true,
-        api: !sandboxed,
-        writable: true,
-        syslog: config.syslog,
-        unlink_socket: !sandboxed,
-        chunk_store_fd: Some(chunk_store_fd),
-        measure_verity: true,
-        inflight: false,
-    };
-    sandbox::load_seccomp(config.seccomp, needs)?;
-    Ok(Started::Daemon(Box::new(Daemon {
-        fs: Served::Table(mounts),
-        listener,
-        opts,
-        socket_files: if sandboxed { Vec::new() } else { socket_files },
-        plane: Some(plane),
-        resume: None,
-    })))
+    let executor = Arc::new(Executor::new(mounts, Mounter::new(store, defaults)));
+    (executor, chunk_store_fd)
+}
+
+/// Takes over the control channel's end a generation inherited.
+fn inherited_control(fd: Option<RawFd>) -> Result<UnixStream, DaemonError> {
+    let fd = fd.ok_or_else(|| DaemonError::Usage(format!("{RESUME_ENV}: no control channel")))?;
+    check_socket(fd).map_err(|e| DaemonError::socket(format!("{RESUME_ENV} control {fd}"), e))?;
+    // SAFETY: `fd` is an open socket (checked above) that the respawner left open for this
+    // process alone; the stream becomes its only owner and closes it once.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    rustix::io::fcntl_setfd(&fd, rustix::io::FdFlags::CLOEXEC)
+        .map_err(|e| DaemonError::socket("control channel", e.into()))?;
+    Ok(UnixStream::from(fd))
 }
 
 /// Starts the control plane's threads of a confined table daemon.
 pub(crate) fn run_plane(plane: Plane) -> Result<(), DaemonError> {
     match plane {
-        Plane::Child(channel, executor) => std::thread::Builder::new()
-            .name("control".into())
-            .spawn(move || {
-                if let Err(e) = answer_requests(&channel, &executor) {
-                    log::error!("control channel: {e}");
-                }
-            })
-            .map(|_| ())
-            .map_err(DaemonError::Workers),
+        Plane::Child(channel, executor) => {
+            // The table must be back before the VMM's first request.
+            await_restore(&channel, &executor).map_err(|e| {
+                DaemonError::socket("getting the mount table from the supervisor", e)
+            })?;
+            std::thread::Builder::new()
+                .name("control".into())
+                .spawn(move || {
+                    if let Err(e) = answer_requests(&channel, &executor) {
+                        log::error!("control channel: {e}");
+                    }
+                })
+                .map(|_| ())
+                .map_err(DaemonError::Workers)
+        }
         Plane::InProcess(listener, control) => spawn_api(listener, control),
     }
 }

@@ -103,6 +103,11 @@ impl ImageFs {
         self.fs.image()
     }
 
+    /// The manifest of the image served.
+    pub fn manifest_digest(&self) -> crate::format::Digest {
+        self.image().manifest_digest()
+    }
+
     /// A regular file's extents, or None for anything else (PuzzleFs answers those).
     fn extents(&self, inode: u64) -> Option<&[Extent]> {
         let id = inode.checked_sub(1)?;

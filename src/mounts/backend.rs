@@ -4,6 +4,7 @@
 use fuse_backend_rs::api::filesystem::FileSystem;
 
 use super::ImageMetrics;
+use crate::format::Digest;
 
 /// A file system the table can mount. Inode 1 (FUSE's root id) is its root.
 pub trait Backend: FileSystem<Inode = u64, Handle = u64> + Send + Sync {
@@ -19,6 +20,12 @@ pub trait Backend: FileSystem<Inode = u64, Handle = u64> + Send + Sync {
     /// ones (see `xattr_names.rs`): for host directories passed through.
     fn maps_trusted_xattrs(&self) -> bool {
         false
+    }
+
+    /// The manifest an image was opened from (images only): a restore opens it again by
+    /// this digest.
+    fn manifest(&self) -> Option<Digest> {
+        None
     }
 
     /// Counters of an image's reads (images only).

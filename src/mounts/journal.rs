@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::inode::SlotId;
+use crate::format::Digest;
 
 /// One change to a table.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -17,9 +18,18 @@ pub enum Event {
         mountpoint: String,
         slot: SlotId,
         spec: [String; 3],
+        /// For an image, the manifest it was opened from: opened again by this digest,
+        /// never by its tag (a moved tag must not change the files behind the guest's
+        /// inode numbers).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        manifest: Option<String>,
     },
     /// What was mounted at `mountpoint` went.
     Unmounted { mountpoint: String },
+    /// The table was rebuilt in a new serving process. Every slot free at that point moves
+    /// on a generation: the process that died may have used it for a mount nobody heard of
+    /// (its answer lost with it), so those inode numbers must never come back.
+    Restored,
 }
 
 /// Every change to a table, in order.
@@ -35,11 +45,18 @@ impl Journal {
     }
 
     /// Records a mount that succeeded.
-    pub fn mounted(&mut self, mountpoint: &str, slot: SlotId, spec: [String; 3]) {
+    pub fn mounted(
+        &mut self,
+        mountpoint: &str,
+        slot: SlotId,
+        spec: [String; 3],
+        manifest: Option<Digest>,
+    ) {
         self.events.push(Event::Mounted {
             mountpoint: mountpoint.to_string(),
             slot,
             spec,
+            manifest: manifest.map(|d| d.to_string()),
         });
     }
 
@@ -48,6 +65,11 @@ impl Journal {
         self.events.push(Event::Unmounted {
             mountpoint: mountpoint.to_string(),
         });
+    }
+
+    /// Records that the table was rebuilt (see [`Event::Restored`]).
+    pub fn restored(&mut self) {
+        self.events.push(Event::Restored);
     }
 
     /// Records that the mount in place at `mountpoint` now numbers its inodes with `slot`
@@ -71,6 +93,18 @@ impl Journal {
         &self.events
     }
 
+    /// The mount points of the mounts still in place, in the order a restore opens them.
+    pub fn live_mounts(&self) -> Vec<&str> {
+        self.events
+            .iter()
+            .zip(self.live())
+            .filter_map(|(e, live)| match e {
+                Event::Mounted { mountpoint, .. } if live => Some(mountpoint.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// For each event, whether it is a mount still in place at the end.
     pub(super) fn live(&self) -> Vec<bool> {
         let mut live = vec![false; self.events.len()];
@@ -86,6 +120,7 @@ impl Journal {
                         live[i] = true;
                     }
                 }
+                Event::Restored => {}
             }
         }
         live
@@ -110,13 +145,16 @@ mod tests {
     #[test]
     fn only_mounts_nothing_undid_are_live() {
         let mut j = Journal::new();
-        j.mounted("/containers", slot(1), spec());
-        j.mounted("/rafs/c1/lowerdir", slot(2), spec());
+        let manifest = Some(Digest([7; 32]));
+        j.mounted("/containers", slot(1), spec(), None);
+        j.mounted("/rafs/c1/lowerdir", slot(2), spec(), manifest);
         j.unmounted("/rafs/c1/lowerdir");
-        j.mounted("/rafs/c1/lowerdir", slot(2), spec());
-        j.mounted("/rafs/c2/lowerdir", slot(3), spec());
+        j.restored();
+        j.mounted("/rafs/c1/lowerdir", slot(2), spec(), manifest);
+        j.mounted("/rafs/c2/lowerdir", slot(3), spec(), manifest);
         j.unmounted("/rafs/c2/lowerdir");
-        assert_eq!(j.live(), [true, false, false, true, false, false]);
+        assert_eq!(j.live(), [true, false, false, false, true, false, false]);
+        assert_eq!(j.live_mounts(), ["/containers", "/rafs/c1/lowerdir"]);
         let back: Journal = serde_json::from_str(&serde_json::to_string(&j).unwrap()).unwrap();
         assert_eq!(back, j);
     }

@@ -262,6 +262,10 @@ impl Backend for ReadOnly<ImageFs> {
         }
     }
 
+    fn manifest(&self) -> Option<crate::format::Digest> {
+        Some(self.inner().manifest_digest())
+    }
+
     fn image_metrics(&self) -> Option<ImageMetrics> {
         let s = self.inner().read_stats();
         Some(ImageMetrics {

@@ -18,6 +18,7 @@ use super::metrics::{ChunkStoreMetrics, MetricsSnapshot, MountCounters, MountMet
 use super::path::Mountpoint;
 use super::pseudo::{Child, PseudoTree, ROOT};
 use super::MountError;
+use crate::format::Digest;
 
 /// How long the guest may cache the table's own directories and the names of mount points:
 /// short, so that a mount or unmount is seen within a second even where the guest caches
@@ -294,49 +295,72 @@ impl MountTable {
 
     /// Rebuilds in this table, which must be new, the table `journal` recorded: the table's
     /// directories get the numbers they had and each mount still in place goes back into its
-    /// slot, opened by `open` from its spec. A file system whose inode numbers are a pure
-    /// function of its source (an image) keeps its generation, so every inode number the guest
-    /// holds names the same file. One whose numbers are not (a pass-through directory numbers
-    /// inodes in lookup order) comes back in the slot's next generation, so the guest's old
-    /// numbers get `ESTALE`, never another file. A mount `open` cannot bring back stays a mount
-    /// point with nothing behind it (its inodes get `ESTALE`).
+    /// slot, opened by `open` from its spec (and, for an image, the manifest it was opened
+    /// from). A file system whose inode numbers are a pure function of its source (an image)
+    /// keeps its generation, so every inode number the guest holds names the same file. One
+    /// whose numbers are not (a pass-through directory numbers inodes in lookup order) comes
+    /// back in the slot's next generation, so the guest's old numbers get `ESTALE`, never
+    /// another file. A mount `open` cannot bring back is left unmounted (its inodes get
+    /// `ESTALE`); record that with [`Journal::unmounted`].
     pub fn restore(
         &self,
         journal: &Journal,
-        mut open: impl FnMut(&[String; 3]) -> Result<Reopened, MountError>,
+        mut open: impl FnMut(&[String; 3], Option<Digest>) -> Result<Reopened, MountError>,
     ) -> Result<Restored, MountError> {
         let mut admin = self.admin();
         if self.live().next().is_some() || self.tree().next_ino() != ROOT + 1 {
             return Err(MountError::Internal("restoring into a table in use".into()));
         }
         let mut restored = Restored::default();
+        // Which slot each mount point of the history holds at each step.
+        let mut occupied: Vec<(String, u8)> = Vec::new();
         for (event, live) in journal.events().iter().zip(journal.live()) {
             let mut tree = self.tree.write().unwrap_or_else(|e| e.into_inner());
-            let (mountpoint, slot, spec) = match event {
+            let (mountpoint, slot, spec, manifest) = match event {
                 Event::Unmounted { mountpoint } => {
                     tree.detach(&Mountpoint::parse(mountpoint)?)?;
+                    occupied.retain(|(m, _)| m != mountpoint);
+                    continue;
+                }
+                Event::Restored => {
+                    for index in 1..=MAX_MOUNTS {
+                        if !occupied.iter().any(|&(_, i)| usize::from(i) == index) {
+                            let g = &mut admin.generations[index];
+                            *g = SlotId::next_generation(*g);
+                        }
+                    }
                     continue;
                 }
                 Event::Mounted {
                     mountpoint,
                     slot,
                     spec,
-                } => (mountpoint, *slot, spec),
+                    manifest,
+                } => (mountpoint, *slot, spec, manifest),
             };
             let at = Mountpoint::parse(mountpoint)?;
             if slot.index == 0 || slot.generation == 0 {
                 return Err(MountError::Internal(format!("{mountpoint}: slot {slot:?}")));
             }
             tree.attach(&at, slot.index)?;
+            occupied.push((mountpoint.clone(), slot.index));
             let parent = tree.parent_of(&at).unwrap_or(ROOT);
             drop(tree);
             admin.generations[usize::from(slot.index)] = slot.generation;
             if !live {
                 continue;
             }
-            let again = match open(spec) {
+            let manifest = manifest
+                .as_deref()
+                .map(Digest::parse)
+                .transpose()
+                .map_err(|e| MountError::Internal(format!("{mountpoint}: manifest: {e}")));
+            let again = match manifest.and_then(|m| open(spec, m)) {
                 Ok(again) => again,
                 Err(e) => {
+                    let mut tree = self.tree.write().unwrap_or_else(|e| e.into_inner());
+                    tree.detach(&at)?;
+                    occupied.retain(|(m, _)| m != mountpoint);
                     restored.lost.push((mountpoint.clone(), e));
                     continue;
                 }

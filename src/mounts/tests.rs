@@ -597,8 +597,15 @@ fn mounts_of_one_image_share_it_and_outlive_each_other() {
 }
 
 /// `spec` opened again for a restore, as a serving process would.
-fn reopen(s: &Setup, [fs_type, source, config]: &[String; 3]) -> Result<Reopened, MountError> {
-    let spec = MountSpec::parse(fs_type, source, config)?;
+fn reopen(
+    s: &Setup,
+    [fs_type, source, config]: &[String; 3],
+    manifest: Option<crate::format::Digest>,
+) -> Result<Reopened, MountError> {
+    let mut spec = MountSpec::parse(fs_type, source, config)?;
+    if let (MountSpec::Image(image), Some(m)) = (&mut spec, manifest) {
+        image.image = ImageRef::Digest(m);
+    }
     Ok(Reopened {
         label: spec.label(),
         fs: s.mounter.open(&spec, spec.host_dir())?,
@@ -611,7 +618,9 @@ fn reopen(s: &Setup, [fs_type, source, config]: &[String; 3]) -> Result<Reopened
 /// for every inode number the old one handed out: the table's directories and the images'
 /// files are the same numbers with the same bytes; a pass-through comes back in a new
 /// generation (its numbers depend on lookup order), so its old numbers are stale, never
-/// another file; what was unmounted stays stale.
+/// another file; what was unmounted stays stale. An image whose tag moved meanwhile comes
+/// back as it was mounted (by its manifest); a slot free when a table was rebuilt never
+/// hands out its old numbers again (a dead process may have used them unheard).
 #[test]
 fn a_table_rebuilt_from_its_journal_keeps_every_image_inode() {
     let s = setup();
@@ -619,8 +628,12 @@ fn a_table_rebuilt_from_its_journal_keeps_every_image_inode() {
     let mut journal = Journal::new();
     let share = s.share();
     let mount = |journal: &mut Journal, at: &str, fs_type: &str, source: &str| {
-        let slot = s.mount(at, fs_type, source).unwrap();
-        journal.mounted(at, slot, [fs_type.into(), source.into(), String::new()]);
+        let spec = MountSpec::parse(fs_type, source, "").unwrap();
+        let fs = s.mounter.open(&spec, spec.host_dir()).unwrap();
+        let manifest = fs.manifest();
+        let slot = s.table.mount(at, spec.label(), fs, Vec::new()).unwrap();
+        let recorded = [fs_type.into(), source.into(), String::new()];
+        journal.mounted(at, slot, recorded, manifest);
     };
     mount(
         &mut journal,
@@ -662,10 +675,23 @@ fn a_table_rebuilt_from_its_journal_keeps_every_image_inode() {
         .map(|p| walk(&s.table, p).unwrap().inode)
         .collect();
     let host_file = walk(&s.table, "/containers/sub/host-file").unwrap().inode;
+    // The tag c3's image was mounted by now names another image.
+    let moved = s.tmp.path().join("src-moved");
+    fs::create_dir_all(&moved).unwrap();
+    fs::write(moved.join("data"), content(9)).unwrap();
+    build(
+        &moved,
+        &OciDir::open(&s.oci()).unwrap(),
+        "a",
+        &BuildOptions::default(),
+    )
+    .unwrap();
 
     let again = MountTable::new();
     again.init(FsOptions::all()).unwrap();
-    let restored = again.restore(&journal, |spec| reopen(&s, spec)).unwrap();
+    let restored = again
+        .restore(&journal, |spec, m| reopen(&s, spec, m))
+        .unwrap();
     assert!(restored.lost.is_empty(), "{:?}", restored.lost);
     assert_eq!(restored.renumbered.len(), 1, "{:?}", restored.renumbered);
     let after: Vec<u64> = kept
@@ -692,7 +718,10 @@ fn a_table_rebuilt_from_its_journal_keeps_every_image_inode() {
         journal.renumber(at, *slot);
     }
     let third = MountTable::new();
-    let again_again = third.restore(&journal, |spec| reopen(&s, spec)).unwrap();
+    journal.restored();
+    let again_again = third
+        .restore(&journal, |spec, m| reopen(&s, spec, m))
+        .unwrap();
     assert_eq!(
         again_again.renumbered[0].1.generation,
         restored.renumbered[0].1.generation + 1
@@ -705,6 +734,14 @@ fn a_table_rebuilt_from_its_journal_keeps_every_image_inode() {
         walk(&third, "/rafs/c3/lowerdir/data").unwrap().inode,
         data.inode
     );
+    // Slot 4 was free at the rebuild: a mount there skips the generation a fresh table would
+    // give, which the process that died may have handed out unheard.
+    let b = MountSpec::parse("rafs", &s.image_source("b"), "").unwrap();
+    let fs = s.mounter.open(&b, b.host_dir()).unwrap();
+    let slot = third
+        .mount("/rafs/c4/lowerdir", b.label(), fs, Vec::new())
+        .unwrap();
+    assert_eq!((slot.index, slot.generation), (4, 2));
     // Restoring into a table in use is refused.
-    assert!(again.restore(&journal, |_| unreachable!()).is_err());
+    assert!(again.restore(&journal, |_, _| unreachable!()).is_err());
 }

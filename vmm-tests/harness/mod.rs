@@ -81,6 +81,9 @@ pub struct Vm<'a> {
     pub request_queues: u32,
     /// A raw disk image attached as the guest's /dev/vda (virtio-blk).
     pub disk: Option<&'a Path>,
+    /// With `root`: after each run of the script, reset the machine (`system_reset` on
+    /// QEMU's monitor) this many times; each boot runs the script again.
+    pub resets: usize,
 }
 
 impl<'a> Vm<'a> {
@@ -94,6 +97,7 @@ impl<'a> Vm<'a> {
             cpus: 2,
             request_queues: 1,
             disk: None,
+            resets: 0,
         }
     }
 
@@ -116,16 +120,20 @@ pub struct VmOutput {
 }
 
 /// The base initramfs, padded to 4 bytes, followed by a cpio holding `/test.sh`.
-fn initrd_with(script: &str, root: bool, dir: &Path) -> PathBuf {
+fn initrd_with(script: &str, root: bool, resets: bool, dir: &Path) -> PathBuf {
     let mut data = std::fs::read(&assets().initramfs).unwrap();
     while !data.len().is_multiple_of(4) {
         data.push(0);
     }
     let body = if root {
-        // After switch_root nothing of the initramfs is left: end the run here.
-        format!(
-            "{script}\necho \"@@PFS-END rc=$?@@\"\nsync\necho o > /proc/sysrq-trigger\nsleep 60\n"
-        )
+        // After switch_root nothing of the initramfs is left: end the run here (power off,
+        // or wait for the host to reset the machine).
+        let end = if resets {
+            "sleep 600"
+        } else {
+            "echo o > /proc/sysrq-trigger\nsleep 60"
+        };
+        format!("{script}\necho \"@@PFS-END rc=$?@@\"\nsync\n{end}\n")
     } else {
         script.to_string()
     };
@@ -141,9 +149,19 @@ fn initrd_with(script: &str, root: bool, dir: &Path) -> PathBuf {
 
 /// Boots a guest, runs its script, and returns what it printed. Panics if it hangs.
 pub fn run_vm(vm: &Vm<'_>) -> VmOutput {
+    run_vm_boots(vm).remove(0)
+}
+
+/// Boots a guest and, with `vm.resets`, resets it after each run of its script; returns what
+/// each boot printed. Panics if it hangs.
+pub fn run_vm_boots(vm: &Vm<'_>) -> Vec<VmOutput> {
+    assert!(
+        vm.resets == 0 || vm.root,
+        "resets need a root file system to boot"
+    );
     let assets = assets();
     let dir = tempfile::tempdir().unwrap();
-    let initrd = initrd_with(vm.script, vm.root, dir.path());
+    let initrd = initrd_with(vm.script, vm.root, vm.resets > 0, dir.path());
     let mut append = "console=ttyS0 quiet loglevel=3 panic=-1".to_string();
     if vm.socket.is_some() {
         append.push_str(&format!(" pfs.tag={}", vm.tag));
@@ -171,15 +189,19 @@ pub fn run_vm(vm: &Vm<'_>) -> VmOutput {
         devices.push("-device".into());
         devices.push("virtio-blk-pci,drive=disk0".into());
     }
+    let monitor = dir.path().join("monitor.sock");
+    let monitor_arg = match vm.resets {
+        0 => "none".to_string(),
+        _ => format!("unix:{},server=on,wait=off", monitor.display()),
+    };
     let start = Instant::now();
-    let mut child = Command::new("qemu-system-x86_64")
-        .args([
-            "-accel",
-            "tcg",
-            "-nodefaults",
-            "-no-user-config",
-            "-no-reboot",
-        ])
+    let mut qemu = Command::new("qemu-system-x86_64");
+    qemu.args(["-accel", "tcg", "-nodefaults", "-no-user-config"]);
+    if vm.resets == 0 {
+        // With -no-reboot even a monitor's system_reset ends QEMU.
+        qemu.arg("-no-reboot");
+    }
+    let mut child = qemu
         .args([
             "-m",
             &format!("{}M", vm.mem_mib),
@@ -190,7 +212,14 @@ pub fn run_vm(vm: &Vm<'_>) -> VmOutput {
         .args(&devices)
         .args(["-kernel", assets.kernel.to_str().unwrap()])
         .args(["-initrd", initrd.to_str().unwrap(), "-append", &append])
-        .args(["-display", "none", "-monitor", "none", "-serial", "stdio"])
+        .args([
+            "-display",
+            "none",
+            "-monitor",
+            &monitor_arg,
+            "-serial",
+            "stdio",
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -198,37 +227,83 @@ pub fn run_vm(vm: &Vm<'_>) -> VmOutput {
         .expect("start qemu-system-x86_64 (apt-get install qemu-system-x86)");
     let mut stdout = child.stdout.take().unwrap();
     let mut stderr = child.stderr.take().unwrap();
-    let out_reader = thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = stdout.read_to_end(&mut s);
-        String::from_utf8_lossy(&s).into_owned()
-    });
+    let console = std::sync::Arc::new(Mutex::new(Vec::new()));
+    let out_reader = {
+        let console = console.clone();
+        thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                console.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        })
+    };
     let err_reader = thread::spawn(move || {
         let mut s = String::new();
         let _ = stderr.read_to_string(&mut s);
         s
     });
+    let text =
+        |console: &Mutex<Vec<u8>>| String::from_utf8_lossy(&console.lock().unwrap()).into_owned();
+    let mut resets_sent = 0;
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
             break status;
         }
+        if vm.resets > 0 {
+            let ended = text(&console).matches("@@PFS-END rc=").count();
+            if ended > resets_sent {
+                let command = if resets_sent < vm.resets {
+                    "system_reset\n"
+                } else {
+                    "quit\n"
+                };
+                let mut m = std::os::unix::net::UnixStream::connect(&monitor)
+                    .expect("QEMU's monitor socket");
+                std::io::Write::write_all(&mut m, command.as_bytes()).unwrap();
+                // The monitor acts on the line before it notices the hang-up.
+                thread::sleep(Duration::from_millis(200));
+                resets_sent += 1;
+            }
+        }
         if start.elapsed() > VM_DEADLINE {
             let _ = child.kill();
             let _ = child.wait();
-            let console = out_reader.join().unwrap();
-            panic!("guest hung (no end after {VM_DEADLINE:?}); console:\n{console}");
+            out_reader.join().unwrap();
+            panic!(
+                "guest hung (no end after {VM_DEADLINE:?}); console:\n{}",
+                text(&console)
+            );
         }
         thread::sleep(Duration::from_millis(100));
     };
     let elapsed = start.elapsed();
-    let console = out_reader.join().unwrap();
+    out_reader.join().unwrap();
+    let console = text(&console);
     let qemu_err = err_reader.join().unwrap();
     eprintln!("[vm] guest run took {:.1} s", elapsed.as_secs_f64());
     assert!(
         status.success(),
         "qemu failed ({status}): {qemu_err}\nconsole:\n{console}"
     );
-    parse_console(console, elapsed)
+    let console = console.replace("\r\n", "\n");
+    if vm.resets == 0 {
+        return vec![parse_console(console, elapsed)];
+    }
+    // Each boot's part of the console starts at its begin marker.
+    let starts: Vec<usize> = console
+        .match_indices("@@PFS-BEGIN@@\n")
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(starts.len(), vm.resets + 1, "boots; console:\n{console}");
+    let ends = starts.iter().skip(1).copied().chain([console.len()]);
+    starts
+        .iter()
+        .zip(ends)
+        .map(|(&a, b)| parse_console(console[a..b].to_string(), elapsed))
+        .collect()
 }
 
 fn parse_console(console: String, elapsed: Duration) -> VmOutput {

@@ -1,50 +1,127 @@
 //! [`ApiControl`]: the API's [`Control`] as the daemon provides it. Each mount request's
 //! source is opened here, on the host side ([`open_source`]), then the request goes to the
 //! serving process: over the control channel to a sandboxed one ([`Client`]), or straight to
-//! the [`Executor`] of this process. The mounts that succeeded are kept here too, so the
-//! daemon's info never waits for a mount in progress (and a supervisor could replay them).
+//! the [`Executor`] of this process. The mounts that succeeded are kept here too, with the
+//! journal of every change and a descriptor of each live mount's source, so that the daemon's
+//! info never waits for a mount in progress and a serving process started after one died
+//! gets the whole table back ([`ApiControl::attach`]).
 
 use std::collections::BTreeMap;
 use std::io;
 use std::os::fd::OwnedFd;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::os::unix::net::UnixStream;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
 
 use super::{open_source, Client, Executor, Fault, Reply, Request, SourcePolicy};
 use crate::api::{
     ApiError, BackendInfo, BuildInfo, Control, DaemonInfo, DaemonState, MountRequest,
 };
-use crate::mounts::{MetricsSnapshot, MountError, MountSpec};
+use crate::format::Digest;
+use crate::mounts::{Journal, MetricsSnapshot, MountError, MountSpec};
+
+/// How long a request waits for a serving process to be attached (a new one after a crash
+/// is back within milliseconds) before it gets 503.
+const ATTACH_WAIT: Duration = Duration::from_secs(5);
 
 /// Where requests are carried out.
 pub enum Serving {
     /// In this process.
     Here(Arc<Executor>),
-    /// In the sandboxed child, once it said it is ready.
-    Child(Arc<OnceLock<Client>>),
+    /// In a sandboxed serving process, while one is attached (one after another under a
+    /// respawner).
+    Child(Link),
+}
+
+/// The serving process attached, if one is.
+pub struct Link {
+    client: Mutex<Option<Arc<Client>>>,
+    attached: Condvar,
+    /// How long a request waits for one.
+    wait: Duration,
+}
+
+impl Link {
+    /// The client, waiting up to `wait` for one to be attached.
+    fn get(&self, wait: Duration) -> Option<Arc<Client>> {
+        let guard = lock(&self.client);
+        let (guard, _) = self
+            .attached
+            .wait_timeout_while(guard, wait, |c| c.is_none())
+            .unwrap_or_else(|e| e.into_inner());
+        guard.clone()
+    }
+
+    fn set(&self, client: Client) {
+        *lock(&self.client) = Some(Arc::new(client));
+        self.attached.notify_all();
+    }
+
+    /// Forgets `client` (its process is gone), unless another was attached since.
+    fn drop_if(&self, client: &Arc<Client>) {
+        let mut attached = lock(&self.client);
+        if attached.as_ref().is_some_and(|c| Arc::ptr_eq(c, client)) {
+            *attached = None;
+        }
+    }
 }
 
 impl Serving {
-    fn call(&self, request: &Request, dir: Option<OwnedFd>) -> Result<Reply, ApiError> {
+    /// Requests for sandboxed serving processes, none attached yet.
+    pub fn child() -> Serving {
+        Serving::child_waiting(ATTACH_WAIT)
+    }
+
+    /// [`Serving::child`], a request waiting up to `wait` for a process to be attached.
+    pub fn child_waiting(wait: Duration) -> Serving {
+        Serving::Child(Link {
+            client: Mutex::new(None),
+            attached: Condvar::new(),
+            wait,
+        })
+    }
+
+    fn call(&self, request: &Request, dir: Option<&OwnedFd>) -> Result<Reply, ApiError> {
         match self {
-            Serving::Here(executor) => Ok(executor.handle(request.clone(), dir)),
-            Serving::Child(client) => client
-                .get()
-                .ok_or_else(|| ApiError::Unavailable("the daemon is still starting".into()))?
-                .call(request, dir.as_ref())
-                .map_err(gone),
+            Serving::Here(executor) => {
+                let dir = dir
+                    .map(OwnedFd::try_clone)
+                    .transpose()
+                    .map_err(|e| ApiError::Internal(format!("descriptor: {e}")))?;
+                Ok(executor.handle(request.clone(), dir))
+            }
+            Serving::Child(link) => {
+                let client = link.get(Duration::ZERO).ok_or_else(|| {
+                    ApiError::Unavailable("no serving process is up: try again".into())
+                })?;
+                client.call(request, dir).map_err(|e| {
+                    link.drop_if(&client);
+                    ApiError::Unavailable(format!(
+                        "the serving process is gone ({e}); a new one is starting: try again"
+                    ))
+                })
+            }
+        }
+    }
+
+    /// Waits (up to the link's wait, 5 s unless set) for a serving process to be attached. Call it before
+    /// taking the state lock, which attaching takes.
+    fn wait_attached(&self) {
+        if let Serving::Child(link) = self {
+            link.get(link.wait);
         }
     }
 
     fn ready(&self) -> bool {
         match self {
             Serving::Here(_) => true,
-            Serving::Child(client) => client.get().is_some(),
+            Serving::Child(link) => lock(&link.client).is_some(),
         }
     }
 }
 
-fn gone(e: io::Error) -> ApiError {
-    ApiError::Internal(format!("the serving process is gone: {e}"))
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A mount that succeeded, as it was asked for.
@@ -58,13 +135,23 @@ pub struct MountRecord {
     pub config: String,
 }
 
+/// What the API knows of the table, changed under one lock so that it matches the table.
+#[derive(Default)]
+struct State {
+    records: BTreeMap<String, MountRecord>,
+    /// The source of each live mount, for the next serving process.
+    dirs: BTreeMap<String, OwnedFd>,
+    journal: Journal,
+    /// Whether a serving process was attached before.
+    attached: bool,
+}
+
 /// The daemon's side of the API.
 pub struct ApiControl {
     serving: Serving,
     policy: SourcePolicy,
     id: Option<String>,
-    /// Serializes mounts and unmounts, so that the record matches the table.
-    records: Mutex<BTreeMap<String, MountRecord>>,
+    state: Mutex<State>,
 }
 
 impl ApiControl {
@@ -74,16 +161,80 @@ impl ApiControl {
             serving,
             policy,
             id,
-            records: Mutex::new(BTreeMap::new()),
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        lock(&self.state)
+    }
+
+    /// Runs `f` under the state lock once a serving process is attached, and once more if
+    /// that process died under it. Asking again is safe: what the dead process did on the
+    /// first request is in no journal, and the next process starts from the journal.
+    fn with_serving<T>(
+        &self,
+        mut f: impl FnMut(&mut State) -> Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
+        let mut retried = false;
+        loop {
+            self.serving.wait_attached();
+            let mut state = self.state();
+            match f(&mut state) {
+                Err(ApiError::Unavailable(why)) if !retried => {
+                    log::warn!("{why} (asking the next one)");
+                    retried = true;
+                }
+                result => return result,
+            }
         }
     }
 
     /// The mounts that succeeded and are still in place, by mount point.
     pub fn records(&self) -> BTreeMap<String, MountRecord> {
-        self.records
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.state().records.clone()
+    }
+
+    /// Takes on the serving process at the other end of `sock` (a new one, which has mounted
+    /// nothing): waits until it is ready, has it rebuild the table, then sends it requests.
+    /// Until then requests wait for it (up to 5 s, then 503). A mount it cannot bring back is forgotten (the guest
+    /// gets `ESTALE` for its inodes) and logged.
+    pub fn attach(&self, sock: UnixStream) -> io::Result<()> {
+        let Serving::Child(link) = &self.serving else {
+            return Err(io::Error::other("requests are carried out in this process"));
+        };
+        // A new process means the one before is gone.
+        *lock(&link.client) = None;
+        let client = Client::connect(sock)?;
+        let mut state = self.state();
+        let state = &mut *state;
+        if state.attached {
+            state.journal.restored();
+        }
+        state.attached = true;
+        let dirs = state
+            .journal
+            .live_mounts()
+            .into_iter()
+            .map(|at| state.dirs.get(at))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| io::Error::other("a live mount without its source"))?;
+        let (lost, renumbered) = match client.restore(&state.journal, &dirs)? {
+            Reply::Restored { lost, renumbered } => (lost, renumbered),
+            other => return Err(io::Error::other(format!("restore: {other:?}"))),
+        };
+        for (at, why) in lost {
+            log::error!("{at} is no longer mounted: {why}");
+            state.journal.unmounted(&at);
+            state.records.remove(&at);
+            state.dirs.remove(&at);
+        }
+        for (at, slot) in renumbered {
+            log::info!("{at}: inode numbers the guest held are stale (a pass-through)");
+            state.journal.renumber(&at, slot);
+        }
+        link.set(client);
+        Ok(())
     }
 }
 
@@ -102,10 +253,14 @@ fn failed(fault: Fault, message: String) -> ApiError {
 
 fn done(reply: Reply) -> Result<(), ApiError> {
     match reply {
-        Reply::Done => Ok(()),
+        Reply::Done | Reply::Mounted { .. } => Ok(()),
         Reply::Failed { fault, message } => Err(failed(fault, message)),
         other => Err(ApiError::Internal(format!("unexpected reply {other:?}"))),
     }
+}
+
+fn unexpected(to: &str) -> ApiError {
+    ApiError::Internal(format!("unexpected reply to {to}"))
 }
 
 impl Control for ApiControl {
@@ -143,46 +298,67 @@ impl Control for ApiControl {
         }
         let spec = MountSpec::parse(&request.fs_type, &request.source, &request.config)
             .map_err(refused)?;
-        let mut records = self.records.lock().unwrap_or_else(|e| e.into_inner());
-        if records.contains_key(mountpoint) {
-            return Err(ApiError::Conflict(format!(
-                "{mountpoint} is already a mount point"
-            )));
-        }
-        let dir = open_source(&spec, &self.policy).map_err(refused)?;
         let wire = Request::Mount {
             mountpoint: mountpoint.to_string(),
             fs_type: request.fs_type.clone(),
             source: request.source.clone(),
             config: request.config.clone(),
         };
-        done(self.serving.call(&wire, Some(dir))?)?;
-        records.insert(
-            mountpoint.to_string(),
-            MountRecord {
-                fs_type: request.fs_type,
-                source: request.source,
-                config: request.config,
-            },
-        );
-        Ok(())
+        self.with_serving(|state| {
+            if state.records.contains_key(mountpoint) {
+                return Err(ApiError::Conflict(format!(
+                    "{mountpoint} is already a mount point"
+                )));
+            }
+            let dir = open_source(&spec, &self.policy).map_err(refused)?;
+            let (slot, manifest) = match self.serving.call(&wire, Some(&dir))? {
+                Reply::Mounted { slot, manifest } => (slot, manifest),
+                other => {
+                    done(other)?;
+                    return Err(unexpected("a mount"));
+                }
+            };
+            let manifest = manifest
+                .as_deref()
+                .map(Digest::parse)
+                .transpose()
+                .map_err(|e| ApiError::Internal(format!("mounted from manifest: {e}")))?;
+            let recorded = [
+                request.fs_type.clone(),
+                request.source.clone(),
+                request.config.clone(),
+            ];
+            state.journal.mounted(mountpoint, slot, recorded, manifest);
+            state.dirs.insert(mountpoint.to_string(), dir);
+            let record = MountRecord {
+                fs_type: request.fs_type.clone(),
+                source: request.source.clone(),
+                config: request.config.clone(),
+            };
+            state.records.insert(mountpoint.to_string(), record);
+            Ok(())
+        })
     }
 
     fn umount(&self, mountpoint: &str) -> Result<(), ApiError> {
-        let mut records = self.records.lock().unwrap_or_else(|e| e.into_inner());
         let wire = Request::Umount {
             mountpoint: mountpoint.to_string(),
         };
-        done(self.serving.call(&wire, None)?)?;
-        records.remove(mountpoint);
-        Ok(())
+        self.with_serving(|state| {
+            done(self.serving.call(&wire, None)?)?;
+            if state.records.remove(mountpoint).is_some() {
+                state.journal.unmounted(mountpoint);
+            }
+            state.dirs.remove(mountpoint);
+            Ok(())
+        })
     }
 
     fn metrics(&self) -> Result<MetricsSnapshot, ApiError> {
-        match self.serving.call(&Request::Metrics, None)? {
+        self.with_serving(|_| match self.serving.call(&Request::Metrics, None)? {
             Reply::Metrics { snapshot } => Ok(*snapshot),
             Reply::Failed { fault, message } => Err(failed(fault, message)),
             other => Err(ApiError::Internal(format!("unexpected reply {other:?}"))),
-        }
+        })
     }
 }

@@ -16,10 +16,14 @@ use std::time::UNIX_EPOCH;
 
 use serde::{Deserialize, Serialize};
 
-pub use api_control::{ApiControl, MountRecord, Serving};
+pub use api_control::{ApiControl, Link, MountRecord, Serving};
 pub use source::{open_source, SourcePolicy};
 
-use crate::mounts::{ErrorClass, MetricsSnapshot, MountError, MountSpec, MountTable, Mounter};
+use crate::format::Digest;
+use crate::mounts::{
+    ErrorClass, ImageRef, Journal, MetricsSnapshot, MountError, MountSpec, MountTable, Mounter,
+    Reopened, SlotId,
+};
 use crate::reader::FileChunkCacheStats;
 
 /// A request to the serving process.
@@ -35,6 +39,12 @@ pub enum Request {
     },
     /// Unmount.
     Umount { mountpoint: String },
+    /// Keep the descriptor that travels with the message for the next [`Request::Restore`]
+    /// (one per mount it brings back, in the journal's order).
+    Hold,
+    /// Rebuild the table `journal` recorded, in a serving process that has mounted nothing
+    /// yet, reaching the mounts through the descriptors held.
+    Restore { journal: Journal },
     /// Everything counted.
     Metrics,
     /// The live mounts.
@@ -74,8 +84,19 @@ pub enum Fault {
 pub enum Reply {
     /// Sent once, unasked, when the serving process is ready for its front end.
     Ready,
-    /// The mount or unmount happened.
+    /// The unmount happened, or the descriptor is held.
     Done,
+    /// The mount happened, in `slot`; an image was opened from `manifest`.
+    Mounted {
+        slot: SlotId,
+        manifest: Option<String>,
+    },
+    /// The table is rebuilt but for the mounts `lost` (mount point, why), now unmounted;
+    /// those `renumbered` came back in a new generation of their slot.
+    Restored {
+        lost: Vec<(String, String)>,
+        renumbered: Vec<(String, SlotId)>,
+    },
     /// It did not; nothing changed.
     Failed { fault: Fault, message: String },
     /// The metrics.
@@ -109,12 +130,18 @@ impl Reply {
 pub struct Executor {
     table: Arc<MountTable>,
     mounter: Mounter,
+    /// Descriptors for the next restore.
+    held: Mutex<Vec<OwnedFd>>,
 }
 
 impl Executor {
     /// Requests will change `table`; `mounter` opens what they name.
     pub fn new(table: Arc<MountTable>, mounter: Mounter) -> Self {
-        Executor { table, mounter }
+        Executor {
+            table,
+            mounter,
+            held: Mutex::new(Vec::new()),
+        }
     }
 
     /// The table served.
@@ -132,9 +159,12 @@ impl Executor {
                 source,
                 config,
             } => match self.mount(&mountpoint, &fs_type, &source, &config, dir) {
-                Ok(()) => {
+                Ok((slot, manifest)) => {
                     log::info!("mounted {fs_type} {source} at {mountpoint}");
-                    Reply::Done
+                    Reply::Mounted {
+                        slot,
+                        manifest: manifest.map(|m| m.to_string()),
+                    }
                 }
                 Err(e) => {
                     log::warn!("mount at {mountpoint} refused: {e}");
@@ -147,6 +177,20 @@ impl Executor {
                     Reply::Done
                 }
                 Err(e) => Reply::failed(&e),
+            },
+            Request::Hold => match dir {
+                Some(dir) => {
+                    self.held_fds().push(dir);
+                    Reply::Done
+                }
+                None => Reply::failed(&MountError::Internal("nothing to hold".into())),
+            },
+            Request::Restore { journal } => match self.restore(&journal) {
+                Ok(reply) => reply,
+                Err(e) => {
+                    log::error!("cannot rebuild the mount table: {e}");
+                    Reply::failed(&e)
+                }
             },
             Request::Metrics => Reply::Metrics {
                 snapshot: Box::new(
@@ -180,14 +224,66 @@ impl Executor {
         source: &str,
         config: &str,
         dir: Option<OwnedFd>,
-    ) -> Result<(), MountError> {
+    ) -> Result<(SlotId, Option<Digest>), MountError> {
         let spec = MountSpec::parse(fs_type, source, config)?;
         let dir = dir.ok_or_else(|| {
             MountError::Internal("mount request without its source's descriptor".into())
         })?;
         let fs = self.mounter.open(&spec, &source::reach(&dir))?;
-        self.table.mount(mountpoint, spec.label(), fs, vec![dir])?;
-        Ok(())
+        let manifest = fs.manifest();
+        let slot = self.table.mount(mountpoint, spec.label(), fs, vec![dir])?;
+        Ok((slot, manifest))
+    }
+
+    fn held_fds(&self) -> std::sync::MutexGuard<'_, Vec<OwnedFd>> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Rebuilds the table from `journal`, each mount still in place reached through the
+    /// next descriptor held; an image by the manifest it was opened from.
+    fn restore(&self, journal: &Journal) -> Result<Reply, MountError> {
+        let held = std::mem::take(&mut *self.held_fds());
+        let wanted = journal.live_mounts().len();
+        if held.len() != wanted {
+            return Err(MountError::Internal(format!(
+                "{} descriptors for {wanted} mounts",
+                held.len()
+            )));
+        }
+        let mut held = held.into_iter();
+        let restored = self
+            .table
+            .restore(journal, |[fs_type, source, config], manifest| {
+                let dir = held
+                    .next()
+                    .ok_or_else(|| MountError::Internal("a descriptor short".into()))?;
+                let mut spec = MountSpec::parse(fs_type, source, config)?;
+                let label = spec.label();
+                if let (MountSpec::Image(image), Some(m)) = (&mut spec, manifest) {
+                    image.image = ImageRef::Digest(m);
+                }
+                let fs = self.mounter.open(&spec, &source::reach(&dir))?;
+                Ok(Reopened {
+                    label,
+                    fs,
+                    keep: vec![dir],
+                    stable_inodes: matches!(spec, MountSpec::Image(_)),
+                })
+            })?;
+        let lost = restored
+            .lost
+            .into_iter()
+            .map(|(at, e)| {
+                log::error!("{at} could not be mounted again: {e}");
+                (at, e.to_string())
+            })
+            .collect();
+        let n = wanted;
+        log::info!("mount table rebuilt: {n} mounts back in their slots");
+        Ok(Reply::Restored {
+            lost,
+            renumbered: restored.renumbered,
+        })
     }
 }
 
@@ -203,10 +299,31 @@ fn store_metrics(s: FileChunkCacheStats) -> crate::mounts::ChunkStoreMetrics {
     }
 }
 
-/// The serving process's side: tells the supervisor it is ready, then answers requests
-/// until the supervisor hangs up.
-pub fn answer_requests(sock: &UnixStream, executor: &Executor) -> io::Result<()> {
+/// The serving process's side, before it serves the VMM: tells the supervisor it is ready,
+/// then carries out requests up to the [`Request::Restore`] that rebuilds its table (the
+/// supervisor always sends one, with an empty journal to a first process).
+pub fn await_restore(sock: &UnixStream, executor: &Executor) -> io::Result<()> {
     channel::send(sock, &Reply::Ready, &[])?;
+    loop {
+        let Some((request, mut fds)) = channel::recv::<Request>(sock)? else {
+            return Err(io::Error::other(
+                "the supervisor hung up before the restore",
+            ));
+        };
+        let restore = matches!(request, Request::Restore { .. });
+        let reply = executor.handle(request, fds.pop());
+        channel::send(sock, &reply, &[])?;
+        match (restore, reply) {
+            (true, Reply::Failed { message, .. }) => return Err(io::Error::other(message)),
+            (true, _) => return Ok(()),
+            _ => {}
+        }
+    }
+}
+
+/// The serving process's side, while it serves: answers requests until the supervisor hangs
+/// up.
+pub fn answer_requests(sock: &UnixStream, executor: &Executor) -> io::Result<()> {
     while let Some((request, mut fds)) = channel::recv::<Request>(sock)? {
         let dir = fds.pop();
         let reply = executor.handle(request, dir);
@@ -246,8 +363,25 @@ impl Client {
         }
         match channel::recv::<Reply>(&sock)? {
             Some((reply, _)) => Ok(reply),
-            None => Err(io::Error::other("the serving process is gone")),
+            None => Err(io::Error::other("its end closed")),
         }
+    }
+
+    /// Has the serving process rebuild the table `journal` recorded, reaching the mounts
+    /// still in place through `dirs` (in [`Journal::live_mounts`] order).
+    pub fn restore(&self, journal: &Journal, dirs: &[&OwnedFd]) -> io::Result<Reply> {
+        for dir in dirs {
+            match self.call(&Request::Hold, Some(dir))? {
+                Reply::Done => {}
+                other => return Err(io::Error::other(format!("held: {other:?}"))),
+            }
+        }
+        self.call(
+            &Request::Restore {
+                journal: journal.clone(),
+            },
+            None,
+        )
     }
 }
 

@@ -6,8 +6,10 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, ExitStatus};
+use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
 
 use vhost::vhost_user::Listener;
@@ -24,10 +26,18 @@ const DRAIN_EVERY: Duration = Duration::from_millis(200);
 /// The supervisor that keeps a serving process alive.
 pub struct Respawner {
     listener: Listener,
-    manifest: Digest,
+    serves: Serves,
     /// The guest's INIT request, once a generation reported it.
     init: Option<Vec<u8>>,
     generation: u32,
+}
+
+/// What each generation serves.
+enum Serves {
+    /// The image with this manifest.
+    Image(Digest),
+    /// A mount table: each generation's control channel goes to the API here.
+    Table(Sender<UnixStream>),
 }
 
 /// What watching one generation found.
@@ -40,10 +50,20 @@ struct Ended {
 impl Respawner {
     /// Keeps `listener` for every generation, each serving the image whose manifest is
     /// `manifest`. The stop signals must be blocked in this thread.
-    pub(crate) fn new(listener: Listener, manifest: Digest) -> Respawner {
+    pub(crate) fn for_image(listener: Listener, manifest: Digest) -> Respawner {
+        Respawner::new(listener, Serves::Image(manifest))
+    }
+
+    /// Keeps `listener` for every generation, each serving a mount table it gets from the
+    /// API through its control channel, whose other end is sent to `api`.
+    pub(crate) fn for_table(listener: Listener, api: Sender<UnixStream>) -> Respawner {
+        Respawner::new(listener, Serves::Table(api))
+    }
+
+    fn new(listener: Listener, serves: Serves) -> Respawner {
         Respawner {
             listener,
-            manifest,
+            serves,
             init: None,
             generation: 0,
         }
@@ -118,13 +138,22 @@ impl Respawner {
     }
 
     /// Starts the next generation: this binary again, with the same arguments, inheriting
-    /// the listener and `notes`, killed if this process dies.
+    /// the listener, `notes` and for a table its control channel, killed if this process
+    /// dies.
     fn spawn(&self, notes: &OwnedFd) -> io::Result<Child> {
+        let control = match &self.serves {
+            Serves::Table(_) => Some(UnixStream::pair()?),
+            Serves::Image(_) => None,
+        };
         let resume = Resume {
             generation: self.generation,
             listener: self.listener.as_raw_fd(),
             notes: notes.as_raw_fd(),
-            manifest: self.manifest.to_string(),
+            manifest: match &self.serves {
+                Serves::Image(digest) => Some(digest.to_string()),
+                Serves::Table(_) => None,
+            },
+            control: control.as_ref().map(|(_, theirs)| theirs.as_raw_fd()),
             init: self.init.as_deref().map(Resume::hex),
         };
         let mut args = std::env::args_os();
@@ -134,13 +163,16 @@ impl Respawner {
             .arg0(arg0)
             .args(args)
             .env(RESUME_ENV, resume.to_env());
-        let inherit: [RawFd; 2] = [resume.listener, resume.notes];
+        let inherit: Vec<RawFd> = [Some(resume.listener), Some(resume.notes), resume.control]
+            .into_iter()
+            .flatten()
+            .collect();
         let parent = std::process::id();
         // SAFETY: the closure runs in the forked child before exec and only makes
         // async-signal-safe system calls (fcntl, prctl, getppid) on integers it owns.
         unsafe {
             command.pre_exec(move || {
-                for fd in inherit {
+                for &fd in &inherit {
                     if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
                         return Err(io::Error::last_os_error());
                     }
@@ -156,6 +188,10 @@ impl Respawner {
             })
         };
         let child = command.spawn()?;
+        if let (Serves::Table(api), Some((ours, _))) = (&self.serves, control) {
+            // The API outlives every generation; if it is gone, so is this process's purpose.
+            let _ = api.send(ours);
+        }
         log::info!(
             "serving process generation {} started (pid {})",
             self.generation,

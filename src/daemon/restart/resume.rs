@@ -1,5 +1,6 @@
 //! What a generation inherits from its respawner: descriptors it finds open, the image to
-//! open again and the guest's INIT request, in one environment variable (JSON).
+//! open again (or, for a mount table, the control channel the table comes back through) and
+//! the guest's INIT request, in one environment variable (JSON).
 
 use std::os::fd::RawFd;
 
@@ -20,9 +21,14 @@ pub(crate) struct Resume {
     pub listener: RawFd,
     /// The generation's end of the note channel.
     pub notes: RawFd,
-    /// The manifest the first generation served: the image is opened by it, never by the
-    /// tag again (a moved tag must not change the files behind the guest's node ids).
-    pub manifest: String,
+    /// Serving an image: the manifest the first generation served. The image is opened by
+    /// it, never by the tag again (a moved tag must not change the files behind the guest's
+    /// node ids).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest: Option<String>,
+    /// Serving a mount table: the generation's end of the control channel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control: Option<RawFd>,
     /// The guest's INIT request (hex), once one generation got it.
     pub init: Option<String>,
 }
@@ -35,7 +41,14 @@ impl Resume {
         };
         let text = text.to_str().ok_or_else(|| bad("not UTF-8"))?;
         let resume: Resume = serde_json::from_str(text).map_err(|e| bad(&e.to_string()))?;
-        resume.manifest()?;
+        if resume.manifest.is_some() == resume.control.is_some() {
+            return Err(bad(
+                "one of an image's manifest or a table's control channel",
+            ));
+        }
+        if resume.manifest.is_some() {
+            resume.manifest()?;
+        }
         resume.init()?;
         Ok(Some(resume))
     }
@@ -45,9 +58,10 @@ impl Resume {
         serde_json::to_string(self).unwrap_or_default()
     }
 
-    /// The manifest to serve.
+    /// The manifest to serve (an image).
     pub(crate) fn manifest(&self) -> Result<Digest, DaemonError> {
-        Digest::parse(&self.manifest).map_err(|e| bad(&format!("manifest: {e}")))
+        let manifest = self.manifest.as_deref().ok_or_else(|| bad("no manifest"))?;
+        Digest::parse(manifest).map_err(|e| bad(&format!("manifest: {e}")))
     }
 
     /// The INIT request to replay.
@@ -78,7 +92,8 @@ mod tests {
             generation: 3,
             listener: 3,
             notes: 5,
-            manifest: format!("sha256:{}", "ab".repeat(32)),
+            manifest: Some(format!("sha256:{}", "ab".repeat(32))),
+            control: None,
             init: Some(Resume::hex(&[0, 1, 0xfe, 0xff])),
         };
         let back: Resume = serde_json::from_str(&r.to_env()).unwrap();
@@ -93,9 +108,17 @@ mod tests {
             assert!(r.init().is_err(), "{init}");
         }
         let r = Resume {
-            manifest: "sha256:12".into(),
-            ..back
+            manifest: Some("sha256:12".into()),
+            ..back.clone()
         };
         assert!(r.manifest().is_err());
+        let table = Resume {
+            manifest: None,
+            control: Some(7),
+            ..back
+        };
+        let back: Resume = serde_json::from_str(&table.to_env()).unwrap();
+        assert_eq!(back, table);
+        assert!(back.manifest().is_err(), "a table has no manifest");
     }
 }
