@@ -21,7 +21,9 @@ use fuse_backend_rs::api::filesystem::{
 use super::{reader_errno, PuzzleFs};
 use crate::format::Digest;
 use crate::oci::OciError;
-use crate::reader::{ChunkInfo, ChunkKey, Extent, FileChunkCache, Image, NodeData, ReaderError};
+use crate::reader::{
+    ChunkInfo, ChunkKey, Extent, FileChunkCache, Image, Lookup, NodeData, ReaderError,
+};
 
 /// Default size of the store of verified chunks (only what guests read is allocated).
 pub const CHUNK_STORE_BYTES: u64 = 512 << 20;
@@ -142,18 +144,25 @@ impl ImageFs {
         w: &mut dyn ZeroCopyWriter,
     ) -> io::Result<()> {
         let key = ChunkKey::from(blob);
-        if let Some(pinned) = self.store.pin(&key) {
-            self.counts.hits.fetch_add(1, Ordering::Relaxed);
-            if stop > pinned.len() {
-                return Err(self.short_blob(blob, pinned.len(), stop));
+        let claim = match self.store.pin_or_claim(&key) {
+            Lookup::Load(claim) => claim,
+            Lookup::Stored(pinned) => {
+                self.counts.hits.fetch_add(1, Ordering::Relaxed);
+                if stop > pinned.len() {
+                    return Err(self.short_blob(blob, pinned.len(), stop));
+                }
+                // SAFETY: the store's memfd stays open while `pinned` borrows the store, and
+                // ManuallyDrop keeps this File from closing it; positional reads (preadv) do not
+                // touch the shared file offset, so other threads using the fd are unaffected.
+                let mut file =
+                    ManuallyDrop::new(unsafe { File::from_raw_fd(pinned.file().as_raw_fd()) });
+                return w.write_all_from(
+                    &mut *file,
+                    (stop - start) as usize,
+                    pinned.offset() + start,
+                );
             }
-            // SAFETY: the store's memfd stays open while `pinned` borrows the store, and
-            // ManuallyDrop keeps this File from closing it; positional reads (preadv) do not
-            // touch the shared file offset, so other threads using the fd are unaffected.
-            let mut file =
-                ManuallyDrop::new(unsafe { File::from_raw_fd(pinned.file().as_raw_fd()) });
-            return w.write_all_from(&mut *file, (stop - start) as usize, pinned.offset() + start);
-        }
+        };
         self.counts.misses.fetch_add(1, Ordering::Relaxed);
         let data = self.image().blob_data(blob).map_err(|e| {
             let failures = match &e {
@@ -180,6 +189,8 @@ impl ImageFs {
             .bytes_loaded
             .fetch_add(data.len() as u64, Ordering::Relaxed);
         self.store.insert(&key, &data);
+        // Readers waiting for this chunk find it stored now.
+        drop(claim);
         w.write_all(&data[start as usize..stop as usize])
     }
 

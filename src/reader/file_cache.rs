@@ -10,13 +10,13 @@
 //! out). A reader pins the chunk it copies from; a pinned chunk is never overwritten (a chunk
 //! that would need its space is then served without being stored).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Condvar, Mutex, MutexGuard};
 
 use super::ChunkKey;
 
@@ -32,6 +32,8 @@ struct Slot {
 #[derive(Default)]
 struct Index {
     slots: HashMap<ChunkKey, Slot>,
+    /// Chunks a reader is loading (see [`FileChunkCache::pin_or_claim`]).
+    loading: HashSet<ChunkKey>,
     /// Slot offsets to keys, to find what a new chunk's range overlaps.
     by_offset: BTreeMap<u64, ChunkKey>,
     head: u64,
@@ -44,6 +46,8 @@ pub struct FileChunkCache {
     file: File,
     budget: u64,
     index: Mutex<Index>,
+    /// Signalled when a claimed load ends.
+    loaded: Condvar,
     counts: Counts,
 }
 
@@ -64,9 +68,9 @@ pub struct FileChunkCacheStats {
     pub used: u64,
     /// Chunks it holds.
     pub chunks: u64,
-    /// [`FileChunkCache::pin`] calls that found their chunk.
+    /// Lookups that found their chunk stored.
     pub hits: u64,
-    /// [`FileChunkCache::pin`] calls that did not.
+    /// Lookups that did not (and loaded it).
     pub misses: u64,
     /// Chunks stored.
     pub inserts: u64,
@@ -96,6 +100,27 @@ impl Pinned<'_> {
     /// The chunk's length.
     pub(crate) fn len(&self) -> u64 {
         self.len
+    }
+}
+
+/// What [`FileChunkCache::pin_or_claim`] found.
+pub(crate) enum Lookup<'a> {
+    /// The chunk, stored and pinned.
+    Stored(Pinned<'a>),
+    /// Not stored: this reader loads it (and inserts it) while others wait.
+    Load(Claim<'a>),
+}
+
+/// The right to load a chunk; readers of the same chunk wait until it is dropped.
+pub(crate) struct Claim<'a> {
+    store: &'a FileChunkCache,
+    key: ChunkKey,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        self.store.lock().loading.remove(&self.key);
+        self.store.loaded.notify_all();
     }
 }
 
@@ -135,6 +160,7 @@ impl FileChunkCache {
             file,
             budget,
             index: Mutex::new(Index::default()),
+            loaded: Condvar::new(),
             counts: Counts::default(),
         })
     }
@@ -149,21 +175,32 @@ impl FileChunkCache {
         self.lock().slots.get(key).is_some_and(|s| s.ready)
     }
 
-    /// The stored chunk `key`, pinned, if present.
-    pub(crate) fn pin(&self, key: &ChunkKey) -> Option<Pinned<'_>> {
+    /// The stored chunk `key`, pinned; or, if it is not stored, the claim to load it. While
+    /// one reader holds the claim, others asking for the same chunk wait for it to end, then
+    /// find the chunk stored: concurrent reads of a chunk not stored yet (the requests for
+    /// the consecutive ranges of one file, at depth) load and verify it once, not once each.
+    pub(crate) fn pin_or_claim(&self, key: &ChunkKey) -> Lookup<'_> {
         let mut index = self.lock();
-        let Some(slot) = index.slots.get_mut(key).filter(|s| s.ready) else {
-            self.counts.misses.fetch_add(1, Ordering::Relaxed);
-            return None;
-        };
-        slot.pins += 1;
-        self.counts.hits.fetch_add(1, Ordering::Relaxed);
-        Some(Pinned {
-            store: self,
-            key: *key,
-            offset: slot.offset,
-            len: slot.len,
-        })
+        loop {
+            if let Some(slot) = index.slots.get_mut(key).filter(|s| s.ready) {
+                slot.pins += 1;
+                self.counts.hits.fetch_add(1, Ordering::Relaxed);
+                return Lookup::Stored(Pinned {
+                    store: self,
+                    key: *key,
+                    offset: slot.offset,
+                    len: slot.len,
+                });
+            }
+            if index.loading.insert(*key) {
+                self.counts.misses.fetch_add(1, Ordering::Relaxed);
+                return Lookup::Load(Claim {
+                    store: self,
+                    key: *key,
+                });
+            }
+            index = self.loaded.wait(index).unwrap_or_else(|e| e.into_inner());
+        }
     }
 
     /// Stores `data` (the verified contents of chunk `key`). Returns false when it was not
@@ -275,6 +312,14 @@ impl Index {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The stored chunk, pinned, or None (the claim to load it dropped at once).
+    fn pinned<'a>(store: &'a FileChunkCache, key: &ChunkKey) -> Option<Pinned<'a>> {
+        match store.pin_or_claim(key) {
+            Lookup::Stored(p) => Some(p),
+            Lookup::Load(_) => None,
+        }
+    }
     use crate::format::Digest;
 
     fn key(data: &[u8]) -> ChunkKey {
@@ -294,7 +339,7 @@ mod tests {
         let store = FileChunkCache::new(1 << 20, Some(dir.path())).unwrap();
         let d = key(b"x");
         assert!(store.insert(&d, &[9; 4096]));
-        assert_eq!(read(&store.pin(&d).unwrap()), vec![9; 4096]);
+        assert_eq!(read(&pinned(&store, &d).unwrap()), vec![9; 4096]);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "no name");
         let mode = store.file.metadata().unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
@@ -308,10 +353,10 @@ mod tests {
         let store = FileChunkCache::new(1000, None).unwrap();
         let d = key(b"a");
         assert!(!store.contains(&d));
-        assert!(store.pin(&d).is_none());
+        assert!(pinned(&store, &d).is_none());
         assert!(store.insert(&d, &[7; 300]));
         assert!(store.contains(&d));
-        let p = store.pin(&d).unwrap();
+        let p = pinned(&store, &d).unwrap();
         assert_eq!(read(&p), vec![7; 300]);
         assert!(!store.insert(&key(b"big"), &[1; 1001]), "over budget");
         assert!(!store.insert(&key(b"empty"), &[]));
@@ -329,8 +374,8 @@ mod tests {
         assert!(!store.contains(&keys[0]));
         assert!(!store.contains(&keys[1]));
         assert!(!store.contains(&keys[2]));
-        assert_eq!(read(&store.pin(&keys[3]).unwrap()), vec![3; 400]);
-        assert_eq!(read(&store.pin(&keys[4]).unwrap()), vec![4; 400]);
+        assert_eq!(read(&pinned(&store, &keys[3]).unwrap()), vec![3; 400]);
+        assert_eq!(read(&pinned(&store, &keys[4]).unwrap()), vec![4; 400]);
         let stats = store.stats();
         assert_eq!((stats.chunks, stats.used), (2, 800));
         assert_eq!((stats.inserts, stats.evictions), (5, 3));
@@ -343,16 +388,16 @@ mod tests {
         let b = key(b"b");
         let c = key(b"c");
         assert!(store.insert(&a, &[1; 600]));
-        let pinned = store.pin(&a).unwrap();
+        let held = pinned(&store, &a).unwrap();
         assert!(store.insert(&b, &[2; 300]));
         // c must wrap to 0, over the pinned a: refused, a intact.
         assert!(!store.insert(&c, &[3; 500]));
-        assert_eq!(read(&pinned), vec![1; 600]);
-        drop(pinned);
+        assert_eq!(read(&held), vec![1; 600]);
+        drop(held);
         assert!(store.insert(&c, &[3; 500]));
         assert!(!store.contains(&a));
-        assert_eq!(read(&store.pin(&c).unwrap()), vec![3; 500]);
-        assert_eq!(read(&store.pin(&b).unwrap()), vec![2; 300]);
+        assert_eq!(read(&pinned(&store, &c).unwrap()), vec![3; 500]);
+        assert_eq!(read(&pinned(&store, &b).unwrap()), vec![2; 300]);
     }
 
     #[test]
@@ -363,15 +408,47 @@ mod tests {
         let compressed = ChunkKey::new(digest, true);
         assert!(store.insert(&plain, &[1; 100]));
         assert!(!store.contains(&compressed), "another key");
-        assert!(store.pin(&compressed).is_none());
+        assert!(pinned(&store, &compressed).is_none());
         assert!(store.insert(&compressed, &[2; 300]));
-        assert_eq!(read(&store.pin(&plain).unwrap()), vec![1; 100]);
-        assert_eq!(read(&store.pin(&compressed).unwrap()), vec![2; 300]);
+        assert_eq!(read(&pinned(&store, &plain).unwrap()), vec![1; 100]);
+        assert_eq!(read(&pinned(&store, &compressed).unwrap()), vec![2; 300]);
         let stats = store.stats();
         assert_eq!(
             (stats.hits, stats.misses, stats.chunks, stats.used),
             (2, 1, 2, 400)
         );
         assert_eq!(stats.capacity, 1000);
+    }
+
+    /// Readers of a chunk nobody stored yet: one loads it, the others wait and then find it
+    /// stored, so it is loaded once however many ask at once.
+    #[test]
+    fn concurrent_readers_of_a_missing_chunk_load_it_once() {
+        use std::sync::atomic::AtomicUsize;
+        let store = FileChunkCache::new(1 << 20, None).unwrap();
+        let k = key(b"shared");
+        let loads = AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| match store.pin_or_claim(&k) {
+                    Lookup::Stored(p) => assert_eq!(read(&p), vec![5; 4096]),
+                    Lookup::Load(claim) => {
+                        loads.fetch_add(1, Ordering::Relaxed);
+                        // A slow load: the other readers arrive meanwhile.
+                        std::thread::sleep(std::time::Duration::from_millis(50));
+                        assert!(store.insert(&k, &[5; 4096]));
+                        drop(claim);
+                    }
+                });
+            }
+        });
+        assert_eq!(loads.load(Ordering::Relaxed), 1);
+        // A claim dropped without storing lets the next reader load.
+        let other = key(b"failed");
+        match store.pin_or_claim(&other) {
+            Lookup::Load(claim) => drop(claim),
+            Lookup::Stored(_) => panic!("never stored"),
+        }
+        assert!(matches!(store.pin_or_claim(&other), Lookup::Load(_)));
     }
 }

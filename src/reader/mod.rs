@@ -11,6 +11,7 @@ mod table;
 mod walk;
 
 pub use error::{CorruptChunk, ReaderError};
+pub(crate) use file_cache::Lookup;
 pub use file_cache::{FileChunkCache, FileChunkCacheStats};
 pub use heap_cache::{ChunkData, HeapChunkCache, DEFAULT_CACHE_BYTES};
 pub use image::{
