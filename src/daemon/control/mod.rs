@@ -270,7 +270,7 @@ impl Executor {
                     stable_inodes: matches!(spec, MountSpec::Image(_)),
                 })
             })?;
-        let lost = restored
+        let lost: Vec<(String, String)> = restored
             .lost
             .into_iter()
             .map(|(at, e)| {
@@ -278,8 +278,8 @@ impl Executor {
                 (at, e.to_string())
             })
             .collect();
-        let n = wanted;
-        log::info!("mount table rebuilt: {n} mounts back in their slots");
+        let back = wanted - lost.len();
+        log::info!("mount table rebuilt: {back} mounts back in their slots");
         Ok(Reply::Restored {
             lost,
             renumbered: restored.renumbered,
