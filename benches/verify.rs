@@ -61,7 +61,7 @@ fn files(table: &InodeTable) -> impl Iterator<Item = NodeId> + '_ {
 
 /// Every file through the reader; returns the bytes read.
 fn read_verified(image: &Image, out: &mut Vec<u8>) -> u64 {
-    let mut total = 0;
+    let mut total = 0u64;
     for node in files(image.table()) {
         total += image
             .read_with(node, 0, u64::MAX, |piece| {
@@ -89,17 +89,17 @@ fn load_unverified(oci: &OciDir, blob: &ChunkInfo) -> Vec<u8> {
 fn read_unverified(oci: &OciDir, table: &InodeTable, out: &mut Vec<u8>) -> u64 {
     let cache = HeapChunkCache::new(WHOLE_IMAGE_CACHE);
     let blobs = table.chunks();
-    let mut total = 0;
+    let mut total = 0u64;
     for node in files(table) {
         for e in table.extents(node) {
             let blob = &blobs[e.chunk as usize];
             let Ok(data) = cache.get_or_load(&blob.into(), || {
                 Ok::<_, std::convert::Infallible>(load_unverified(oci, blob))
             });
-            let piece = &data[e.chunk_offset as usize..(e.chunk_offset + e.len) as usize];
+            let piece = &data[e.chunk_offset as usize..e.chunk_end() as usize];
             out.clear();
             out.extend_from_slice(piece);
-            total += e.len;
+            total += u64::from(e.len);
         }
     }
     black_box(out);

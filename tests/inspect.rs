@@ -1,6 +1,6 @@
-//! `puzzlefs inspect` on crafted images whose sizes add up past `u64::MAX`: the library and
-//! the tool report a saturated total, never a wrapped one, and never panic (a debug build of
-//! this test panics on an unchecked sum, a release build would print the wrapped number).
+//! `puzzlefs inspect` on crafted images whose files claim more bytes than any chunk can hold
+//! (sizes that would add up past `u64::MAX`): the library refuses the image with a clear
+//! error, the tool prints it on one line and exits non-zero, and neither panics.
 
 mod common;
 
@@ -8,7 +8,7 @@ use std::ffi::OsStr;
 use std::path::Path;
 
 use common::craft::{chunk, dir, file, Crafter};
-use common::puzzlefs;
+use common::puzzlefs_fails;
 use puzzlefs_virtiofsd::inspect::inspect;
 use puzzlefs_virtiofsd::oci::OciDir;
 
@@ -31,35 +31,24 @@ fn huge_files(oci: &Path, count: u64) {
 }
 
 #[test]
-fn two_huge_files_add_up_exactly() {
-    let tmp = tempfile::tempdir().unwrap();
-    huge_files(tmp.path(), 2);
-    let report = inspect(&OciDir::open(tmp.path()).unwrap(), None).unwrap();
-    assert_eq!(report.images[0].files, 2);
-    assert_eq!(report.images[0].file_bytes, 2 * HUGE);
-}
-
-#[test]
-fn three_huge_files_saturate_in_the_library_and_the_tool() {
-    let tmp = tempfile::tempdir().unwrap();
-    huge_files(tmp.path(), 3);
-    let report = inspect(&OciDir::open(tmp.path()).unwrap(), None).unwrap();
-    assert_eq!(report.images[0].files, 3);
-    assert_eq!(report.images[0].file_bytes, u64::MAX, "{report:?}");
-    assert_eq!(report.unique_chunk_bytes, 4, "one 4-byte blob");
-    let text = report.to_text();
-    assert!(
-        text.contains("16 EiB or more (the image's sizes overflow) of file data"),
-        "{text}"
-    );
-
-    let json = puzzlefs(&[
-        OsStr::new("inspect"),
-        OsStr::new("--json"),
-        tmp.path().as_os_str(),
-    ]);
-    let json: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
-    assert_eq!(json["images"][0]["file_bytes"].as_u64(), Some(u64::MAX));
-    let out = puzzlefs(&[OsStr::new("inspect"), tmp.path().as_os_str()]);
-    assert_eq!(String::from_utf8(out.stdout).unwrap(), text);
+fn files_claiming_more_than_a_chunk_holds_are_refused_by_the_library_and_the_tool() {
+    for count in [1, 3] {
+        let tmp = tempfile::tempdir().unwrap();
+        huge_files(tmp.path(), count);
+        let e = inspect(&OciDir::open(tmp.path()).unwrap(), None)
+            .expect_err("a file larger than its chunk must be refused");
+        let e = e.to_string();
+        assert!(
+            e.contains("inode 2: chunk range beyond the 64 MiB chunk limit"),
+            "{e}"
+        );
+        for args in [vec![], vec![OsStr::new("--json")]] {
+            let mut args = args;
+            args.insert(0, OsStr::new("inspect"));
+            args.push(tmp.path().as_os_str());
+            let err = puzzlefs_fails(&args);
+            assert_eq!(err.lines().count(), 1, "{err}");
+            assert!(err.contains("64 MiB chunk limit"), "{err}");
+        }
+    }
 }

@@ -207,6 +207,12 @@ fn containers_get_their_roots_from_images_mounted_through_the_api() {
             "{mount}"
         );
     }
+    // What each image's decoded metadata holds: a Debian tree's hundreds of KB, the small
+    // fixture's a few.
+    let metadata = |m: &serde_json::Value| m["image"]["metadata_bytes"].as_u64().unwrap();
+    let (python, fixture) = (metadata(&mounts[1]), metadata(&mounts[2]));
+    assert!((100_000..8 << 20).contains(&python), "{}", mounts[1]);
+    assert!(fixture > 0 && fixture < python / 10, "{}", mounts[2]);
     assert!(mounts[0]["bytes_written"].as_u64().unwrap() > 0);
     assert_eq!(text.status, 200);
     assert!(

@@ -181,6 +181,17 @@ fn per_mount(out: &mut Text, mounts: &[&MountMetrics]) {
             }
         }
     }
+    let name = "image_metadata_bytes";
+    out.header(
+        name,
+        "gauge",
+        "Heap bytes the image's decoded metadata holds (shared by mounts of one image).",
+    );
+    for m in mounts {
+        if let Some(i) = &m.image {
+            out.sample(name, &labels(m, None, None), i.metadata_bytes);
+        }
+    }
 }
 
 /// The shared chunk store.
@@ -379,6 +390,7 @@ mod tests {
                 Some(ImageMetrics {
                     chunk_hits: 9,
                     digest_failures: 2,
+                    metadata_bytes: 811_176,
                     ..Default::default()
                 }),
             )],
@@ -424,6 +436,8 @@ mod tests {
             format!("puzzlefs_image_digest_failures_total{{{mp}}} 2"),
             format!("puzzlefs_image_fs_verity_failures_total{{{mp}}} 0"),
             format!("puzzlefs_image_load_failures_total{{{mp}}} 0"),
+            "# TYPE puzzlefs_image_metadata_bytes gauge".into(),
+            format!("puzzlefs_image_metadata_bytes{{{mp}}} 811176"),
             "# TYPE puzzlefs_chunk_store_capacity_bytes gauge".into(),
             "puzzlefs_chunk_store_capacity_bytes 1073741824".into(),
             "puzzlefs_chunk_store_used_bytes 65536".into(),

@@ -351,7 +351,7 @@ fn reuse_from_base(
             continue;
         };
         let node = table.node(id);
-        let (NodeData::File(_), Some(&digest)) = (&node.data, node.file_digest.as_deref()) else {
+        let (NodeData::File(_), Some(&digest)) = (&node.data, table.file_digest(id)) else {
             continue;
         };
         let extents = table.extents(id);
@@ -374,10 +374,10 @@ fn reuse_from_base(
             chunks.push(FileChunk {
                 blob: BlobRef {
                     digest: file,
-                    offset: info.pack.map_or(0, |p| p.offset) + e.chunk_offset,
+                    offset: info.pack.map_or(0, |p| p.offset) + u64::from(e.chunk_offset),
                     compressed: info.compressed,
                 },
-                len: e.len,
+                len: u64::from(e.len),
             });
             if info.pack.is_none() {
                 blobs.push((

@@ -20,6 +20,7 @@ mod cli;
 mod config;
 pub mod control;
 mod error;
+mod heap;
 mod inflight;
 mod init_options;
 mod passthrough;

@@ -14,7 +14,7 @@ use super::error::{on, show};
 use super::sparse::SparseWriter;
 use super::tree::{join, Extractor};
 use super::ExtractError;
-use crate::reader::{Node, NodeData, NodeId, ReaderError};
+use crate::reader::{Node, NodeId, ReaderError};
 
 /// What attributes are applied to.
 pub enum Target<'f> {
@@ -68,14 +68,14 @@ impl Extractor<'_> {
                 self.report.files += 1;
             }
             FileType::Symlink => {
-                let NodeData::Symlink(target) = &node.data else {
+                let Some(target) = self.image.table().symlink_target(node) else {
                     return Err(ExtractError::io(
                         &path,
                         "create symlink",
                         io::Error::other("no target"),
                     ));
                 };
-                rfs::symlinkat(&target[..], dir, name).map_err(on(&path, "create symlink"))?;
+                rfs::symlinkat(target, dir, name).map_err(on(&path, "create symlink"))?;
                 self.apply_attrs(
                     Target::At {
                         dir: dir.as_fd(),
@@ -91,7 +91,7 @@ impl Extractor<'_> {
                     self.report.skipped_devices += 1;
                     return Ok(false);
                 }
-                match rfs::mknodat(dir, name, kind, Mode::from_raw_mode(0o600), node.rdev) {
+                match rfs::mknodat(dir, name, kind, Mode::from_raw_mode(0o600), node.rdev()) {
                     Err(Errno::PERM) => {
                         return Err(ExtractError::DeviceNeedsRoot { path: show(&path) })
                     }
@@ -191,7 +191,7 @@ impl Extractor<'_> {
             }
             .map_err(on(path, "set owner"))?;
         }
-        for x in node.xattrs.iter() {
+        for x in self.image.table().xattrs(node) {
             let result = match target {
                 Target::Fd(fd) => rfs::fsetxattr(fd, &x.key[..], &x.value, XattrFlags::empty()),
                 Target::At { dir, name } => rfs::lsetxattr(
@@ -233,8 +233,8 @@ impl Extractor<'_> {
             .map_err(on(path, "set mode"))?;
         }
         let t = rfs::Timespec {
-            tv_sec: node.mtime.sec,
-            tv_nsec: node.mtime.nsec.into(),
+            tv_sec: node.mtime_sec,
+            tv_nsec: node.mtime_nsec.into(),
         };
         let times = Timestamps {
             last_access: t,

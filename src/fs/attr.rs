@@ -17,17 +17,17 @@ pub(crate) fn stat(node: &Node) -> stat64 {
         size: node.size,
         blocks: blocks_512(node),
         // The kernel reads these as signed: times before the epoch survive the cast.
-        atime: node.mtime.sec as u64,
-        mtime: node.mtime.sec as u64,
-        ctime: node.mtime.sec as u64,
-        atimensec: node.mtime.nsec,
-        mtimensec: node.mtime.nsec,
-        ctimensec: node.mtime.nsec,
+        atime: node.mtime_sec as u64,
+        mtime: node.mtime_sec as u64,
+        ctime: node.mtime_sec as u64,
+        atimensec: node.mtime_nsec,
+        mtimensec: node.mtime_nsec,
+        ctimensec: node.mtime_nsec,
         mode: node.mode,
         nlink: node.nlink,
         uid: node.uid,
         gid: node.gid,
-        rdev: fuse_rdev(node.rdev),
+        rdev: fuse_rdev(node.rdev()),
         blksize: BLOCK_SIZE as u32,
         flags: 0,
     };
@@ -116,7 +116,7 @@ pub(crate) fn check_access(node: &Node, uid: u32, gid: u32, mask: u32) -> Result
     if mask == libc::F_OK {
         return Ok(());
     }
-    let is_dir = matches!(node.data, NodeData::Dir(_));
+    let is_dir = matches!(node.data, NodeData::Dir { .. });
     if uid == 0 {
         if mask & libc::X_OK != 0 && !is_dir && node.mode & 0o111 == 0 {
             return Err(OpError::PermissionDenied);
@@ -140,7 +140,6 @@ pub(crate) fn check_access(node: &Node, uid: u32, gid: u32, mask: u32) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::Timespec;
 
     fn node(mode: u32, size: u64) -> Node {
         Node {
@@ -148,17 +147,16 @@ mod tests {
             mode,
             uid: 1000,
             gid: 100,
-            mtime: Timespec {
-                sec: -5,
-                nsec: 123_456_789,
-            },
+            mtime_sec: -5,
+            mtime_nsec: 123_456_789,
             nlink: 3,
-            rdev: libc::makedev(7, 300),
             size,
-            xattrs: Box::new([]),
-            file_digest: None,
+            xattrs: Default::default(),
             data: if mode & libc::S_IFMT == libc::S_IFDIR {
-                NodeData::Dir(Default::default())
+                NodeData::Dir {
+                    entries: Default::default(),
+                    parent: 0,
+                }
             } else {
                 NodeData::File(Default::default())
             },
@@ -177,8 +175,11 @@ mod tests {
         assert_eq!(st.st_blksize, 4096);
         assert_eq!((st.st_mtime, st.st_mtime_nsec), (-5, 123_456_789));
         assert_eq!((st.st_atime, st.st_ctime_nsec), (-5, 123_456_789));
-        // The kernel's new_decode_dev of the 32-bit value gives back 7:300.
-        let r = st.st_rdev as u32;
+        assert_eq!(st.st_rdev, 0);
+        // A device's number: the kernel's new_decode_dev of the 32-bit value gives back 7:300.
+        let mut chr = node(libc::S_IFCHR | 0o600, 0);
+        chr.data = NodeData::Other(libc::makedev(7, 300));
+        let r = stat(&chr).st_rdev as u32;
         let (major, minor) = ((r & 0xfff00) >> 8, (r & 0xff) | ((r >> 12) & 0xfff00));
         assert_eq!((major, minor), (7, 300));
         assert_eq!(dtype(st.st_mode), u32::from(libc::DT_REG));

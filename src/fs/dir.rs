@@ -4,7 +4,7 @@
 //! entries in name order) carries offset `i + 1`, the position of the item after it. The
 //! image never changes, so offsets stay valid for as long as the client likes.
 
-use crate::reader::{InodeTable, NodeData, NodeId, ROOT};
+use crate::reader::{InodeTable, NodeId};
 
 /// One item of a listing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,37 +19,13 @@ pub(crate) struct Item<'a> {
     pub dot: bool,
 }
 
-/// The parent of every directory (the root is its own parent). Other nodes map to the
-/// root; only directories are asked for their parent.
-pub(crate) fn parents(table: &InodeTable) -> Box<[NodeId]> {
-    let mut parents = vec![ROOT; table.len()];
-    for id in 0..table.len() {
-        let dir = id as NodeId;
-        if let NodeData::Dir(_) = table.node(dir).data {
-            for e in table.entries(dir) {
-                if matches!(table.node(e.node).data, NodeData::Dir(_)) {
-                    parents[e.node as usize] = dir;
-                }
-            }
-        }
-    }
-    parents.into()
-}
-
 /// Items of directory `dir` from position `offset` on (none past the end).
 pub(crate) fn items<'a>(
     table: &'a InodeTable,
-    parents: &'a [NodeId],
     dir: NodeId,
     offset: u64,
 ) -> impl Iterator<Item = Item<'a>> + 'a {
-    let dots = [
-        (&b"."[..], dir),
-        (
-            &b".."[..],
-            parents.get(dir as usize).copied().unwrap_or(ROOT),
-        ),
-    ];
+    let dots = [(&b"."[..], dir), (&b".."[..], table.parent(dir))];
     let dots = dots.into_iter().map(|(name, node)| (name, node, true));
     let entries = table
         .entries(dir)
@@ -71,6 +47,7 @@ pub(crate) fn items<'a>(
 mod tests {
     use super::*;
     use crate::format::{DirEntry, Inode, InodeKind, Rootfs, Timespec, MANIFEST_VERSION, ROOT_INO};
+    use crate::reader::ROOT;
 
     fn inode(ino: u64, kind: InodeKind) -> Inode {
         Inode {
@@ -122,25 +99,24 @@ mod tests {
     #[test]
     fn offsets_resume_where_they_stopped() {
         let t = table();
-        let parents = parents(&t);
-        let all: Vec<_> = items(&t, &parents, ROOT, 0).collect();
+        let all: Vec<_> = items(&t, ROOT, 0).collect();
         let names: Vec<_> = all.iter().map(|i| i.name).collect();
         assert_eq!(names, [&b"."[..], b"..", b"b", b"sub"]);
         assert_eq!(all.iter().map(|i| i.next).collect::<Vec<_>>(), [1, 2, 3, 4]);
         assert!(all[0].dot && all[1].dot && !all[2].dot);
         assert_eq!((all[0].node, all[1].node), (ROOT, ROOT));
         for (k, item) in all.iter().enumerate() {
-            let rest: Vec<_> = items(&t, &parents, ROOT, item.next).collect();
+            let rest: Vec<_> = items(&t, ROOT, item.next).collect();
             assert_eq!(rest, all[k + 1..]);
         }
-        assert_eq!(items(&t, &parents, ROOT, 99).count(), 0);
-        assert_eq!(items(&t, &parents, ROOT, u64::MAX).count(), 0);
+        assert_eq!(items(&t, ROOT, 99).count(), 0);
+        assert_eq!(items(&t, ROOT, u64::MAX).count(), 0);
         let sub = all[3].node;
-        let inner: Vec<_> = items(&t, &parents, sub, 1).collect();
+        let inner: Vec<_> = items(&t, sub, 1).collect();
         assert_eq!(inner[0].name, b"..");
         assert_eq!(inner[0].node, ROOT);
         let c = inner[2].node;
         assert_eq!(inner[2].name, b"c");
-        assert_eq!(items(&t, &parents, c, 1).next().unwrap().node, sub);
+        assert_eq!(items(&t, c, 1).next().unwrap().node, sub);
     }
 }

@@ -16,9 +16,9 @@ use super::attr::{check_access, stat, Totals};
 use super::config::FsConfig;
 use super::errno::OpError;
 use super::push::Pusher;
-use super::{dir, seek, xattr};
+use super::{seek, xattr};
 use crate::format::Digest;
-use crate::reader::{Image, NodeData, NodeId};
+use crate::reader::{Image, NodeData};
 
 /// A read-only FUSE file system serving one image. FUSE inode numbers are node ids plus
 /// one, so the root is `FUSE_ROOT_ID`; `st_ino` is the inode number stored in the image.
@@ -26,7 +26,6 @@ use crate::reader::{Image, NodeData, NodeId};
 pub struct PuzzleFs {
     pub(super) image: Arc<Image>,
     pub(super) config: FsConfig,
-    pub(super) parents: Box<[NodeId]>,
     pub(super) totals: Totals,
     pub(super) reported: Mutex<HashSet<Digest>>,
     pub(super) push: Option<Pusher>,
@@ -44,12 +43,10 @@ impl std::fmt::Debug for PuzzleFs {
 impl PuzzleFs {
     /// A file system serving `image` with `config`.
     pub fn new(image: Arc<Image>, config: FsConfig) -> Self {
-        let parents = dir::parents(image.table());
         let totals = Totals::of(image.table());
         PuzzleFs {
             image,
             config,
-            parents,
             totals,
             reported: Mutex::new(HashSet::new()),
             push: None,
@@ -114,9 +111,9 @@ impl FileSystem for PuzzleFs {
     }
 
     fn readlink(&self, _ctx: &Context, inode: u64) -> io::Result<Vec<u8>> {
-        match &self.node(inode)?.1.data {
-            NodeData::Symlink(target) => Ok(target.to_vec()),
-            _ => Err(OpError::Invalid.into()),
+        match self.image.table().symlink_target(self.node(inode)?.1) {
+            Some(target) => Ok(target.to_vec()),
+            None => Err(OpError::Invalid.into()),
         }
     }
 
@@ -181,15 +178,11 @@ impl FileSystem for PuzzleFs {
         name: &CStr,
         size: u32,
     ) -> io::Result<GetxattrReply> {
-        Ok(xattr::get(
-            &self.xattrs(inode)?.xattrs,
-            name.to_bytes(),
-            size,
-        )?)
+        Ok(xattr::get(self.xattrs(inode)?, name.to_bytes(), size)?)
     }
 
     fn listxattr(&self, _ctx: &Context, inode: u64, size: u32) -> io::Result<ListxattrReply> {
-        Ok(xattr::list(&self.xattrs(inode)?.xattrs, size)?)
+        Ok(xattr::list(self.xattrs(inode)?, size)?)
     }
 
     fn opendir(

@@ -35,7 +35,7 @@ impl PuzzleFs {
 
     pub(super) fn do_lookup(&self, parent: u64, name: &CStr) -> Res<Entry> {
         let (dir, node) = self.node(parent)?;
-        if !matches!(node.data, NodeData::Dir(_)) {
+        if !matches!(node.data, NodeData::Dir { .. }) {
             return Err(OpError::NotADirectory);
         }
         if name.to_bytes().len() > NAME_MAX {
@@ -43,7 +43,7 @@ impl PuzzleFs {
         }
         let found = match name.to_bytes() {
             b"." => Some(dir),
-            b".." => Some(self.parents[dir as usize]),
+            b".." => Some(self.image.table().parent(dir)),
             name => self.image.table().lookup(dir, name),
         };
         match found {
@@ -67,8 +67,8 @@ impl PuzzleFs {
         let (id, node) = self.node(inode)?;
         match node.data {
             NodeData::File(_) => {}
-            NodeData::Dir(_) => return Err(OpError::IsADirectory),
-            NodeData::Symlink(_) | NodeData::Other => return Err(OpError::Invalid),
+            NodeData::Dir { .. } => return Err(OpError::IsADirectory),
+            NodeData::Symlink(_) | NodeData::Other(_) => return Err(OpError::Invalid),
         }
         if let (0, Some(push)) = (offset, &self.push) {
             push.file_started(id);
@@ -104,8 +104,8 @@ impl PuzzleFs {
         let (_, node) = self.node(inode)?;
         match node.data {
             NodeData::File(_) => {}
-            NodeData::Dir(_) => return Err(OpError::IsADirectory),
-            NodeData::Symlink(_) | NodeData::Other => return Err(OpError::Invalid),
+            NodeData::Dir { .. } => return Err(OpError::IsADirectory),
+            NodeData::Symlink(_) | NodeData::Other(_) => return Err(OpError::Invalid),
         }
         Ok(match self.config.cache {
             CachePolicy::Never | CachePolicy::Metadata => OpenOptions::DIRECT_IO,
@@ -121,7 +121,7 @@ impl PuzzleFs {
         if flags as i32 & libc::O_ACCMODE != libc::O_RDONLY {
             return Err(OpError::ReadOnly);
         }
-        if !matches!(node.data, NodeData::Dir(_)) {
+        if !matches!(node.data, NodeData::Dir { .. }) {
             return Err(OpError::NotADirectory);
         }
         Ok(match self.config.cache {
@@ -138,11 +138,11 @@ impl PuzzleFs {
         mut add: impl FnMut(DirEntry, &dir::Item) -> io::Result<usize>,
     ) -> Res<()> {
         let (id, node) = self.node(inode)?;
-        if !matches!(node.data, NodeData::Dir(_)) {
+        if !matches!(node.data, NodeData::Dir { .. }) {
             return Err(OpError::NotADirectory);
         }
         let table = self.image.table();
-        for item in dir::items(table, &self.parents, id, offset) {
+        for item in dir::items(table, id, offset) {
             let n = table.node(item.node);
             let d = DirEntry {
                 ino: n.ino,
@@ -157,10 +157,10 @@ impl PuzzleFs {
         Ok(())
     }
 
-    pub(super) fn xattrs(&self, inode: u64) -> Res<&Node> {
+    pub(super) fn xattrs(&self, inode: u64) -> Res<&[crate::format::Xattr]> {
         if !self.config.xattr {
             return Err(OpError::NotSupported);
         }
-        Ok(self.node(inode)?.1)
+        Ok(self.image.table().xattrs(self.node(inode)?.1))
     }
 }

@@ -105,6 +105,11 @@ impl ImageFs {
         self.fs.image()
     }
 
+    /// Heap bytes the served image's inode table holds.
+    pub fn metadata_bytes(&self) -> u64 {
+        self.image().table().heap_bytes() as u64
+    }
+
     /// The manifest of the image served.
     pub fn manifest_digest(&self) -> crate::format::Digest {
         self.image().manifest_digest()
@@ -207,14 +212,15 @@ impl ImageFs {
 /// the extent's blob.
 fn pieces(extents: &[Extent], offset: u64, len: u64) -> impl Iterator<Item = (&Extent, u64, u64)> {
     let end = offset.saturating_add(len);
-    let first = extents.partition_point(|e| e.file_offset + e.len <= offset);
+    let first = extents.partition_point(|e| e.file_end() <= offset);
     extents[first..]
         .iter()
         .take_while(move |e| e.file_offset < end)
         .map(move |e| {
             let from = offset.saturating_sub(e.file_offset);
-            let to = end.min(e.file_offset + e.len) - e.file_offset;
-            (e, e.chunk_offset + from, e.chunk_offset + to)
+            let to = end.min(e.file_end()) - e.file_offset;
+            let at = u64::from(e.chunk_offset);
+            (e, at + from, at + to)
         })
 }
 
@@ -390,7 +396,7 @@ impl FileSystem for ImageFs {
 mod tests {
     use super::*;
 
-    fn extent(file_offset: u64, len: u64, chunk: u32, chunk_offset: u64) -> Extent {
+    fn extent(file_offset: u64, len: u32, chunk: u32, chunk_offset: u32) -> Extent {
         Extent {
             file_offset,
             len,

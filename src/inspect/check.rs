@@ -303,12 +303,12 @@ fn check_files(
         for e in table.extents(item.node) {
             let blob = &table.chunks()[e.chunk as usize];
             match verified.get(&blob.digest) {
-                Some(Ok(size)) if e.chunk_offset + e.len <= *size => {}
+                Some(Ok(size)) if e.chunk_end() <= *size => {}
                 Some(Ok(size)) => {
                     report.problems.push(format!(
                         "tag {tag}: /{} needs bytes up to {} of blob {}, which has {size}",
                         String::from_utf8_lossy(&item.path),
-                        e.chunk_offset + e.len,
+                        e.chunk_end(),
                         blob.digest
                     ));
                     ok = false;
@@ -316,7 +316,7 @@ fn check_files(
                 _ => ok = false,
             }
         }
-        if ok && table.node(item.node).file_digest.is_some() {
+        if ok && table.file_digest(item.node).is_some() {
             files.push(item);
         }
     }
@@ -328,7 +328,7 @@ fn check_files(
                 .map_err(|e| ReaderError::BadMetadata(e.to_string()))
         });
         match r {
-            Ok(_) if node.file_digest.as_deref() == Some(&w.finish()) => None,
+            Ok(_) if table.file_digest(item.node) == Some(&w.finish()) => None,
             Ok(_) => Some(format!(
                 "tag {tag}: /{}: contents do not match the recorded sha256",
                 String::from_utf8_lossy(&item.path)

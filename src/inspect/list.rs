@@ -60,8 +60,8 @@ fn time_string(sec: i64) -> String {
 fn line(image: &Image, id: NodeId, path: &[u8], out: &mut String) {
     let n = image.table().node(id);
     let size = match n.data {
-        NodeData::Other if n.rdev != 0 => {
-            format!("{},{}", libc::major(n.rdev), libc::minor(n.rdev))
+        NodeData::Other(rdev) if rdev != 0 => {
+            format!("{},{}", libc::major(rdev), libc::minor(rdev))
         }
         _ => n.size.to_string(),
     };
@@ -73,10 +73,10 @@ fn line(image: &Image, id: NodeId, path: &[u8], out: &mut String) {
         n.uid,
         n.gid,
         size,
-        time_string(n.mtime.sec),
+        time_string(n.mtime_sec),
         String::from_utf8_lossy(path)
     );
-    if let NodeData::Symlink(t) = &n.data {
+    if let Some(t) = image.table().symlink_target(n) {
         let _ = write!(out, " -> {}", String::from_utf8_lossy(t));
     }
     out.push('\n');
@@ -88,7 +88,7 @@ pub fn list(image: &Image, path: &str, recursive: bool) -> Result<String, Reader
     let id = table.resolve(path.as_bytes(), true)?;
     let base = path.trim_matches('/').as_bytes().to_vec();
     let mut out = String::new();
-    if !matches!(table.node(id).data, NodeData::Dir(_)) {
+    if !matches!(table.node(id).data, NodeData::Dir { .. }) {
         line(image, id, path.as_bytes(), &mut out);
         return Ok(out);
     }

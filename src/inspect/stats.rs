@@ -162,7 +162,7 @@ pub fn inspect(oci: &OciDir, tag: Option<&str>) -> Result<InspectReport, ReaderE
                     files += 1;
                     file_bytes = u64::saturating_add(file_bytes, n.size);
                 }
-                NodeData::Dir(_) => directories += 1,
+                NodeData::Dir { .. } => directories += 1,
                 _ => others += 1,
             }
         }

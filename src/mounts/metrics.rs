@@ -304,6 +304,10 @@ pub struct ImageMetrics {
     pub fs_verity_failures: u64,
     /// Other load failures (missing blob, corrupt compression...).
     pub load_failures: u64,
+    /// Heap bytes the opened image's inode table holds (most of what a mount costs in
+    /// memory; mounts of one image share it).
+    #[serde(default)]
+    pub metadata_bytes: u64,
 }
 
 /// Counters of the shared chunk store.

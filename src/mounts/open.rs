@@ -276,6 +276,7 @@ impl Backend for ReadOnly<ImageFs> {
             digest_failures: s.digest_failures,
             fs_verity_failures: s.verity_failures,
             load_failures: s.other_failures,
+            metadata_bytes: self.inner().metadata_bytes(),
         })
     }
 }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use super::heap_cache::ChunkData;
 use super::read_ahead::ReadAhead;
-use super::table::{Extent, InodeTable, NodeId};
+use super::table::{Extent, FileDigests, InodeTable, NodeId};
 use super::{CorruptChunk, HeapChunkCache, ReaderError, DEFAULT_CACHE_BYTES};
 use crate::chunk::{decompress_frames, decompress_seekable};
 use crate::format::{decode_rootfs, Chunking, DecodeLimits, Digest, MANIFEST_VERSION};
@@ -143,7 +143,12 @@ impl Image {
         if rootfs.manifest_version != MANIFEST_VERSION {
             return Err(ReaderError::UnsupportedVersion(rootfs.manifest_version));
         }
-        let table = InodeTable::build(&rootfs)?;
+        let digests = if options.lean {
+            FileDigests::Drop
+        } else {
+            FileDigests::Keep
+        };
+        let table = InodeTable::build_with(&rootfs, digests)?;
         let verity_required = options.fs_verity.is_some();
         if verity_required {
             if let Some(b) = table.chunks().iter().find(|b| b.verity.is_none()) {
@@ -161,10 +166,8 @@ impl Image {
             ),
         };
         let mut manifest = manifest;
-        let mut table = table;
         if options.lean {
             manifest.layers = Vec::new();
-            table.forget_file_digests();
         }
         Ok(Image {
             oci: oci.clone(),
@@ -246,7 +249,7 @@ impl Image {
     ) -> Result<u64, E> {
         let extents = self.table.extents(node);
         let end = offset.saturating_add(len);
-        let first = extents.partition_point(|e| e.file_offset + e.len <= offset);
+        let first = extents.partition_point(|e| e.file_end() <= offset);
         let mut done = 0u64;
         for e in &extents[first..] {
             if e.file_offset >= end {
@@ -260,7 +263,7 @@ impl Image {
             }
             let piece = extent_slice(e, &data, blob.digest)?;
             let from = offset.saturating_sub(e.file_offset) as usize;
-            let to = (end.min(e.file_offset + e.len) - e.file_offset) as usize;
+            let to = (end.min(e.file_end()) - e.file_offset) as usize;
             sink(&piece[from..to])?;
             done += (to - from) as u64;
         }
@@ -322,8 +325,7 @@ pub(super) fn load_blob(
 }
 
 fn extent_slice<'a>(e: &Extent, data: &'a [u8], digest: Digest) -> Result<&'a [u8], ReaderError> {
-    let start = e.chunk_offset;
-    let end = start + e.len; // cannot overflow: checked when the table was built
+    let (start, end) = (u64::from(e.chunk_offset), e.chunk_end()); // cannot overflow: checked when the table was built
     if end > data.len() as u64 {
         return Err(ReaderError::ShortBlob {
             digest,

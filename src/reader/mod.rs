@@ -19,6 +19,7 @@ pub use image::{
 };
 pub use key::ChunkKey;
 pub use table::{
-    DataFile, Entry, Extent, InodeTable, Node, NodeData, NodeId, Span, NAME_MAX, ROOT,
+    DataFile, Entry, Extent, FileDigests, InodeTable, Node, NodeData, NodeId, Span, XattrSet,
+    NAME_MAX, ROOT,
 };
 pub use walk::{Walk, WalkItem};

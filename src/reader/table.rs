@@ -21,52 +21,85 @@ pub const ROOT: NodeId = 0;
 
 /// Longest entry name an image may hold, in bytes.
 pub const NAME_MAX: usize = 255;
+const _: () = assert!(
+    NAME_MAX <= u8::MAX as usize,
+    "names are stored after a length byte"
+);
 const SYMLINK_MAX: usize = 4095;
 const XATTR_NAME_MAX: usize = 255;
 const XATTR_VALUE_MAX: usize = 65536;
 
 /// A file, directory or other object in the image.
+///
+/// 64 bytes: the node table is most of an opened image's memory (one per inode, for as long
+/// as the image is mounted), so rare and bulky things live beside it in the table (xattrs,
+/// symlink targets, the files' recorded sha256).
 #[derive(Debug, Clone)]
 pub struct Node {
     /// Inode number as stored in the image (reported as `st_ino`).
     pub ino: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time, seconds (also reported as change and access time).
+    pub mtime_sec: i64,
+    /// Modification time, nanoseconds (below 10^9).
+    pub mtime_nsec: u32,
     /// Full `st_mode`.
     pub mode: u32,
     /// Owner.
     pub uid: u32,
     /// Group.
     pub gid: u32,
-    /// Modification time (also reported as change and access time).
-    pub mtime: Timespec,
     /// Number of names referring to this node (directories: 2 + subdirectories).
     pub nlink: u32,
-    /// Device number for character and block devices.
-    pub rdev: u64,
-    /// Size in bytes.
-    pub size: u64,
-    /// Extended attributes.
-    pub xattrs: Box<[Xattr]>,
-    /// sha256 of a regular file's contents, when the image records it (boxed: most
-    /// readers never look at it, and the table is a large part of an opened image).
-    pub file_digest: Option<Box<Digest>>,
+    /// Extended attributes ([`InodeTable::xattrs`]).
+    pub xattrs: XattrSet,
     /// Type-specific contents.
     pub data: NodeData,
 }
 
+/// Which of the table's xattr lists a node has ([`XattrSet::default`]: none).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct XattrSet(u32);
+
 /// What a node holds.
 #[derive(Debug, Clone)]
 pub enum NodeData {
-    /// Directory entries, sorted by name ([`InodeTable::entries`]).
-    Dir(Span),
+    /// A directory: its entries, sorted by name ([`InodeTable::entries`]), and the directory
+    /// holding it (the root is its own parent).
+    Dir {
+        /// Entries.
+        entries: Span,
+        /// Parent directory.
+        parent: NodeId,
+    },
     /// File contents, in file order ([`InodeTable::extents`]).
     File(Span),
-    /// Symlink target.
-    Symlink(Box<[u8]>),
-    /// Devices, fifos, sockets.
-    Other,
+    /// Symlink target ([`InodeTable::bytes`]).
+    Symlink(Span),
+    /// Devices (with their device number), fifos and sockets (0).
+    Other(u64),
 }
 
-/// A run of one of the table's shared arrays (entries, extents): one allocation per
+impl Node {
+    /// Modification time.
+    pub fn mtime(&self) -> Timespec {
+        Timespec {
+            sec: self.mtime_sec,
+            nsec: self.mtime_nsec,
+        }
+    }
+
+    /// Device number (character and block devices; 0 for anything else).
+    pub fn rdev(&self) -> u64 {
+        match self.data {
+            NodeData::Other(rdev) => rdev,
+            _ => 0,
+        }
+    }
+}
+
+/// A run of one of the table's shared arrays (entries, extents, xattrs, bytes): one allocation per
 /// table instead of one per node keeps an opened image small and quick to build.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Span {
@@ -103,23 +136,40 @@ fn span_since(start: usize, end: usize) -> Result<Span, ReaderError> {
 /// A directory entry; its name is [`InodeTable::name`].
 #[derive(Debug, Clone, Copy)]
 pub struct Entry {
+    /// Where its name lies in the table's `names`: one length byte, then the name (8-byte
+    /// entries instead of 12, for one byte more per name).
     name_at: u32,
-    name_len: u8,
     /// The node it names.
     pub node: NodeId,
 }
 
 /// A contiguous range of a file stored in one chunk.
+///
+/// 20 bytes (packed to 4-byte alignment: there is one per chunk of every file). A chunk's
+/// contents are at most [`MAX_BLOB_BYTES`], so lengths and offsets inside it fit 32 bits.
 #[derive(Debug, Clone, Copy)]
+#[repr(C, packed(4))]
 pub struct Extent {
     /// Offset in the file.
     pub file_offset: u64,
     /// Length in bytes.
-    pub len: u64,
+    pub len: u32,
     /// Index into [`InodeTable::chunks`].
     pub chunk: u32,
     /// Offset in the chunk's contents.
-    pub chunk_offset: u64,
+    pub chunk_offset: u32,
+}
+
+impl Extent {
+    /// Offset just past its last byte in the file.
+    pub fn file_end(&self) -> u64 {
+        self.file_offset + u64::from(self.len)
+    }
+
+    /// Offset just past its last byte in the chunk's contents.
+    pub fn chunk_end(&self) -> u64 {
+        u64::from(self.chunk_offset) + u64::from(self.len)
+    }
 }
 
 /// A data blob file of an image.
@@ -140,8 +190,13 @@ pub struct InodeTable {
     chunks: Vec<ChunkInfo>,
     entries: Vec<Entry>,
     extents: Vec<Extent>,
-    /// Every entry name, back to back.
+    xattrs: Vec<Xattr>,
+    /// The runs of `xattrs` nodes have, by [`XattrSet`]; the first is empty.
+    xattr_sets: Vec<Span>,
+    /// Every entry name (after its length byte) and symlink target, back to back.
     names: Vec<u8>,
+    /// Regular files' recorded sha256, by node id (ascending), when kept.
+    file_digests: Vec<(NodeId, Digest)>,
 }
 
 fn bad(msg: impl Into<String>) -> ReaderError {
@@ -169,7 +224,11 @@ struct Builder<'a> {
     nodes: Vec<Node>,
     entries: Vec<Entry>,
     extents: Vec<Extent>,
+    xattrs: Vec<Xattr>,
+    xattr_sets: Vec<Span>,
     names: Vec<u8>,
+    /// `None`: not kept.
+    file_digests: Option<Vec<(NodeId, Digest)>>,
     /// The node made of each definition's inode, by [`DefIndex`] ([`NO_NODE`]: none yet).
     node_of: Vec<NodeId>,
     chunks: Vec<ChunkInfo>,
@@ -183,24 +242,36 @@ struct Builder<'a> {
 
 const NO_NODE: NodeId = NodeId::MAX;
 
+/// Whether a table keeps the sha256 an image records for each file (only `check` and
+/// `build --base` look at them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileDigests {
+    /// Keep them ([`InodeTable::file_digest`]).
+    Keep,
+    /// Leave them out.
+    Drop,
+}
+
 impl InodeTable {
-    /// Drops every file's recorded sha256 (for readers that never check them).
-    pub fn forget_file_digests(&mut self) {
-        for node in &mut self.nodes {
-            node.file_digest = None;
-        }
+    /// Merges layers and validates the tree, keeping the files' recorded sha256.
+    pub fn build(rootfs: &Rootfs) -> Result<Self, ReaderError> {
+        Self::build_with(rootfs, FileDigests::Keep)
     }
 
     /// Merges layers and validates the tree.
-    pub fn build(rootfs: &Rootfs) -> Result<Self, ReaderError> {
+    pub fn build_with(rootfs: &Rootfs, digests: FileDigests) -> Result<Self, ReaderError> {
         let defs = Defs::new(rootfs)?;
         let mut b = Builder {
             node_of: vec![NO_NODE; defs.len()],
+            // Every reachable inode is one definition: an upper bound, and usually exact.
+            nodes: Vec::with_capacity(defs.len()),
             defs,
-            nodes: Vec::new(),
             entries: Vec::new(),
             extents: Vec::new(),
+            xattrs: Vec::new(),
+            xattr_sets: vec![Span::default()],
             names: Vec::new(),
+            file_digests: (digests == FileDigests::Keep).then(Vec::new),
             chunks: Vec::new(),
             chunk_of: HashMap::new(),
             packs: check_packs(&rootfs.packs)?,
@@ -213,14 +284,66 @@ impl InodeTable {
         b.chunks.shrink_to_fit();
         b.entries.shrink_to_fit();
         b.extents.shrink_to_fit();
+        b.xattrs.shrink_to_fit();
+        b.xattr_sets.shrink_to_fit();
         b.names.shrink_to_fit();
+        let mut file_digests = b.file_digests.unwrap_or_default();
+        file_digests.shrink_to_fit();
         Ok(InodeTable {
             nodes: b.nodes,
             chunks: b.chunks,
             entries: b.entries,
             extents: b.extents,
+            xattrs: b.xattrs,
+            xattr_sets: b.xattr_sets,
             names: b.names,
+            file_digests,
         })
+    }
+
+    /// A node's extended attributes.
+    pub fn xattrs(&self, node: &Node) -> &[Xattr] {
+        self.xattr_sets[node.xattrs.0 as usize].get(&self.xattrs)
+    }
+
+    /// The sha256 the image records for a regular file's contents, if it records one and the
+    /// table kept it ([`FileDigests`]).
+    pub fn file_digest(&self, id: NodeId) -> Option<&Digest> {
+        self.file_digests
+            .binary_search_by_key(&id, |&(n, _)| n)
+            .ok()
+            .map(|i| &self.file_digests[i].1)
+    }
+
+    /// Bytes of heap the table holds (what an opened image costs, mostly).
+    pub fn heap_bytes(&self) -> usize {
+        use std::mem::size_of_val;
+        size_of_val(&self.nodes[..])
+            + size_of_val(&self.chunks[..])
+            + size_of_val(&self.entries[..])
+            + size_of_val(&self.extents[..])
+            + size_of_val(&self.xattrs[..])
+            + self
+                .xattrs
+                .iter()
+                .map(|x| x.key.len() + x.value.len())
+                .sum::<usize>()
+            + size_of_val(&self.xattr_sets[..])
+            + self.names.len()
+            + size_of_val(&self.file_digests[..])
+    }
+
+    /// The bytes of a [`NodeData::Symlink`] target.
+    pub fn bytes(&self, span: Span) -> &[u8] {
+        span.get(&self.names)
+    }
+
+    /// A symlink's target; `None` for anything else.
+    pub fn symlink_target(&self, node: &Node) -> Option<&[u8]> {
+        match node.data {
+            NodeData::Symlink(span) => Some(self.bytes(span)),
+            _ => None,
+        }
     }
 
     /// A node by id. Ids come from this table, so an unknown id is a caller bug; callers that
@@ -273,10 +396,19 @@ impl InodeTable {
             .map(|i| entries[i].node)
     }
 
+    /// The directory holding directory `dir` (the root for the root, and for anything that is
+    /// not a directory).
+    pub fn parent(&self, dir: NodeId) -> NodeId {
+        match self.node(dir).data {
+            NodeData::Dir { parent, .. } => parent,
+            _ => ROOT,
+        }
+    }
+
     /// Entries of a directory, sorted by name (empty for other nodes).
     pub fn entries(&self, dir: NodeId) -> &[Entry] {
         match self.node(dir).data {
-            NodeData::Dir(span) => span.get(&self.entries),
+            NodeData::Dir { entries, .. } => entries.get(&self.entries),
             _ => &[],
         }
     }
@@ -284,7 +416,8 @@ impl InodeTable {
     /// An entry's name (validated: 1..=255 bytes, no `/` or NUL, not `.` or `..`).
     pub fn name(&self, e: &Entry) -> &[u8] {
         let at = e.name_at as usize;
-        &self.names[at..at + usize::from(e.name_len)]
+        let len = usize::from(self.names[at]);
+        &self.names[at + 1..at + 1 + len]
     }
 
     /// A regular file's extents, in file order (empty for other nodes).
@@ -327,14 +460,14 @@ impl InodeTable {
                 cur = stack.pop().unwrap_or(ROOT);
                 continue;
             }
-            if !matches!(self.node(cur).data, NodeData::Dir(_)) {
+            if !matches!(self.node(cur).data, NodeData::Dir { .. }) {
                 return Err(ReaderError::NotADirectory(shown()));
             }
             let next = self
                 .lookup(cur, part)
                 .ok_or_else(|| ReaderError::NotFound(shown()))?;
             let last = i + 1 == parts.len();
-            if let NodeData::Symlink(target) = &self.node(next).data {
+            if let Some(target) = self.symlink_target(self.node(next)) {
                 if !last || follow_last {
                     *hops += 1;
                     if *hops > 40 {
@@ -385,6 +518,10 @@ impl<'a> Builder<'a> {
                     NO_NODE => {
                         let id = self.add_node(target_at)?;
                         if target.is_dir() {
+                            if let NodeData::Dir { parent, .. } = &mut self.nodes[id as usize].data
+                            {
+                                *parent = dir_id;
+                            }
                             queue.push_back((id, target_at));
                         }
                         id
@@ -413,19 +550,18 @@ impl<'a> Builder<'a> {
             for (name, node) in entries {
                 let name_at =
                     u32::try_from(self.names.len()).map_err(|_| bad("metadata too large"))?;
+                // check_name bounds names to NAME_MAX, which fits the length byte.
+                self.names.push(name.len() as u8);
                 self.names.extend_from_slice(name);
-                self.entries.push(Entry {
-                    name_at,
-                    // check_name bounds names to NAME_MAX, which fits.
-                    name_len: name.len() as u8,
-                    node,
-                });
+                self.entries.push(Entry { name_at, node });
             }
             let span = span_since(start, self.entries.len())?;
             let dir = &mut self.nodes[dir_id as usize];
             dir.nlink = 2u32.saturating_add(subdirs);
             dir.size = span.len() as u64;
-            dir.data = NodeData::Dir(span);
+            if let NodeData::Dir { entries, .. } = &mut dir.data {
+                *entries = span;
+            }
         }
         Ok(())
     }
@@ -480,6 +616,15 @@ impl<'a> Builder<'a> {
                 return Err(bad(format!("inode {}: xattr value over 64 KiB", inode.ino)));
             }
         }
+        let xattrs = if inode.xattrs.is_empty() {
+            XattrSet::default()
+        } else {
+            let start = self.xattrs.len();
+            self.xattrs.extend(inode.xattrs.iter().cloned());
+            let set = u32::try_from(self.xattr_sets.len()).map_err(|_| bad("too many xattrs"))?;
+            self.xattr_sets.push(span_since(start, self.xattrs.len())?);
+            XattrSet(set)
+        };
         if inode.mtime.nsec >= 1_000_000_000 {
             return Err(bad(format!(
                 "inode {}: mtime nanoseconds out of range",
@@ -495,8 +640,15 @@ impl<'a> Builder<'a> {
             };
             Ok(libc::makedev(ma, mi))
         };
-        let (rdev, size, data) = match &inode.kind {
-            InodeKind::Dir { .. } => (0, 0, NodeData::Dir(Span::default())),
+        let (size, data) = match &inode.kind {
+            // The walk sets entries and parent once it reaches them.
+            InodeKind::Dir { .. } => (
+                0,
+                NodeData::Dir {
+                    entries: Span::default(),
+                    parent: ROOT,
+                },
+            ),
             InodeKind::File { chunks } => {
                 let start = self.extents.len();
                 let mut offset: u64 = 0;
@@ -504,15 +656,25 @@ impl<'a> Builder<'a> {
                     if c.len == 0 {
                         continue;
                     }
-                    c.blob.offset.checked_add(c.len).ok_or_else(|| {
+                    // No chunk holds more than MAX_BLOB_BYTES (a pack's chunks are checked
+                    // against it too), which keeps the extent's fields in 32 bits.
+                    let end = c.blob.offset.checked_add(c.len).ok_or_else(|| {
                         bad(format!("inode {}: chunk range overflows", inode.ino))
                     })?;
+                    if end > MAX_BLOB_BYTES && !self.packs.contains_key(&c.blob.digest) {
+                        return Err(bad(format!(
+                            "inode {}: chunk range beyond the {} MiB chunk limit",
+                            inode.ino,
+                            MAX_BLOB_BYTES >> 20
+                        )));
+                    }
                     let (chunk, chunk_offset) = self.locate(inode.ino, c)?;
                     self.extents.push(Extent {
                         file_offset: offset,
-                        len: c.len,
+                        // Both within one chunk (checked above and by locate).
+                        len: c.len as u32,
                         chunk,
-                        chunk_offset,
+                        chunk_offset: chunk_offset as u32,
                     });
                     offset = offset
                         .checked_add(c.len)
@@ -520,7 +682,7 @@ impl<'a> Builder<'a> {
                         .ok_or_else(|| bad(format!("inode {}: file size overflows", inode.ino)))?;
                 }
                 let span = span_since(start, self.extents.len())?;
-                (0, offset, NodeData::File(span))
+                (offset, NodeData::File(span))
             }
             InodeKind::Symlink => {
                 let target = inode
@@ -533,33 +695,36 @@ impl<'a> Builder<'a> {
                         inode.ino
                     )));
                 }
-                (
-                    0,
-                    target.len() as u64,
-                    NodeData::Symlink(target.clone().into()),
-                )
+                let start = self.names.len();
+                self.names.extend_from_slice(target);
+                let span = span_since(start, self.names.len())?;
+                (target.len() as u64, NodeData::Symlink(span))
             }
             InodeKind::Chr { major, minor } | InodeKind::Blk { major, minor } => {
-                (dev(*major, *minor)?, 0, NodeData::Other)
+                (0, NodeData::Other(dev(*major, *minor)?))
             }
-            InodeKind::Fifo | InodeKind::Socket => (0, 0, NodeData::Other),
+            InodeKind::Fifo | InodeKind::Socket => (0, NodeData::Other(0)),
             // Upstream writes "unknown" for types it cannot classify: an empty regular file.
-            InodeKind::Unknown => (0, 0, NodeData::File(Span::default())),
+            InodeKind::Unknown => (0, NodeData::File(Span::default())),
             InodeKind::Whiteout => {
                 return Err(bad(format!("whiteout inode {} in tree", inode.ino)))
             }
         };
+        if let (Some(digests), Some(d)) = (&mut self.file_digests, inode.file_digest) {
+            if matches!(data, NodeData::File(_)) {
+                digests.push((id, d));
+            }
+        }
         self.nodes.push(Node {
             ino: inode.ino,
             mode: inode.mode(),
             uid: inode.uid,
             gid: inode.gid,
-            mtime: inode.mtime,
+            mtime_sec: inode.mtime.sec,
+            mtime_nsec: inode.mtime.nsec,
             nlink: 1,
-            rdev,
             size,
-            xattrs: inode.xattrs.clone().into(),
-            file_digest: inode.file_digest.map(Box::new),
+            xattrs,
             data,
         });
         self.node_of[at] = id;

@@ -171,7 +171,17 @@ fn bad_values_are_rejected() {
             len: 10,
         }],
     };
-    assert!(err(vec![vec![dir(1, &[("f", 2)], false), big]]).contains("overflows"));
+    assert!(err(vec![vec![dir(1, &[("f", 2)], false), big.clone()]]).contains("overflows"));
+    // No chunk holds more than MAX_BLOB_BYTES: a range past it is refused at open.
+    let at = |offset| {
+        let mut f = big.clone();
+        if let InodeKind::File { chunks } = &mut f.kind {
+            chunks[0].blob.offset = offset;
+        }
+        vec![vec![dir(1, &[("f", 2)], false), f]]
+    };
+    assert!(err(at(crate::reader::MAX_BLOB_BYTES - 5)).contains("chunk limit"));
+    assert!(table(at(crate::reader::MAX_BLOB_BYTES - 10)).is_ok());
     let mut dev = with_kind(
         2,
         InodeKind::Chr {
@@ -437,4 +447,62 @@ fn hostile_pack_tables_are_rejected() {
         let text = err.to_string();
         assert!(text.contains(want), "case {i}: {text}");
     }
+}
+
+#[test]
+fn side_arrays_give_each_node_its_own_xattrs_target_and_digest() {
+    let xattr = |k: &str, v: &str| crate::format::Xattr {
+        key: k.as_bytes().to_vec(),
+        value: v.as_bytes().to_vec(),
+    };
+    let mut a = file(2);
+    a.xattrs = vec![xattr("user.a", "1"), xattr("user.b", "22")];
+    a.file_digest = Some(crate::format::Digest([7; 32]));
+    let b = file(3);
+    let mut c = with_kind(4, InodeKind::Symlink);
+    c.symlink_target = Some(b"../target".to_vec());
+    c.xattrs = vec![xattr("trusted.c", "")];
+    let mut d = file(5);
+    d.file_digest = Some(crate::format::Digest([9; 32]));
+    let layers = vec![vec![
+        dir(1, &[("a", 2), ("b", 3), ("c", 4), ("d", 5)], false),
+        a,
+        b,
+        c,
+        d,
+    ]];
+    let t = table(layers.clone()).unwrap();
+    let id = |name: &str| t.lookup(ROOT, name.as_bytes()).unwrap();
+    let keys = |name: &str| -> Vec<String> {
+        t.xattrs(t.node(id(name)))
+            .iter()
+            .map(|x| format!("{}={}", show(&x.key), show(&x.value)))
+            .collect()
+    };
+    assert_eq!(keys("a"), ["user.a=1", "user.b=22"]);
+    assert!(keys("b").is_empty() && keys("d").is_empty());
+    assert_eq!(keys("c"), ["trusted.c="]);
+    assert_eq!(t.symlink_target(t.node(id("c"))), Some(&b"../target"[..]));
+    assert_eq!(t.symlink_target(t.node(id("a"))), None);
+    assert_eq!(t.file_digest(id("a")).map(|d| d.0[0]), Some(7));
+    assert_eq!(t.file_digest(id("b")), None);
+    assert_eq!(t.file_digest(id("d")).map(|d| d.0[0]), Some(9));
+    let lean = InodeTable::build_with(
+        &Rootfs {
+            layers,
+            verity: Default::default(),
+            manifest_version: MANIFEST_VERSION,
+            chunking: None,
+            packs: Vec::new(),
+        },
+        FileDigests::Drop,
+    )
+    .unwrap();
+    assert_eq!(lean.file_digest(id("a")), None);
+    assert!(lean.heap_bytes() < t.heap_bytes());
+    // The sizes an opened image's memory is made of (one node per inode, one extent per
+    // chunk of each file).
+    assert_eq!(std::mem::size_of::<Node>(), 64);
+    assert_eq!(std::mem::size_of::<Extent>(), 20);
+    assert_eq!(std::mem::size_of::<Entry>(), 8);
 }

@@ -504,17 +504,14 @@ pub fn image_snapshot(image: &puzzlefs_virtiofsd::reader::Image) -> BTreeMap<Vec
                 gid: n.gid,
                 size: if kind == 'd' { 0 } else { n.size },
                 sha256,
-                link: match &n.data {
-                    NodeData::Symlink(t) => Some(t.to_vec()),
-                    _ => None,
-                },
-                rdev: n.rdev,
-                xattrs: n
-                    .xattrs
+                link: table.symlink_target(n).map(<[u8]>::to_vec),
+                rdev: n.rdev(),
+                xattrs: table
+                    .xattrs(n)
                     .iter()
                     .map(|x| (x.key.clone(), x.value.clone()))
                     .collect(),
-                mtime: (n.mtime.sec, i64::from(n.mtime.nsec)),
+                mtime: (n.mtime_sec, i64::from(n.mtime_nsec)),
                 nlink: u64::from(n.nlink),
                 link_group,
             },

@@ -333,7 +333,9 @@ fn chunk_lengths_that_overflow_are_refused() {
         ]],
         "sum",
     );
-    sb.refused(&t, &["inode 2: file size overflows"]);
+    // No chunk holds more than 64 MiB, so lengths that would overflow the file's size are
+    // refused before they are summed.
+    sb.refused(&t, &["inode 2: chunk range beyond the 64 MiB chunk limit"]);
     let t = sb.commit(
         vec![vec![
             dir(1, &[(b"f", 2)]),

@@ -152,6 +152,18 @@ impl Executor {
     /// Carries out `request`. A mount reaches its source through `dir`, a descriptor of the
     /// directory (the table keeps it open while mounted).
     pub fn handle(&self, request: Request, dir: Option<OwnedFd>) -> Reply {
+        let changes_table = matches!(
+            request,
+            Request::Mount { .. } | Request::Umount { .. } | Request::Restore { .. }
+        );
+        let reply = self.carry_out(request, dir);
+        if changes_table {
+            crate::daemon::heap::release_free_pages();
+        }
+        reply
+    }
+
+    fn carry_out(&self, request: Request, dir: Option<OwnedFd>) -> Reply {
         match request {
             Request::Mount {
                 mountpoint,
