@@ -11,7 +11,7 @@ use super::defs::{DefIndex, Defs};
 use super::image::ChunkInfo;
 use super::image::{PackSlice, MAX_BLOB_BYTES};
 use super::ReaderError;
-use crate::format::{Digest, FileChunk, InodeKind, Pack, Rootfs, Timespec, Xattr, ROOT_INO};
+use crate::format::{Digest, FileChunk, InodeKind, Pack, Rootfs, Xattr, ROOT_INO};
 
 /// Index of a node in the table; [`ROOT`] is the root directory.
 pub type NodeId = u32;
@@ -75,21 +75,13 @@ pub enum NodeData {
     },
     /// File contents, in file order ([`InodeTable::extents`]).
     File(Span),
-    /// Symlink target ([`InodeTable::bytes`]).
+    /// Symlink target ([`InodeTable::symlink_target`]).
     Symlink(Span),
     /// Devices (with their device number), fifos and sockets (0).
     Other(u64),
 }
 
 impl Node {
-    /// Modification time.
-    pub fn mtime(&self) -> Timespec {
-        Timespec {
-            sec: self.mtime_sec,
-            nsec: self.mtime_nsec,
-        }
-    }
-
     /// Device number (character and block devices; 0 for anything else).
     pub fn rdev(&self) -> u64 {
         match self.data {
@@ -99,7 +91,7 @@ impl Node {
     }
 }
 
-/// A run of one of the table's shared arrays (entries, extents, xattrs, bytes): one allocation per
+/// A run of one of the table's shared arrays (entries, extents, xattrs, names): one allocation per
 /// table instead of one per node keeps an opened image small and quick to build.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Span {
@@ -333,15 +325,10 @@ impl InodeTable {
             + size_of_val(&self.file_digests[..])
     }
 
-    /// The bytes of a [`NodeData::Symlink`] target.
-    pub fn bytes(&self, span: Span) -> &[u8] {
-        span.get(&self.names)
-    }
-
     /// A symlink's target; `None` for anything else.
     pub fn symlink_target(&self, node: &Node) -> Option<&[u8]> {
         match node.data {
-            NodeData::Symlink(span) => Some(self.bytes(span)),
+            NodeData::Symlink(span) => Some(span.get(&self.names)),
             _ => None,
         }
     }
@@ -497,7 +484,7 @@ impl<'a> Builder<'a> {
         if !root.is_dir() {
             return Err(bad("inode 1 is not a directory"));
         }
-        self.add_node(root_at)?;
+        self.add_node(root_at, ROOT)?;
         let mut queue = VecDeque::from([(ROOT, root_at)]);
         while let Some((dir_id, dir_at)) = queue.pop_front() {
             let merged = self.merged_entries(dir_at)?;
@@ -516,12 +503,8 @@ impl<'a> Builder<'a> {
                 }
                 let id = match self.node_of[target_at] {
                     NO_NODE => {
-                        let id = self.add_node(target_at)?;
+                        let id = self.add_node(target_at, dir_id)?;
                         if target.is_dir() {
-                            if let NodeData::Dir { parent, .. } = &mut self.nodes[id as usize].data
-                            {
-                                *parent = dir_id;
-                            }
                             queue.push_back((id, target_at));
                         }
                         id
@@ -602,7 +585,9 @@ impl<'a> Builder<'a> {
         Ok(out)
     }
 
-    fn add_node(&mut self, at: DefIndex) -> Result<NodeId, ReaderError> {
+    /// Adds the node defined at `at`; `parent` is the directory it is first found in (kept
+    /// for directories).
+    fn add_node(&mut self, at: DefIndex, parent: NodeId) -> Result<NodeId, ReaderError> {
         let inode = self.defs.top(at);
         let id = NodeId::try_from(self.nodes.len())
             .ok()
@@ -641,12 +626,12 @@ impl<'a> Builder<'a> {
             Ok(libc::makedev(ma, mi))
         };
         let (size, data) = match &inode.kind {
-            // The walk sets entries and parent once it reaches them.
+            // The walk sets the entries once it reaches the directory.
             InodeKind::Dir { .. } => (
                 0,
                 NodeData::Dir {
                     entries: Span::default(),
-                    parent: ROOT,
+                    parent,
                 },
             ),
             InodeKind::File { chunks } => {
@@ -656,22 +641,13 @@ impl<'a> Builder<'a> {
                     if c.len == 0 {
                         continue;
                     }
-                    // No chunk holds more than MAX_BLOB_BYTES (a pack's chunks are checked
-                    // against it too), which keeps the extent's fields in 32 bits.
-                    let end = c.blob.offset.checked_add(c.len).ok_or_else(|| {
+                    c.blob.offset.checked_add(c.len).ok_or_else(|| {
                         bad(format!("inode {}: chunk range overflows", inode.ino))
                     })?;
-                    if end > MAX_BLOB_BYTES && !self.packs.contains_key(&c.blob.digest) {
-                        return Err(bad(format!(
-                            "inode {}: chunk range beyond the {} MiB chunk limit",
-                            inode.ino,
-                            MAX_BLOB_BYTES >> 20
-                        )));
-                    }
                     let (chunk, chunk_offset) = self.locate(inode.ino, c)?;
                     self.extents.push(Extent {
                         file_offset: offset,
-                        // Both within one chunk (checked above and by locate).
+                        // Both within one chunk of at most MAX_BLOB_BYTES (locate checks).
                         len: c.len as u32,
                         chunk,
                         chunk_offset: chunk_offset as u32,
@@ -734,6 +710,14 @@ impl<'a> Builder<'a> {
     /// The chunk holding a file chunk's bytes, and where they start in it.
     fn locate(&mut self, ino: u64, c: &FileChunk) -> Result<(u32, u64), ReaderError> {
         let Some(pack) = self.packs.get(&c.blob.digest).copied() else {
+            // No chunk holds more than MAX_BLOB_BYTES (check_packs bounds a pack's chunks),
+            // which keeps the extent's fields in 32 bits. The caller checked for overflow.
+            if c.blob.offset + c.len > MAX_BLOB_BYTES {
+                return Err(bad(format!(
+                    "inode {ino}: chunk range beyond the {} MiB chunk limit",
+                    MAX_BLOB_BYTES >> 20
+                )));
+            }
             let info = ChunkInfo {
                 digest: c.blob.digest,
                 compressed: c.blob.compressed,
